@@ -1,0 +1,90 @@
+"""Checkpoints: weights in model.safetensors, optimizer + RNG + step in state.safetensors.
+
+The architecture is not stored with the weights: it is rebuilt from the run's config.toml.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from vaelab.config import Config
+from vaelab.errors import UserError
+from vaelab.models import build_model
+from vaelab.runfolder import load_tensors, read_toml, save_tensors
+
+
+def save_checkpoint(run_dir: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, step: int, image_shape) -> None:
+    """Write state.safetensors, then model.safetensors, each atomically, both tagged with `step`;
+    the model's header also records the image shape (C, H, W) it was built for."""
+    state = {f"optim.{i}.{k}": (v if torch.is_tensor(v) else torch.tensor(v)) for i, s in optimizer.state_dict()["state"].items() for k, v in s.items()}
+    state["rng.cpu"] = torch.get_rng_state()
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["rng.cuda"] = torch.cuda.get_rng_state()
+    state["step"] = torch.tensor(step, dtype=torch.int64)
+    save_tensors(run_dir / "state.safetensors", state, step=step)
+    shape = ",".join(str(int(v)) for v in image_shape)
+    save_tensors(run_dir / "model.safetensors", model.state_dict(), step=step, image_shape=shape)
+
+
+def load_weights(run_dir: Path, model: torch.nn.Module) -> int:
+    """Load model.safetensors into `model`; returns the step it was saved at."""
+    path = run_dir / "model.safetensors"
+    tensors, meta = load_tensors(path)
+    _apply(model, tensors, run_dir)
+    return int(meta.get("step", -1))
+
+
+def _apply(model: torch.nn.Module, tensors: dict[str, torch.Tensor], run_dir: Path) -> None:
+    path = run_dir / "model.safetensors"
+    own = model.state_dict()
+    missing, unexpected = sorted(set(own) - set(tensors)), sorted(set(tensors) - set(own))
+    wrong = [k for k in own if k in tensors and tensors[k].shape != own[k].shape]
+    if missing or unexpected or wrong:
+        detail = (missing and f"missing {missing[:3]}") or (unexpected and f"unexpected {unexpected[:3]}") or f"shape of {wrong[:3]}"
+        raise UserError(f"{path} does not match the model in {run_dir / 'config.toml'} ({detail})")
+    model.load_state_dict(tensors)
+
+
+def load_state(run_dir: Path, optimizer: torch.optim.Optimizer) -> int:
+    """Restore the optimizer and the RNG from state.safetensors; returns its step."""
+    tensors, _ = load_tensors(run_dir / "state.safetensors")
+    if "step" not in tensors or "rng.cpu" not in tensors:
+        raise UserError(f"{run_dir / 'state.safetensors'} is not a vaelab training state")
+    sd = optimizer.state_dict()
+    state: dict[int, dict[str, torch.Tensor]] = {}
+    for key, value in tensors.items():
+        if key.startswith("optim."):
+            _, i, name = key.split(".", 2)
+            state.setdefault(int(i), {})[name] = value
+    try:
+        optimizer.load_state_dict({"state": state, "param_groups": sd["param_groups"]})
+    except (ValueError, RuntimeError, KeyError) as e:
+        raise UserError(f"{run_dir / 'state.safetensors'} does not fit this run's optimizer ({e})") from None
+    torch.set_rng_state(tensors["rng.cpu"])
+    if "rng.cuda" in tensors and torch.cuda.is_available():
+        torch.cuda.set_rng_state(tensors["rng.cuda"])
+    return int(tensors["step"])
+
+
+def read_run_config(run_dir: Path | str) -> Config:
+    """The Config stored in a run folder's config.toml."""
+    run_dir = Path(run_dir)
+    if not (run_dir / "config.toml").is_file():
+        raise UserError(f"{run_dir} is not a vaelab run folder (no config.toml)")
+    return Config.from_dict(read_toml(run_dir / "config.toml"))
+
+
+def load_run(run_dir: Path | str, device: str | torch.device = "cpu"):
+    """(config, model) of a finished or checkpointed run, the model in eval mode on `device`."""
+    run_dir = Path(run_dir)
+    cfg = read_run_config(run_dir)
+    tensors, meta = load_tensors(run_dir / "model.safetensors")
+    try:
+        shape = tuple(int(v) for v in meta["image_shape"].split(","))
+    except (KeyError, ValueError):
+        raise UserError(f"{run_dir / 'model.safetensors'} does not record the image shape it was trained on") from None
+    model = build_model(cfg, shape)
+    _apply(model, tensors, run_dir)
+    return cfg, model.to(device).eval()

@@ -1,0 +1,392 @@
+"""Configuration: frozen dataclasses, presets, `--set` overrides and validation.
+
+A config is built from a nested dict (a preset or a user's TOML file, then `key=value`
+overrides) by `Config.from_dict`, which checks every key and type and fills every default;
+`Config.to_dict` gives the fully resolved dict that a run folder stores as `config.toml`.
+Dataset parameters (`data.p_x`, `data.mu`, …) live in each dataset's own dataclass, found
+through the dataset registry.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field, fields
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal, Mapping, Sequence
+
+from vaelab.errors import UserError
+
+Likelihood = Literal["gaussian", "bernoulli"]
+KLSchedule = Literal["constant", "linear", "cyclical"]
+
+
+def _check(ok: bool, key: str, message: str) -> None:
+    if not ok:
+        raise UserError(f"{key} {message}")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Which images to train on. Parameters of the chosen dataset are `data.<param>` too."""
+
+    name: str = "points"
+    """dataset name (`vaelab datasets` lists them)"""
+    n: int = 0
+    """number of images; 0 takes the dataset's default size (all of a file)"""
+    seed: int = 0
+    """seed of the generator (generated data) or of the subsample (data from files)"""
+    path: str = ""
+    """file or folder to read, for datasets read from files (mnist, array, images)"""
+    params: Any = None
+    """the dataset's own parameters: a frozen dataclass from the dataset registry"""
+
+    def __post_init__(self):
+        _check(self.n >= 0, "data.n", f"must be >= 0 (0 = the dataset's default), got {self.n}")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """The architecture; the image shape comes from the data."""
+
+    name: str = "fc2"
+    """model name (`vaelab.models.MODELS`): fc1, fc2, conv, asym, ae"""
+    latent_dim: int = 8
+    """size of the latent code z, 1 to 2048"""
+    hidden: tuple[int, ...] = ()
+    """hidden layer widths of the encoder's dense part; empty takes the model's default"""
+    decoder_hidden: tuple[int, ...] = ()
+    """hidden widths of the decoder's dense part (from z outwards); empty mirrors `hidden`"""
+    channels: tuple[int, ...] = (32,)
+    """conv models: output channels of each convolution (no padding, stride 1)"""
+    kernel: int = 3
+    """conv models: kernel size of every convolution"""
+    pool: bool = False
+    """conv models: 2x2 max-pooling after the convolutions (undone by upsampling in the decoder)"""
+    batch_norm: bool = False
+    """batch normalisation after every hidden layer"""
+    likelihood: Likelihood = "gaussian"
+    """output likelihood: gaussian (summed squared error) or bernoulli (summed binary cross-entropy)"""
+
+    def __post_init__(self):
+        _check(1 <= self.latent_dim <= 2048, "model.latent_dim", f"must be in 1..2048, got {self.latent_dim}")
+        for key in ("hidden", "decoder_hidden", "channels"):
+            _check(all(w >= 1 for w in getattr(self, key)), f"model.{key}", "widths must be >= 1")
+        _check(len(self.channels) >= 1, "model.channels", "needs at least one convolution")
+        _check(self.kernel >= 1, "model.kernel", f"must be >= 1, got {self.kernel}")
+
+
+@dataclass(frozen=True)
+class LossConfig:
+    """total = recon_weight·recon + β(step)·KL + variability_weight·|V(x) − V(x̂)|, per sample."""
+
+    recon_weight: float = 1.0
+    """weight of the reconstruction term (summed over pixels, averaged over the batch)"""
+    beta: float = 1.0
+    """weight β of the KL term (β-VAE; λ in the chain study)"""
+    variability_weight: float = 0.0
+    """weight of |V(x) − V(x̂)|, V = mean squared L2 distance over all pairs in the batch"""
+    kl_schedule: KLSchedule = "constant"
+    """constant β; linear warm-up from 0 over warmup_steps; cyclical: warm-up, hold, repeat"""
+    warmup_steps: int = 0
+    """length of the linear ramp (linear, cyclical); a cyclical period is 2 × warmup_steps"""
+
+    def __post_init__(self):
+        _check(self.recon_weight >= 0, "loss.recon_weight", f"must be >= 0, got {self.recon_weight}")
+        _check(self.beta >= 0, "loss.beta", f"must be >= 0, got {self.beta}")
+        _check(self.variability_weight >= 0, "loss.variability_weight", f"must be >= 0, got {self.variability_weight}")
+        _check(self.warmup_steps >= 0, "loss.warmup_steps", f"must be >= 0, got {self.warmup_steps}")
+        _check(
+            self.kl_schedule == "constant" or self.warmup_steps > 0,
+            "loss.warmup_steps",
+            f"must be > 0 for kl_schedule={self.kl_schedule}",
+        )
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """The optimisation: Adam over in-memory batches."""
+
+    epochs: int = 5
+    """passes over the data (ignored when `steps` > 0)"""
+    steps: int = 0
+    """optimizer steps; > 0 overrides `epochs`"""
+    batch_size: int = 32
+    """images per step"""
+    lr: float = 1e-3
+    """Adam learning rate"""
+    seed: int = 0
+    """seed of the initialisation, the shuffling and the reparameterisation noise"""
+    device: str = "cpu"
+    """cpu, cuda, cuda:N or auto (cuda when available)"""
+    checkpoint_every: int = 1000
+    """steps between checkpoints (resume restarts from the last one)"""
+
+    def __post_init__(self):
+        _check(self.epochs >= 1 or self.steps >= 1, "train.epochs", "or train.steps must be >= 1")
+        _check(self.epochs >= 0, "train.epochs", f"must be >= 0, got {self.epochs}")
+        _check(self.steps >= 0, "train.steps", f"must be >= 0, got {self.steps}")
+        _check(self.batch_size >= 1, "train.batch_size", f"must be >= 1, got {self.batch_size}")
+        _check(self.lr > 0, "train.lr", f"must be > 0, got {self.lr}")
+        _check(self.checkpoint_every >= 1, "train.checkpoint_every", f"must be >= 1, got {self.checkpoint_every}")
+        ok = self.device in ("cpu", "cuda", "auto") or (
+            self.device.startswith("cuda:") and self.device[5:].isdigit()
+        )
+        _check(ok, "train.device", f"must be cpu, cuda, cuda:N or auto, got {self.device!r}")
+
+
+@dataclass(frozen=True)
+class SampleConfig:
+    """Generation from the prior: z ~ N(0, (1+δ)² I), the decoder mean as the image."""
+
+    n: int = 64
+    """number of images generated for samples.png"""
+    delta: float = 0.0
+    """δ: widens the prior to N(0, (1+δ)² I); must be > -1"""
+    denoise: float = 0.0
+    """threshold: zero every pixel below denoise × (max over the generated set); 0 = off"""
+    seed: int = 0
+    """seed of the prior draws"""
+
+    def __post_init__(self):
+        _check(self.n >= 1, "sample.n", f"must be >= 1, got {self.n}")
+        _check(self.delta > -1, "sample.delta", f"must be > -1, got {self.delta}")
+        _check(0 <= self.denoise < 1, "sample.denoise", f"must be in [0, 1), got {self.denoise}")
+
+
+@dataclass(frozen=True)
+class Config:
+    """A whole configuration; each section is a frozen dataclass."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    sample: SampleConfig = field(default_factory=SampleConfig)
+
+    def __post_init__(self):
+        _check(
+            self.loss.variability_weight == 0 or self.train.batch_size >= 2,
+            "train.batch_size",
+            f"must be >= 2 when loss.variability_weight > 0 (the term compares pairs), got {self.train.batch_size}",
+        )
+
+    @classmethod
+    def from_dict(cls, raw: Mapping[str, Any]) -> "Config":
+        """Validate a nested dict (sections → keys) and fill every default."""
+        sections = {f.name: f for f in fields(cls)}
+        for name, value in raw.items():
+            if name not in sections:
+                raise UserError(f"unknown config section {name!r}; valid sections: {', '.join(sections)}")
+            if not isinstance(value, Mapping):
+                raise UserError(f"config section {name!r} must be a table of keys")
+        hints = typing.get_type_hints(cls)
+        built = {}
+        for name in sections:
+            section_raw = dict(raw.get(name, {}))
+            if name == "data":
+                built[name] = _build_data(section_raw)
+            elif name == "model":
+                built[name] = _build_model(section_raw)
+            else:
+                built[name] = _build_section(hints[name], section_raw, name)
+        return cls(**built)
+
+    def to_dict(self) -> dict[str, dict[str, Any]]:
+        """The fully resolved config as a nested dict of plain values (TOML-ready)."""
+        out = {}
+        for f in fields(self):
+            section = getattr(self, f.name)
+            d = {g.name: getattr(section, g.name) for g in fields(section) if g.name != "params"}
+            if f.name == "data" and section.params is not None:
+                d.update(dataclasses.asdict(section.params))
+            out[f.name] = {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
+        return out
+
+    def override(self, overrides: Mapping[str, Any] | Sequence[str]) -> "Config":
+        """A copy with dotted-key overrides applied, e.g. `{"loss.beta": 4}` or `["loss.beta=4"]`."""
+        return Config.from_dict(apply_overrides(self.to_dict(), overrides))
+
+
+# ---------------------------------------------------------------------------------------------
+# Building sections from dicts: key checks and type coercion.
+
+
+def _field_keys(cls) -> list[str]:
+    return [f.name for f in fields(cls) if f.name != "params"]
+
+
+def _build_section(cls, raw: dict[str, Any], prefix: str):
+    valid = _field_keys(cls)
+    for key in raw:
+        if key not in valid:
+            raise UserError(f"unknown config key {prefix}.{key}; valid keys: {', '.join(f'{prefix}.{k}' for k in valid)}")
+    hints = typing.get_type_hints(cls)
+    kwargs = {k: coerce(v, hints[k], f"{prefix}.{k}") for k, v in raw.items()}
+    return cls(**kwargs)
+
+
+def _build_data(raw: dict[str, Any]) -> DataConfig:
+    from vaelab.data import DATASETS
+
+    name = coerce(raw.get("name", DataConfig.name), str, "data.name")
+    if name not in DATASETS:
+        raise UserError(f"unknown dataset {name!r}; valid datasets: {', '.join(sorted(DATASETS))}")
+    spec = DATASETS[name]
+    common = _field_keys(DataConfig)
+    own = [f.name for f in fields(spec.params)]
+    for key in raw:
+        if key not in common and key not in own:
+            valid = ", ".join(f"data.{k}" for k in common + own)
+            raise UserError(f"unknown config key data.{key} for dataset {name}; valid keys: {valid}")
+    params = _build_section(spec.params, {k: v for k, v in raw.items() if k in own}, "data")
+    cfg = _build_section(DataConfig, {k: v for k, v in raw.items() if k in common}, "data")
+    if spec.needs_path and not cfg.path:
+        raise UserError(f"dataset {name} reads files: set data.path to {spec.path_hint}")
+    return dataclasses.replace(cfg, params=params)
+
+
+def _build_model(raw: dict[str, Any]) -> ModelConfig:
+    from vaelab.models import MODELS
+
+    name = coerce(raw.get("name", ModelConfig.name), str, "model.name")
+    if name not in MODELS:
+        raise UserError(f"unknown model {name!r}; valid models: {', '.join(sorted(MODELS))}")
+    cfg = _build_section(ModelConfig, raw, "model")
+    spec = MODELS[name]
+    if not cfg.hidden:
+        cfg = dataclasses.replace(cfg, hidden=spec.default_hidden)
+    if not cfg.decoder_hidden:
+        cfg = dataclasses.replace(cfg, decoder_hidden=spec.default_decoder_hidden or tuple(reversed(cfg.hidden)))
+    spec.check(cfg)
+    return cfg
+
+
+def coerce(value: Any, tp: Any, key: str) -> Any:
+    """Coerce a TOML/CLI value to the annotated type `tp`, or raise a UserError naming `key`."""
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        choices = typing.get_args(tp)
+        if value not in choices:
+            raise UserError(f"{key} must be one of {', '.join(map(str, choices))}, got {value!r}")
+        return value
+    if tp is bool:
+        if isinstance(value, str) and value.lower() in ("true", "false"):
+            return value.lower() == "true"
+        if not isinstance(value, bool):
+            raise UserError(f"{key} must be true or false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise UserError(f"{key} must be an integer, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise UserError(f"{key} must be a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise UserError(f"{key} must be a string, got {value!r}")
+        return value
+    if origin is tuple:
+        (item_tp, *_) = typing.get_args(tp)
+        if isinstance(value, str):
+            value = [v for v in value.replace(" ", "").split(",") if v]
+            if item_tp is int:
+                try:
+                    value = [int(v) for v in value]
+                except ValueError:
+                    raise UserError(f"{key} must be a list of integers like [144, 28], got {value!r}") from None
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            value = [value]
+        if not isinstance(value, (list, tuple)):
+            raise UserError(f"{key} must be a list, got {value!r}")
+        return tuple(coerce(v, item_tp, key) for v in value)
+    if origin in (typing.Union, types.UnionType):
+        for option in typing.get_args(tp):
+            try:
+                return coerce(value, option, key)
+            except UserError:
+                pass
+        raise UserError(f"{key} has the wrong type: {value!r}")
+    return value
+
+
+# ---------------------------------------------------------------------------------------------
+# Presets, files and overrides.
+
+
+def preset_names() -> list[str]:
+    return sorted(p.name[: -len(".toml")] for p in resources.files("vaelab.presets").iterdir() if p.name.endswith(".toml"))
+
+
+def read_preset(name: str) -> dict[str, Any]:
+    """The raw dict of a shipped preset (with its `description`)."""
+    names = preset_names()
+    if name not in names:
+        raise UserError(f"unknown preset {name!r}; valid presets: {', '.join(names)}")
+    return tomllib.loads(resources.files("vaelab.presets").joinpath(f"{name}.toml").read_text())
+
+
+def parse_value(text: str) -> Any:
+    """A `--set` value: TOML syntax when it parses (1e-3, true, [144, 28], "s"), else the bare string."""
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+def apply_overrides(raw: Mapping[str, Any], overrides: Mapping[str, Any] | Sequence[str]) -> dict[str, Any]:
+    """Apply dotted-key overrides (`section.key`) to a nested dict; returns a new dict."""
+    out = {k: dict(v) if isinstance(v, Mapping) else v for k, v in raw.items()}
+    if not isinstance(overrides, Mapping):
+        pairs = {}
+        for item in overrides:
+            if "=" not in item:
+                raise UserError(f"--set expects key=value, got {item!r}")
+            key, value = item.split("=", 1)
+            pairs[key.strip()] = parse_value(value.strip())
+        overrides = pairs
+    for key, value in overrides.items():
+        section, dot, name = key.partition(".")
+        if not dot or not section or not name:
+            raise UserError(f"config keys look like section.key (e.g. loss.beta), got {key!r}")
+        out.setdefault(section, {})
+        if not isinstance(out[section], dict):
+            raise UserError(f"config section {section!r} must be a table of keys")
+        out[section][name] = value
+    return out
+
+
+def load_config(
+    preset: str | None = None,
+    config_file: str | Path | None = None,
+    overrides: Mapping[str, Any] | Sequence[str] = (),
+) -> Config:
+    """Build a config: a preset, then a TOML file over it, then `key=value` overrides.
+
+    Arguments:
+        preset: name of a shipped preset (`vaelab presets`), or None.
+        config_file: a TOML file with the same sections as a run's config.toml, or None.
+        overrides: dotted keys and values, as a mapping or as `key=value` strings.
+    Returns:
+        The validated, fully resolved `Config`.
+    """
+    raw: dict[str, Any] = {}
+    if preset:
+        raw = read_preset(preset)
+    if config_file:
+        from vaelab.runfolder import read_toml
+
+        for section, values in read_toml(config_file).items():
+            if isinstance(values, Mapping) and isinstance(raw.get(section), Mapping):
+                raw[section] = {**raw[section], **values}
+            else:
+                raw[section] = values
+    raw.pop("description", None)
+    return Config.from_dict(apply_overrides(raw, overrides))

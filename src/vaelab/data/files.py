@@ -1,0 +1,160 @@
+"""Data read from files the user names: MNIST-style IDX folders, .npz/.npy arrays, PNG folders.
+
+Nothing is ever downloaded, and nothing is unpickled (`np.load(..., allow_pickle=False)`).
+"""
+
+from __future__ import annotations
+
+import gzip
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+
+from vaelab.data.bundled import NoParams
+from vaelab.data.registry import Dataset, check_factors, check_images, check_labels, register, take
+from vaelab.errors import UserError
+
+IDX_FILES = {
+    "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+    "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
+}
+IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
+
+
+def read_idx(path: Path) -> np.ndarray:
+    """Parse one IDX file (optionally gzipped): magic (0, 0, dtype, ndim), big-endian dims, data."""
+    try:
+        raw = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
+    except (OSError, EOFError, gzip.BadGzipFile, zlib.error) as e:
+        raise UserError(f"{path}: cannot be read as gzip ({e})") from None
+    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in IDX_DTYPES:
+        raise UserError(f"{path}: not an IDX file (bad magic number)")
+    ndim = raw[3]
+    header = 4 + 4 * ndim
+    if len(raw) < header:
+        raise UserError(f"{path}: truncated IDX header")
+    dims = tuple(int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
+    dtype = np.dtype(IDX_DTYPES[raw[2]])
+    expected = int(np.prod(dims)) * dtype.itemsize
+    if len(raw) - header != expected:
+        raise UserError(f"{path}: truncated or padded IDX data ({len(raw) - header} bytes, expected {expected})")
+    return np.frombuffer(raw, dtype=dtype, offset=header).reshape(dims)
+
+
+@dataclass(frozen=True)
+class IdxParams:
+    split: Literal["train", "test"] = "train"
+    """train (60,000 images) or test (10,000 images: the t10k files)"""
+
+
+def _find(folder: Path, name: str) -> Path | None:
+    for candidate in (folder / name, folder / f"{name}.gz"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def load_idx_folder(folder: str, split: str, name: str) -> Dataset:
+    root = Path(folder).expanduser()
+    expected = [f for pair in IDX_FILES.values() for f in pair]
+    found = {f: _find(root, f) for f in expected}
+    if not root.is_dir() or any(v is None for v in found.values()):
+        missing = [f for f, v in found.items() if v is None] if root.is_dir() else expected
+        raise UserError(
+            f"data.path {root} must hold the four {name} IDX files (optionally .gz): {', '.join(expected)}; "
+            f"missing: {', '.join(missing)}"
+        )
+    img_file, lbl_file = (found[f] for f in IDX_FILES[split])
+    images, labels = read_idx(img_file), read_idx(lbl_file)
+    if images.ndim != 3 or labels.ndim != 1 or images.shape[0] != labels.shape[0]:
+        raise UserError(f"{img_file}: expected (N, H, W) images and (N,) labels, got {images.shape} and {labels.shape}")
+    images = check_images(images, str(img_file))
+    labels = check_labels(labels, images.shape[0], str(lbl_file))
+    return Dataset(torch.from_numpy(images), torch.from_numpy(labels), name=name)
+
+
+HINT = "a folder with train-images-idx3-ubyte, train-labels-idx1-ubyte, t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte"
+
+
+@register("mnist", IdxParams, "MNIST from the four IDX files in data.path (nothing is downloaded)", path_hint=HINT)
+def mnist(p: IdxParams, n: int, seed: int, path: str) -> Dataset:
+    return take(load_idx_folder(path, p.split, "mnist"), n, seed, path)
+
+
+@register("fashion-mnist", IdxParams, "Fashion-MNIST from the four IDX files in data.path", path_hint=HINT)
+def fashion_mnist(p: IdxParams, n: int, seed: int, path: str) -> Dataset:
+    return take(load_idx_folder(path, p.split, "fashion-mnist"), n, seed, path)
+
+
+@dataclass(frozen=True)
+class ArrayParams:
+    key: str = "images"
+    """the .npz entry holding the images (labels and factors are read from `labels`, `factors`)"""
+
+
+@register("array", ArrayParams, "a user's .npz/.npy file of images (N, H, W) or (N, C, H, W)", path_hint="a .npz or .npy file")
+def array(p: ArrayParams, n: int, seed: int, path: str) -> Dataset:
+    file = Path(path).expanduser()
+    if not file.is_file():
+        raise UserError(f"data.path {file} does not exist")
+    labels = factors = None
+    try:
+        loaded = np.load(file, allow_pickle=False)
+        if isinstance(loaded, np.ndarray):
+            images = loaded
+        else:
+            with loaded:
+                if p.key not in loaded.files:
+                    raise UserError(f"{file}: no entry {p.key!r} (entries: {', '.join(loaded.files)}); set data.key")
+                images = loaded[p.key]
+                labels = loaded["labels"] if "labels" in loaded.files else None
+                factors = loaded["factors"] if "factors" in loaded.files else None
+    except UserError:
+        raise
+    except (ValueError, OSError, EOFError, zlib.error) as e:
+        raise UserError(f"{file}: not a readable .npy/.npz file ({e})") from None
+    images = check_images(images, str(file))
+    n_all = images.shape[0]
+    data = Dataset(
+        torch.from_numpy(images),
+        None if labels is None else torch.from_numpy(check_labels(labels, n_all, str(file))),
+        None if factors is None else torch.from_numpy(check_factors(factors, n_all, str(file))),
+        () if factors is None else tuple(f"f{i}" for i in range(check_factors(factors, n_all, str(file)).shape[1])),
+        "array",
+    )
+    return take(data, n, seed, str(file))
+
+
+@register("images", NoParams, "a folder of PNG files (all the same size and channel count)", path_hint="a folder of .png files")
+def images(p: NoParams, n: int, seed: int, path: str) -> Dataset:
+    from PIL import Image, UnidentifiedImageError
+
+    folder = Path(path).expanduser()
+    if not folder.is_dir():
+        raise UserError(f"data.path {folder} is not a folder")
+    files = sorted(f for f in folder.iterdir() if f.suffix.lower() == ".png")
+    if not files:
+        raise UserError(f"data.path {folder} holds no .png files")
+    arrays = []
+    for f in files:
+        try:
+            with Image.open(f) as im:
+                im.load()
+                a = np.asarray(im)
+                if im.mode in ("I;16", "I;16B", "I"):
+                    a = a.astype(np.uint16)
+                elif im.mode == "P":
+                    a = np.asarray(im.convert("RGBA"))
+        except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+            raise UserError(f"{f}: not a readable PNG ({e})") from None
+        a = a[:, :, None] if a.ndim == 2 else a  # (H, W, C)
+        if arrays and (a.shape != arrays[0].shape or a.dtype != arrays[0].dtype):
+            raise UserError(f"{f}: shape {a.shape} {a.dtype} differs from {files[0].name}'s {arrays[0].shape} {arrays[0].dtype}")
+        arrays.append(a)
+    stacked = np.stack(arrays).transpose(0, 3, 1, 2)  # (N, H, W, C) → (N, C, H, W)
+    data = Dataset(torch.from_numpy(check_images(stacked, str(folder))), name="images")
+    return take(data, n, seed, str(folder))

@@ -1,0 +1,129 @@
+"""The dataset record and the name → builder registry."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from vaelab.errors import UserError
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """Images with what travels with them.
+
+    Attributes:
+        images: float32 (N, C, H, W), in [0, 1] (noisy data may leave that range).
+        labels: int64 (N,) class labels, or None.
+        factors: float32 (N, F) ground-truth generative factors, or None.
+        factor_names: F names of the factors.
+        name: the dataset's registry name.
+    """
+
+    images: torch.Tensor
+    labels: torch.Tensor | None = None
+    factors: torch.Tensor | None = None
+    factor_names: tuple[str, ...] = ()
+    name: str = ""
+
+    def __len__(self) -> int:
+        return self.images.shape[0]
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        """(C, H, W) of one image."""
+        return tuple(self.images.shape[1:])
+
+    def subset(self, index: torch.Tensor | np.ndarray | slice) -> "Dataset":
+        pick = (lambda t: None if t is None else t[index])
+        return Dataset(pick(self.images), pick(self.labels), pick(self.factors), self.factor_names, self.name)
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """A registered dataset: `build(params, n, seed, path) → Dataset`."""
+
+    build: Callable[..., Dataset]
+    params: type
+    description: str
+    default_n: int = 0
+    """size when data.n = 0; 0 means everything the source holds"""
+    needs_path: bool = False
+    path_hint: str = ""
+
+
+DATASETS: dict[str, DatasetSpec] = {}
+
+
+def register(name: str, params: type, description: str, *, default_n: int = 0, path_hint: str = ""):
+    """Decorator registering `build(params, n, seed, path) → Dataset` under `name`."""
+
+    def deco(build):
+        DATASETS[name] = DatasetSpec(build, params, description, default_n, bool(path_hint), path_hint)
+        return build
+
+    return deco
+
+
+def load_data(cfg: Any) -> Dataset:
+    """Build the dataset a `DataConfig` names (name, n, seed, path, params)."""
+    spec = DATASETS.get(cfg.name)
+    if spec is None:
+        raise UserError(f"unknown dataset {cfg.name!r}; valid datasets: {', '.join(sorted(DATASETS))}")
+    params = cfg.params if cfg.params is not None else spec.params()
+    return spec.build(params, cfg.n or spec.default_n, cfg.seed, cfg.path)
+
+
+def take(data: Dataset, n: int, seed: int, source: str) -> Dataset:
+    """A seeded random subset of n images (all of them when n is 0), order preserved."""
+    total = len(data)
+    if n == 0 or n == total:
+        return data
+    if n > total:
+        raise UserError(f"data.n={n} but {source} holds only {total} images")
+    index = np.sort(np.random.default_rng(seed).permutation(total)[:n])
+    return data.subset(torch.from_numpy(index))
+
+
+def check_images(images: np.ndarray, source: str) -> np.ndarray:
+    """Validate and convert an image array to float32 (N, C, H, W); raise a UserError if unfit."""
+    if images.dtype == np.uint8:
+        images = images.astype(np.float32) / 255.0
+    elif images.dtype == np.uint16:
+        images = images.astype(np.float32) / 65535.0
+    elif images.dtype == np.bool_:
+        images = images.astype(np.float32)
+    elif images.dtype.kind == "f":
+        images = images.astype(np.float32)
+    else:
+        raise UserError(f"{source}: images must be uint8, uint16, bool or float, got dtype {images.dtype}")
+    if images.ndim == 3:
+        images = images[:, None]
+    elif images.ndim == 4 and images.shape[1] not in (1, 2, 3, 4) and images.shape[3] in (1, 2, 3, 4):
+        images = images.transpose(0, 3, 1, 2)  # (N, H, W, C) → (N, C, H, W)
+    if images.ndim != 4:
+        raise UserError(f"{source}: images must have shape (N, H, W) or (N, C, H, W), got {images.shape}")
+    if min(images.shape) == 0:
+        raise UserError(f"{source}: holds no images (shape {images.shape})")
+    if not np.isfinite(images).all():
+        raise UserError(f"{source}: images contain NaN or Inf")
+    return np.ascontiguousarray(images)
+
+
+def check_labels(labels: np.ndarray, n: int, source: str) -> np.ndarray:
+    if labels.ndim != 1 or labels.shape[0] != n or labels.dtype.kind not in "iu":
+        raise UserError(f"{source}: labels must be integers of shape ({n},), got {labels.dtype} {labels.shape}")
+    return labels.astype(np.int64)
+
+
+def check_factors(factors: np.ndarray, n: int, source: str) -> np.ndarray:
+    if factors.ndim == 1:
+        factors = factors[:, None]
+    if factors.ndim != 2 or factors.shape[0] != n or factors.dtype.kind not in "iuf":
+        raise UserError(f"{source}: factors must be numbers of shape ({n}, F), got {factors.dtype} {factors.shape}")
+    if not np.isfinite(factors).all():
+        raise UserError(f"{source}: factors contain NaN or Inf")
+    return factors.astype(np.float32)

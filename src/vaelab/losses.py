@@ -1,0 +1,113 @@
+"""Loss terms as pure tensor functions.
+
+Scale convention: every term is per sample (summed over pixels or latent dims, averaged over the
+batch), so numbers compare across batch sizes. The chain study summed everything over the batch;
+its presets translate its constants (README, "Loss conventions").
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def recon_gaussian(logits: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """Squared error of the decoder mean sigmoid(logits) against x, summed over pixels, batch mean.
+
+    Arguments:
+        logits: (B, C, H, W) decoder outputs before the sigmoid.
+        x: (B, C, H, W) targets.
+    Returns:
+        scalar.
+    """
+    return (torch.sigmoid(logits) - x).pow(2).flatten(1).sum(1).mean()
+
+
+def recon_bernoulli(logits: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """Binary cross-entropy of Bernoulli(sigmoid(logits)) at x, summed over pixels, batch mean."""
+    bce = F.binary_cross_entropy_with_logits(logits, x, reduction="none")  # (B, C, H, W)
+    return bce.flatten(1).sum(1).mean()
+
+
+RECONSTRUCTION = {"gaussian": recon_gaussian, "bernoulli": recon_bernoulli}
+
+
+def gaussian_kl(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+    """KL(N(mu, diag(exp(logvar))) ‖ N(0, I)) in closed form, summed over latent dims, batch mean.
+
+    Arguments:
+        mu, logvar: (B, L).
+    Returns:
+        scalar.
+    """
+    return 0.5 * (mu.pow(2) + logvar.exp() - 1.0 - logvar).sum(1).mean()
+
+
+def mean_pair_sqdist(x: torch.Tensor) -> torch.Tensor:
+    """V(x): the mean over all pairs i < j of ‖x_i − x_j‖², in O(B·D).
+
+    Σ_{i<j} ‖x_i − x_j‖² = B · Σ_i ‖x_i − x̄‖², and there are B(B − 1)/2 pairs, so
+    V = 2 Σ_i ‖x_i − x̄‖² / (B − 1). Centring first keeps it exact in float32.
+
+    Arguments:
+        x: (B, ...) a batch; B >= 2.
+    Returns:
+        scalar.
+    """
+    flat = x.flatten(1)  # (B, D)
+    b = flat.shape[0]
+    if b < 2:
+        return flat.new_zeros(())
+    centred = flat - flat.mean(0, keepdim=True)
+    return 2.0 * centred.pow(2).sum() / (b - 1)
+
+
+def variability_gap(x: torch.Tensor, x_hat: torch.Tensor) -> torch.Tensor:
+    """|V(x) − V(x̂)|: how much pairwise spread the reconstructions lost (or gained)."""
+    return (mean_pair_sqdist(x) - mean_pair_sqdist(x_hat)).abs()
+
+
+def kl_weight(schedule: str, step: int, beta: float, warmup_steps: int) -> float:
+    """β at `step` under a KL schedule.
+
+    constant: β. linear: β·min(1, step / warmup_steps). cyclical (Fu et al. 2019): period
+    2·warmup_steps, a linear ramp over its first half, then β for the second half.
+    """
+    if schedule == "constant" or warmup_steps <= 0:
+        return beta
+    if schedule == "linear":
+        return beta * min(1.0, step / warmup_steps)
+    if schedule == "cyclical":
+        return beta * min(1.0, (step % (2 * warmup_steps)) / warmup_steps)
+    raise ValueError(f"unknown KL schedule {schedule!r}")
+
+
+def vae_terms(
+    x: torch.Tensor,
+    logits: torch.Tensor,
+    mu: torch.Tensor,
+    logvar: torch.Tensor | None,
+    *,
+    likelihood: str,
+    recon_weight: float,
+    beta: float,
+    variability_weight: float,
+) -> dict[str, torch.Tensor]:
+    """The named loss terms and their weighted total (`loss`).
+
+    total = recon_weight·recon + beta·kl + variability_weight·variability; `kl` is left out
+    when logvar is None (a deterministic autoencoder), `variability` when its weight is 0.
+
+    Returns:
+        dict of scalars: loss, recon, [kl, beta], [variability].
+    """
+    terms = {"recon": RECONSTRUCTION[likelihood](logits, x)}
+    total = recon_weight * terms["recon"]
+    if logvar is not None:
+        terms["kl"] = gaussian_kl(mu, logvar)
+        terms["beta"] = torch.tensor(float(beta))
+        total = total + beta * terms["kl"]
+    if variability_weight > 0:
+        terms["variability"] = variability_gap(x, torch.sigmoid(logits))
+        total = total + variability_weight * terms["variability"]
+    return {"loss": total, **terms}

@@ -1,0 +1,73 @@
+"""The VAE (Kingma & Welling 2014, "Auto-Encoding Variational Bayes") around any encoder/decoder.
+
+The encoder maps x to the parameters of a diagonal Normal q(z|x); z is drawn by the
+reparameterisation trick; the decoder maps z to logits whose sigmoid is the likelihood's mean.
+With `deterministic=True` it is a plain autoencoder (z = the encoder's output, no KL): the
+lectures' baseline. β-VAE and the variability term are loss settings, not classes.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.distributions import Normal
+
+from vaelab.losses import kl_weight, vae_terms
+
+
+class VAE(nn.Module):
+    """encode(x) → Normal, decode(z) → x̂ (the likelihood's mean), loss(x, step) → named terms.
+
+    Arguments:
+        encoder: (B, C, H, W) → (B, 2L) [μ, log σ²], or (B, L) when deterministic.
+        decoder: (B, L) → (B, C, H, W) logits.
+        latent_dim: L.
+        likelihood: "gaussian" or "bernoulli".
+        loss_cfg: the `loss` section of the config (weights and KL schedule).
+        deterministic: a plain autoencoder (no sampling, no KL).
+    """
+
+    def __init__(self, encoder: nn.Module, decoder: nn.Module, latent_dim: int, likelihood: str, loss_cfg, deterministic: bool = False):
+        super().__init__()
+        self.encoder, self.decoder = encoder, decoder
+        self.latent_dim, self.likelihood, self.loss_cfg = latent_dim, likelihood, loss_cfg
+        self.deterministic = deterministic
+
+    def posterior_params(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """x (B, C, H, W) → μ (B, L), log σ² (B, L) (None for an autoencoder)."""
+        h = self.encoder(x)  # (B, 2L) or (B, L)
+        if self.deterministic:
+            return h, None
+        mu, logvar = h.chunk(2, dim=1)  # (B, L), (B, L)
+        return mu, logvar
+
+    def encode(self, x: torch.Tensor) -> Normal:
+        """q(z|x) as a diagonal Normal with batch shape (B, L); an autoencoder's has a tiny scale."""
+        mu, logvar = self.posterior_params(x)
+        scale = torch.full_like(mu, 1e-6) if logvar is None else torch.exp(0.5 * logvar)
+        return Normal(mu, scale)
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        """z (B, L) → the likelihood's mean x̂ (B, C, H, W) in [0, 1]."""
+        return torch.sigmoid(self.decoder(z))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Reconstruction through the posterior mean: x (B, C, H, W) → x̂ (B, C, H, W)."""
+        return self.decode(self.posterior_params(x)[0])
+
+    def loss(self, x: torch.Tensor, step: int = 0) -> dict[str, torch.Tensor]:
+        """Named loss terms for a batch x (B, C, H, W) at training step `step`; `loss` is the total."""
+        mu, logvar = self.posterior_params(x)
+        z = mu if logvar is None else mu + torch.exp(0.5 * logvar) * torch.randn_like(mu)  # (B, L)
+        logits = self.decoder(z)  # (B, C, H, W)
+        c = self.loss_cfg
+        return vae_terms(
+            x,
+            logits,
+            mu,
+            logvar,
+            likelihood=self.likelihood,
+            recon_weight=c.recon_weight,
+            beta=kl_weight(c.kl_schedule, step, c.beta, c.warmup_steps),
+            variability_weight=c.variability_weight,
+        )

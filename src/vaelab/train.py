@@ -1,0 +1,186 @@
+"""Training: one plain loop over in-memory batches, with checkpoints and exact resume.
+
+    run = train(load_config("chain-conv"), out="runs/conv")
+
+Batches are slices of the data tensor after one shuffle per epoch; the shuffle of epoch e comes
+from a generator seeded by (train.seed, e), and the reparameterisation noise from the global
+torch RNG (seeded by train.seed and saved in every checkpoint), so on the CPU a resumed run ends
+bitwise equal to an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from vaelab.checkpoint import load_state, load_weights, read_run_config, save_checkpoint
+from vaelab.config import Config
+from vaelab.data import Dataset, load_data
+from vaelab.errors import TrainingDiverged, UserError
+from vaelab.models import VAE, build_model
+from vaelab.runfolder import append_jsonl, prepare_out, read_jsonl, write_jsonl, write_toml
+
+
+@dataclass
+class Run:
+    """What `train` returns: the config, the trained model, its data and its logged metrics."""
+
+    config: Config
+    model: VAE
+    data: Dataset
+    dir: Path | None
+    history: list[dict] = field(default_factory=list)
+    """one dict per step: step, epoch, loss and every named term"""
+    seconds: float = 0.0
+    """wall-clock seconds in the training loop, summed over resumes"""
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError(f"train.device={name} but no CUDA device is available; use train.device=cpu")
+    return torch.device(name)
+
+
+def schedule(cfg: Config, n: int) -> tuple[int, int]:
+    """(steps per epoch, total steps). A final batch of one image is dropped (batch norm and the
+    variability term need pairs)."""
+    b = cfg.train.batch_size
+    per_epoch = n // b if (n % b == 1 and n > 1) else math.ceil(n / b)
+    total = cfg.train.steps or cfg.train.epochs * per_epoch
+    return max(per_epoch, 1), total
+
+
+def epoch_order(seed: int, epoch: int, n: int) -> torch.Tensor:
+    """The shuffle of epoch `epoch`: a permutation of range(n) that depends only on (seed, epoch)."""
+    return torch.randperm(n, generator=torch.Generator().manual_seed(seed * 1_000_003 + epoch))
+
+
+def train(
+    config: Config,
+    data: Dataset | None = None,
+    out: Path | str | None = None,
+    *,
+    resume: bool = False,
+    force: bool = False,
+    quiet: bool = False,
+    finish: bool = True,
+) -> Run:
+    """Train the model `config` describes.
+
+    Arguments:
+        config: a validated Config (see `vaelab.config.load_config`).
+        data: the training images; built from `config.data` when None.
+        out: the run folder; None trains in memory only (no files, no checkpoints).
+        resume: continue the run in `out` from its last checkpoint.
+        force: overwrite an existing run folder at `out`.
+        quiet: no progress bar.
+        finish: write samples.png, reconstructions.png and report.html at the end.
+    Returns:
+        a Run with the trained model (in eval mode) and the per-step history.
+    """
+    cfg = config
+    device = resolve_device(cfg.train.device)
+    data = data if data is not None else load_data(cfg.data)
+    run_dir = Path(out) if out is not None else None
+    if run_dir is not None and not resume:
+        prepare_out(run_dir, force=force)
+        write_toml(run_dir / "config.toml", cfg.to_dict())
+
+    torch.manual_seed(cfg.train.seed)
+    model = build_model(cfg, data.shape).to(device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.train.lr)
+    step = 0
+    history: list[dict] = []
+    if resume and run_dir is not None and (run_dir / "state.safetensors").is_file():
+        step = load_state(run_dir, optimizer)
+        if load_weights(run_dir, model) != step:
+            raise UserError(f"{run_dir}: model.safetensors and state.safetensors are from different steps")
+        history = [r for r in read_jsonl(run_dir / "metrics.jsonl") if r["step"] < step]
+        write_jsonl(run_dir / "metrics.jsonl", history)  # drop rows logged after the checkpoint
+    elif run_dir is not None:
+        write_jsonl(run_dir / "metrics.jsonl", [])
+
+    x = data.images.to(device)
+    n, b = x.shape[0], cfg.train.batch_size
+    per_epoch, total = schedule(cfg, n)
+    if n < 2 and (cfg.loss.variability_weight > 0 or cfg.model.batch_norm):
+        raise UserError(f"the dataset holds {n} image(s); batch norm and the variability term need at least 2")
+    bar = tqdm(total=total, initial=step, unit="step", disable=quiet or not sys.stderr.isatty(), dynamic_ncols=True)
+    pending: list[dict] = []
+    last_good, shuffled, shuffled_epoch = step, None, -1
+    start = time.perf_counter() - (history[-1]["time"] if history else 0.0)
+    model.train()
+    while step < total:
+        epoch, i = divmod(step, per_epoch)
+        if epoch != shuffled_epoch:
+            shuffled, shuffled_epoch = x[epoch_order(cfg.train.seed, epoch, n).to(device)], epoch
+        batch = shuffled[i * b : (i + 1) * b]  # (B, C, H, W)
+
+        terms = model.loss(batch, step)
+        values = torch.stack([t.detach().float() for t in terms.values()]).tolist()
+        row = {"step": step, "epoch": epoch, **dict(zip(terms, values))}
+        row["time"] = round(time.perf_counter() - start, 4)
+        if not math.isfinite(row["loss"]):
+            _flush(run_dir, pending, history)
+            where = f"; the last good checkpoint (step {last_good}) is kept in {run_dir}" if run_dir and last_good else ""
+            raise TrainingDiverged(f"training diverged: the loss is {row['loss']} at step {step}{where} (try a lower train.lr)")
+        optimizer.zero_grad(set_to_none=True)
+        terms["loss"].backward()
+        optimizer.step()
+        pending.append(row)
+        step += 1
+
+        bar.update(1)
+        if step % 50 == 0:
+            bar.set_postfix(loss=f"{row['loss']:.3f}")
+        if run_dir is not None and (step % cfg.train.checkpoint_every == 0 or step == total):
+            if not all(torch.isfinite(p).all() for p in model.parameters()):
+                _flush(run_dir, pending, history)
+                raise TrainingDiverged(f"training diverged: non-finite weights after step {step - 1} (try a lower train.lr)")
+            _flush(run_dir, pending, history)
+            save_checkpoint(run_dir, model, optimizer, step, data.shape)
+            last_good = step
+    bar.close()
+    seconds = time.perf_counter() - start
+    _flush(run_dir, pending, history)
+    model.eval()
+    run = Run(cfg, model, data, run_dir, history, seconds)
+    if run_dir is not None and finish:
+        finish_run(run)
+    return run
+
+
+def _flush(run_dir: Path | None, pending: list[dict], history: list[dict]) -> None:
+    """Move the pending rows into the history (and metrics.jsonl)."""
+    if run_dir is not None:
+        append_jsonl(run_dir / "metrics.jsonl", pending)
+    history += pending
+    pending.clear()
+
+
+def finish_run(run: Run) -> None:
+    """Write samples.png, reconstructions.png, loss.png and report.html into the run folder."""
+    from vaelab.images import interleave_rows, save_grid
+    from vaelab.report import write_run_report
+    from vaelab.sample import reconstruct, sample
+
+    s = run.config.sample
+    save_grid(run.dir / "samples.png", sample(run.model, s.n, delta=s.delta, denoise=s.denoise, seed=s.seed))
+    inputs = run.data.images[:16]
+    save_grid(run.dir / "reconstructions.png", interleave_rows(inputs, reconstruct(run.model, inputs), 8), nrow=8)
+    write_run_report(run.dir)
+
+
+def resume(run_dir: Path | str, *, quiet: bool = False) -> Run:
+    """Continue the run in `run_dir` from its last checkpoint, with the config it stored."""
+    run_dir = Path(run_dir)
+    cfg = read_run_config(run_dir)
+    return train(cfg, out=run_dir, resume=True, quiet=quiet)
