@@ -1,0 +1,229 @@
+"""The `vaelab` command: parses arguments and calls one importable function per verb."""
+
+from __future__ import annotations
+
+import argparse
+import io
+import sys
+from pathlib import Path
+
+from vaelab.errors import UserError
+
+EXAMPLES = """examples:
+  vaelab train --preset chain-conv --out runs/conv
+  vaelab train --preset chain-fc2 --set loss.beta=0.3 --set train.epochs=2 --out runs/fc2
+  vaelab train --resume runs/conv
+  vaelab sample runs/conv --n 64 --set sample.delta=0.4 --out samples.png
+  vaelab demo
+"""
+
+VERB_EXAMPLES = {
+    "train": "example:\n  vaelab train --preset chain-conv --set loss.beta=0.3 --out runs/conv\n  vaelab train --resume runs/conv",
+    "sample": "example:\n  vaelab sample runs/conv --n 1000 --set sample.delta=0.4 --set sample.denoise=0.05 --out gen.npz",
+    "reconstruct": "example:\n  vaelab reconstruct runs/conv --n 16 --out recon.png",
+    "report": "example:\n  vaelab report runs/conv",
+    "presets": "example:\n  vaelab presets",
+    "datasets": "example:\n  vaelab datasets",
+    "demo": "example:\n  vaelab demo --out runs/demo",
+}
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, but a usage mistake is one line (UserError), not usage text."""
+
+    def error(self, message: str):
+        raise UserError(f"{message} (see {self.prog} --help)")
+
+
+def build_parser() -> Parser:
+    fmt = argparse.RawDescriptionHelpFormatter
+    p = Parser(prog="vaelab", description="A laboratory for variational autoencoders.", epilog=EXAMPLES, formatter_class=fmt)
+    sub = p.add_subparsers(dest="verb", metavar="VERB", parser_class=Parser)
+
+    def verb(name: str, help: str) -> Parser:
+        return sub.add_parser(name, help=help, description=help, epilog=VERB_EXAMPLES[name], formatter_class=fmt)
+
+    def config_args(q: Parser) -> None:
+        q.add_argument("--preset", help="a shipped preset (see `vaelab presets`)")
+        q.add_argument("--config", help="a TOML file with config sections, over the preset")
+        q.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override one config key, e.g. loss.beta=0.5")
+
+    q = verb("train", "train a model into a run folder")
+    config_args(q)
+    q.add_argument("--out", help="the run folder to create")
+    q.add_argument("--resume", metavar="DIR", help="continue the interrupted run in DIR")
+    q.add_argument("--force", action="store_true", help="overwrite an existing run folder at --out")
+    q.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    q = verb("sample", "generate images from a trained run")
+    q.add_argument("dir", help="a run folder")
+    q.add_argument("--n", type=int, help="number of images (default: sample.n)")
+    q.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="sample.delta, sample.denoise, sample.seed")
+    q.add_argument("--out", required=True, help="a .png (image grid) or .npz (key `images`, (N, C, H, W) float32)")
+
+    q = verb("reconstruct", "reconstruct images through a trained run")
+    q.add_argument("dir", help="a run folder")
+    q.add_argument("--input", help="a .npz/.npy file of images (default: the run's own data)")
+    q.add_argument("--n", type=int, default=16, help="number of images (default 16)")
+    q.add_argument("--out", required=True, help="a .png (inputs above reconstructions) or .npz (keys `images`, `inputs`)")
+
+    q = verb("report", "rebuild report.html of a run folder from its files")
+    q.add_argument("dir", help="a run folder")
+
+    verb("presets", "list the shipped presets")
+    verb("datasets", "list the datasets and their parameters")
+
+    q = verb("demo", "train the demo study and write its HTML report")
+    q.add_argument("--out", default="runs/demo", help="where to write (default runs/demo)")
+    q.add_argument("--quiet", action="store_true", help="no progress bar")
+    return p
+
+
+# ---------------------------------------------------------------------------------------------
+# One function per verb.
+
+
+def cmd_train(a) -> None:
+    from vaelab.config import load_config
+    from vaelab.train import resume, train
+
+    if a.resume:
+        if a.preset or a.config or a.set or a.force:
+            raise UserError("--resume takes the run's stored config: drop --preset/--config/--set/--force")
+        if a.out and Path(a.out) != Path(a.resume):
+            raise UserError("--resume DIR continues DIR; --out must be omitted or the same folder")
+        run = resume(a.resume, quiet=a.quiet)
+    else:
+        if not a.out:
+            raise UserError("vaelab train needs --out DIR (or --resume DIR)")
+        run = train(load_config(a.preset, a.config, a.set), out=a.out, force=a.force, quiet=a.quiet)
+    print(f"trained {len(run.history)} steps in {run.seconds:.1f} s; report: {run.dir / 'report.html'}")
+
+
+def _output_kind(path: str, kinds: tuple[str, ...]) -> str:
+    suffix = Path(path).suffix.lower()
+    if suffix not in kinds:
+        raise UserError(f"--out must end in {' or '.join(kinds)}, got {path!r}")
+    return suffix
+
+
+def _write_npz(path: str, **arrays) -> None:
+    import numpy as np
+
+    from vaelab.runfolder import atomic_write
+
+    buf = io.BytesIO()
+    np.savez_compressed(buf, **{k: v.numpy() for k, v in arrays.items()})
+    atomic_write(path, buf.getvalue())
+
+
+def cmd_sample(a) -> None:
+    from vaelab.checkpoint import load_run
+    from vaelab.images import save_grid
+    from vaelab.sample import sample
+
+    kind = _output_kind(a.out, (".png", ".npz"))
+    bad = [s for s in a.set if not s.strip().startswith("sample.")]
+    if bad:
+        raise UserError(f"vaelab sample only takes sample.* keys (sample.delta, sample.denoise, sample.seed), got {bad[0]!r}")
+    cfg, model = load_run(a.dir)
+    s = cfg.override(a.set).sample
+    n = a.n if a.n is not None else s.n
+    if n < 1:
+        raise UserError(f"--n must be >= 1, got {n}")
+    images = sample(model, n, delta=s.delta, denoise=s.denoise, seed=s.seed)
+    if kind == ".png":
+        save_grid(a.out, images)
+    else:
+        _write_npz(a.out, images=images)
+    print(f"wrote {n} samples to {a.out}")
+
+
+def cmd_reconstruct(a) -> None:
+    from vaelab.checkpoint import load_run
+    from vaelab.config import DataConfig
+    from vaelab.data import load_data
+    from vaelab.data.files import ArrayParams
+    from vaelab.images import interleave_rows, save_grid
+    from vaelab.sample import reconstruct
+
+    kind = _output_kind(a.out, (".png", ".npz"))
+    if a.n < 1:
+        raise UserError(f"--n must be >= 1, got {a.n}")
+    cfg, model = load_run(a.dir)
+    if a.input:
+        data = load_data(DataConfig(name="array", path=a.input, params=ArrayParams()))
+    else:
+        data = load_data(cfg.data)
+    x = data.images[: a.n]
+    shape = tuple(x.shape[1:])
+    trained = tuple(model.decode(model.encode(x[:1]).mean).shape[1:]) if len(x) else shape
+    if shape != trained:
+        raise UserError(f"--input images are {shape} but the run was trained on {trained}")
+    x_hat = reconstruct(model, x)
+    if kind == ".png":
+        save_grid(a.out, interleave_rows(x, x_hat, 8), nrow=8)
+    else:
+        _write_npz(a.out, images=x_hat, inputs=x)
+    print(f"wrote {len(x)} reconstructions to {a.out}")
+
+
+def cmd_report(a) -> None:
+    from vaelab.report import write_run_report
+
+    print(f"wrote {write_run_report(a.dir)}")
+
+
+def cmd_presets(a) -> None:
+    from vaelab.config import preset_names, read_preset
+
+    for name in preset_names():
+        print(f"{name:<14} {read_preset(name).get('description', '')}")
+
+
+def cmd_datasets(a) -> None:
+    from dataclasses import fields
+
+    from vaelab.data import DATASETS
+
+    for name, spec in sorted(DATASETS.items()):
+        params = ", ".join(f"data.{f.name}={f.default!r}" for f in fields(spec.params))
+        print(f"{name:<14} {spec.description}" + (f"\n{'':<14} {params}" if params else ""))
+
+
+def cmd_demo(a) -> None:
+    from vaelab.experiments.demo import run_demo
+
+    print(f"wrote {run_demo(a.out, quiet=a.quiet)}")
+
+
+COMMANDS = {
+    "train": cmd_train,
+    "sample": cmd_sample,
+    "reconstruct": cmd_reconstruct,
+    "report": cmd_report,
+    "presets": cmd_presets,
+    "datasets": cmd_datasets,
+    "demo": cmd_demo,
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+        if args.verb is None:
+            parser.print_help()
+            return 2
+        COMMANDS[args.verb](args)
+    except UserError as e:
+        print(f"vaelab: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("vaelab: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
