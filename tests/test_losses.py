@@ -1,0 +1,102 @@
+import itertools
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch.distributions import Normal, kl_divergence
+
+from vaelab.losses import (
+    gaussian_kl,
+    kl_weight,
+    mean_pair_sqdist,
+    recon_bernoulli,
+    recon_gaussian,
+    vae_terms,
+    variability_gap,
+)
+
+
+def test_gaussian_kl_matches_torch_distributions():
+    g = torch.Generator().manual_seed(0)
+    mu = torch.randn(7, 5, generator=g, dtype=torch.float64) * 2
+    logvar = torch.randn(7, 5, generator=g, dtype=torch.float64)
+    expected = kl_divergence(Normal(mu, torch.exp(0.5 * logvar)), Normal(0.0, 1.0)).sum(1).mean()
+    assert torch.allclose(gaussian_kl(mu, logvar), expected, rtol=1e-12)
+
+
+def test_gaussian_kl_is_zero_at_the_prior():
+    assert gaussian_kl(torch.zeros(3, 4), torch.zeros(3, 4)).item() == 0.0
+
+
+def brute_force_mean_pair_sqdist(x):
+    flat = x.flatten(1).double()
+    pairs = list(itertools.combinations(range(flat.shape[0]), 2))
+    return sum(((flat[i] - flat[j]) ** 2).sum() for i, j in pairs) / len(pairs)
+
+
+@pytest.mark.parametrize("b", [2, 3, 16, 33])
+def test_mean_pair_sqdist_matches_brute_force(b):
+    x = torch.rand(b, 1, 4, 5, generator=torch.Generator().manual_seed(b))
+    assert torch.allclose(mean_pair_sqdist(x).double(), brute_force_mean_pair_sqdist(x), rtol=1e-5)
+
+
+def test_mean_pair_sqdist_two_disjoint_blocks():
+    # two 24x24 images with disjoint 3x3 blocks: ‖a − b‖² = 18
+    a, b = torch.zeros(1, 24, 24), torch.zeros(1, 24, 24)
+    a[0, 0:3, 0:3] = 1
+    b[0, 10:13, 10:13] = 1
+    assert mean_pair_sqdist(torch.stack([a, b])).item() == pytest.approx(18.0)
+
+
+def test_mean_pair_sqdist_is_linear_in_batch_size():
+    # 300,000 pairs-worth of B² memory would be 9e10 floats: only an O(B·D) form can run this
+    x = torch.rand(300_000, 1)
+    v = mean_pair_sqdist(x).item()
+    assert v == pytest.approx(2 * torch.var(x).item(), rel=1e-3)  # E‖xi − xj‖² = 2 Var
+
+
+def test_single_image_batch_has_no_spread():
+    assert mean_pair_sqdist(torch.rand(1, 1, 3, 3)).item() == 0.0
+
+
+def test_variability_gap_matches_brute_force():
+    g = torch.Generator().manual_seed(1)
+    x, y = torch.rand(9, 1, 3, 3, generator=g), torch.rand(9, 1, 3, 3, generator=g) * 0.3
+    expected = (brute_force_mean_pair_sqdist(x) - brute_force_mean_pair_sqdist(y)).abs()
+    assert variability_gap(x, y).double().item() == pytest.approx(expected.item(), rel=1e-5)
+
+
+def test_reconstruction_terms():
+    g = torch.Generator().manual_seed(2)
+    logits, x = torch.randn(4, 1, 3, 3, generator=g), torch.rand(4, 1, 3, 3, generator=g)
+    p = torch.sigmoid(logits)
+    assert recon_gaussian(logits, x).item() == pytest.approx(((p - x) ** 2).sum().item() / 4, rel=1e-6)
+    bce = -(x * torch.log(p) + (1 - x) * torch.log(1 - p)).sum() / 4
+    assert recon_bernoulli(logits, x).item() == pytest.approx(bce.item(), rel=1e-5)
+    assert recon_bernoulli(logits, x).item() == pytest.approx(F.binary_cross_entropy(p, x, reduction="sum").item() / 4, rel=1e-5)
+
+
+def test_kl_schedules():
+    assert kl_weight("constant", 123, 0.5, 0) == 0.5
+    assert kl_weight("linear", 0, 2.0, 100) == 0.0
+    assert kl_weight("linear", 25, 2.0, 100) == 0.5
+    assert kl_weight("linear", 100, 2.0, 100) == 2.0
+    assert kl_weight("linear", 10_000, 2.0, 100) == 2.0
+    # cyclical: period 200, ramp over the first 100 steps, hold for the next 100
+    assert kl_weight("cyclical", 50, 1.0, 100) == 0.5
+    assert kl_weight("cyclical", 150, 1.0, 100) == 1.0
+    assert kl_weight("cyclical", 200, 1.0, 100) == 0.0
+    assert kl_weight("cyclical", 250, 1.0, 100) == 0.5
+
+
+def test_total_is_the_weighted_sum_of_the_terms():
+    g = torch.Generator().manual_seed(3)
+    x, logits = torch.rand(8, 1, 4, 4, generator=g), torch.randn(8, 1, 4, 4, generator=g)
+    mu, logvar = torch.randn(8, 3, generator=g), torch.randn(8, 3, generator=g)
+    t = vae_terms(x, logits, mu, logvar, likelihood="gaussian", recon_weight=0.5, beta=3.0, variability_weight=2.0)
+    assert set(t) == {"loss", "recon", "kl", "beta", "variability"}
+    expected = 0.5 * recon_gaussian(logits, x) + 3.0 * gaussian_kl(mu, logvar) + 2.0 * variability_gap(x, torch.sigmoid(logits))
+    assert torch.allclose(t["loss"], expected)
+    assert t["beta"].item() == 3.0
+    ae = vae_terms(x, logits, mu, None, likelihood="bernoulli", recon_weight=1.0, beta=1.0, variability_weight=0.0)
+    assert set(ae) == {"loss", "recon"} and torch.equal(ae["loss"], ae["recon"])

@@ -1,0 +1,105 @@
+import math
+
+import pytest
+import torch
+from torch.distributions import Normal
+
+from vaelab.config import load_config
+from vaelab.data import load_data
+from vaelab.errors import UserError
+from vaelab.models import MODELS, build_model, count_parameters
+from vaelab.train import train
+
+MODEL_NAMES = sorted(MODELS)
+
+
+def cfg_for(name, likelihood="gaussian", **extra):
+    return load_config(overrides={"model.name": name, "model.likelihood": likelihood, "data.n": 1000, **extra})
+
+
+@pytest.mark.parametrize("likelihood", ["gaussian", "bernoulli"])
+@pytest.mark.parametrize("name", MODEL_NAMES)
+def test_shapes_and_one_backward_step(name, likelihood):
+    cfg = cfg_for(name, likelihood, **{"model.latent_dim": 5})
+    model = build_model(cfg, (1, 24, 24))
+    x = torch.rand(6, 1, 24, 24)
+    q = model.encode(x)
+    assert isinstance(q, Normal) and q.mean.shape == (6, 5) and q.stddev.shape == (6, 5)
+    x_hat = model.decode(q.mean)
+    assert x_hat.shape == (6, 1, 24, 24) and x_hat.min() >= 0 and x_hat.max() <= 1
+    terms = model.loss(x, step=0)
+    assert terms["loss"].shape == () and torch.isfinite(terms["loss"])
+    terms["loss"].backward()
+    grads = [p.grad for p in model.parameters()]
+    assert all(g is not None and torch.isfinite(g).all() for g in grads)
+    assert any(g.abs().sum() > 0 for g in grads)
+
+
+@pytest.mark.parametrize("likelihood", ["gaussian", "bernoulli"])
+@pytest.mark.parametrize("name", MODEL_NAMES)
+def test_loss_falls_on_points(name, likelihood):
+    # conv models with 8 filters instead of 32: the same structure, a quarter of the time
+    cfg = cfg_for(name, likelihood, **{"train.steps": 200, "train.batch_size": 32, "data.n": 2000, "model.channels": [8]})
+    run = train(cfg, quiet=True)
+    losses = [r["loss"] for r in run.history]
+    assert len(losses) == 200
+    first, last = sum(losses[:20]) / 20, sum(losses[-20:]) / 20
+    assert last < 0.7 * first, (first, last)
+
+
+def dense(sizes):
+    return sum(a * b + b for a, b in zip(sizes[:-1], sizes[1:]))
+
+
+def test_chain_architectures_have_the_studys_parameter_counts():
+    # REFERENCE §1: 24x24 images, latent 8, encoder outputs (μ, log σ²)
+    expected = {
+        "chain-fc1": dense([576, 115, 16]) + dense([8, 115, 576]),
+        "chain-fc2": dense([576, 144, 28, 16]) + dense([8, 28, 144, 576]),
+        "chain-conv": (32 * 9 + 32) + dense([22 * 22 * 32, 115, 16]) + dense([8, 115, 22 * 22 * 32]) + (32 * 9 + 1),
+        "chain-asym": (32 * 9 + 32) + dense([22 * 22 * 32, 115, 16]) + dense([8, 28, 144, 576]),
+    }
+    for preset, count in expected.items():
+        model = build_model(load_config(preset), (1, 24, 24))
+        assert count_parameters(model) == count, preset
+
+
+def test_autoencoder_is_deterministic_and_has_no_kl():
+    model = build_model(cfg_for("ae"), (1, 24, 24))
+    x = torch.rand(4, 1, 24, 24)
+    assert "kl" not in model.loss(x)
+    assert torch.equal(model.loss(x)["loss"], model.loss(x)["loss"])
+
+
+@pytest.mark.parametrize("shape", [(1, 21, 21), (3, 16, 12), (2, 9, 9)])
+@pytest.mark.parametrize("pool", [False, True])
+def test_conv_handles_odd_sizes_channels_and_pooling(shape, pool):
+    cfg = cfg_for("conv", **{"model.pool": pool, "model.channels": [8, 4], "model.batch_norm": True})
+    model = build_model(cfg, shape)
+    x = torch.rand(5, *shape)
+    assert model(x).shape == x.shape
+    model.loss(x)["loss"].backward()
+
+
+def test_latent_dim_extremes_and_batch_norm():
+    for dim in (1, 2048):
+        model = build_model(cfg_for("fc2", **{"model.latent_dim": dim, "model.batch_norm": True}), (1, 8, 8))
+        assert model.encode(torch.rand(3, 1, 8, 8)).mean.shape == (3, dim)
+    assert any(isinstance(m, torch.nn.BatchNorm1d) for m in model.modules())
+
+
+def test_hidden_widths_are_config():
+    model = build_model(cfg_for("fc2", **{"model.hidden": [64, 16], "model.decoder_hidden": [10, 20]}), (1, 24, 24))
+    widths = [m.out_features for m in model.modules() if isinstance(m, torch.nn.Linear)]
+    assert widths == [64, 16, 16, 10, 20, 576]
+
+
+def test_bad_model_settings_are_user_errors():
+    with pytest.raises(UserError, match="model.hidden"):
+        cfg_for("fc1", **{"model.hidden": [10, 10]})
+    with pytest.raises(UserError, match="latent_dim"):
+        cfg_for("fc1", **{"model.latent_dim": 0})
+    with pytest.raises(UserError, match="leave nothing"):
+        build_model(cfg_for("conv", **{"model.channels": [4, 4, 4, 4]}), (1, 8, 8))
+    with pytest.raises(UserError, match="valid models"):
+        cfg_for("resnet")

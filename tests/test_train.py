@@ -1,0 +1,106 @@
+import json
+
+import pytest
+import torch
+
+import vaelab.train as train_mod
+from vaelab.config import load_config
+from vaelab.errors import TrainingDiverged
+from vaelab.runfolder import load_tensors
+from vaelab.train import epoch_order, resume, schedule, train
+
+SMALL = {"data.n": 300, "train.steps": 30, "train.batch_size": 16, "sample.n": 4, "model.hidden": [32, 8]}
+
+
+def weights(path):
+    return load_tensors(path / "model.safetensors")[0]
+
+
+def test_same_seed_same_weights_bitwise_other_seed_differs():
+    cfg = load_config(overrides=SMALL)
+    a, b = train(cfg, quiet=True), train(cfg, quiet=True)
+    for (ka, va), (kb, vb) in zip(a.model.state_dict().items(), b.model.state_dict().items()):
+        assert ka == kb and torch.equal(va, vb)
+    c = train(cfg.override({"train.seed": 1}), quiet=True)
+    assert not all(torch.equal(va, vc) for va, vc in zip(a.model.state_dict().values(), c.model.state_dict().values()))
+
+
+def test_schedule_and_shuffle():
+    cfg = load_config(overrides={"train.epochs": 3, "train.batch_size": 32})
+    assert schedule(cfg, 20000) == (625, 1875)
+    assert schedule(cfg, 100) == (4, 12)  # 32+32+32+4
+    assert schedule(cfg, 97) == (3, 9)  # a last batch of 1 is dropped
+    assert schedule(cfg.override({"train.steps": 7}), 100) == (4, 7)
+    p = epoch_order(0, 2, 50)
+    assert sorted(p.tolist()) == list(range(50))
+    assert torch.equal(p, epoch_order(0, 2, 50)) and not torch.equal(p, epoch_order(0, 3, 50))
+
+
+def test_run_folder_and_metrics(tmp_path):
+    cfg = load_config(overrides={**SMALL, "loss.variability_weight": 0.1})
+    run = train(cfg, out=tmp_path / "run", quiet=True)
+    files = {p.name for p in (tmp_path / "run").iterdir()}
+    assert {"config.toml", "metrics.jsonl", "model.safetensors", "state.safetensors", "samples.png", "reconstructions.png", "report.html"} <= files
+    assert not [f for f in files if f.endswith(".tmp")]
+    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == list(range(30))
+    for r in rows:  # every term logged at every step, and the total is their weighted sum
+        assert r["loss"] == pytest.approx(r["recon"] + r["beta"] * r["kl"] + 0.1 * r["variability"], rel=1e-5)
+    assert rows == [{k: v for k, v in r.items()} for r in run.history]
+
+
+class Killed(Exception):
+    pass
+
+
+def test_resume_equals_an_uninterrupted_run_bitwise(tmp_path, monkeypatch):
+    cfg = load_config(overrides={**SMALL, "train.steps": 50, "train.checkpoint_every": 10, "loss.variability_weight": 0.5})
+    train(cfg, out=tmp_path / "full", quiet=True)
+
+    real = train_mod.save_checkpoint
+    calls = []
+
+    def dying_save(run_dir, model, optimizer, step, shape):
+        real(run_dir, model, optimizer, step, shape)
+        calls.append(step)
+        if step == 20:
+            raise Killed  # the process dies right after its second checkpoint
+
+    monkeypatch.setattr(train_mod, "save_checkpoint", dying_save)
+    with pytest.raises(Killed):
+        train(cfg, out=tmp_path / "cut", quiet=True)
+    monkeypatch.setattr(train_mod, "save_checkpoint", real)
+    # the killed run had logged steps past its checkpoint? trim happens on resume
+    run = resume(tmp_path / "cut", quiet=True)
+    full, cut = weights(tmp_path / "full"), weights(tmp_path / "cut")
+    assert full.keys() == cut.keys() and all(torch.equal(full[k], cut[k]) for k in full)
+    strip = lambda rows: [{k: v for k, v in r.items() if k != "time"} for r in rows]  # noqa: E731
+    full_rows = [json.loads(x) for x in (tmp_path / "full" / "metrics.jsonl").read_text().splitlines()]
+    assert strip(run.history) == strip(full_rows)
+
+
+def test_nan_stops_training_names_the_step_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
+    from vaelab.models.vae import VAE
+
+    real_loss = VAE.loss
+
+    def poisoned(self, x, step=0):
+        terms = real_loss(self, x, step)
+        if step == 17:
+            terms["loss"] = terms["loss"] * float("nan")
+        return terms
+
+    monkeypatch.setattr(VAE, "loss", poisoned)
+    cfg = load_config(overrides={**SMALL, "train.checkpoint_every": 5})
+    with pytest.raises(TrainingDiverged, match="step 17.*step 15"):
+        train(cfg, out=tmp_path / "run", quiet=True)
+    _, meta = load_tensors(tmp_path / "run" / "model.safetensors")
+    assert meta["step"] == "15"
+    rows = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
+    assert len(rows) == 17  # steps 0..16 were good and are kept
+
+
+def test_kl_schedule_reaches_the_trainer():
+    cfg = load_config(overrides={**SMALL, "loss.kl_schedule": "linear", "loss.warmup_steps": 20, "loss.beta": 2.0})
+    betas = [r["beta"] for r in train(cfg, quiet=True).history]
+    assert betas[0] == 0.0 and betas[10] == pytest.approx(1.0) and betas[25] == 2.0
