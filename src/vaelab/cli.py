@@ -75,6 +75,7 @@ def build_parser() -> Parser:
 
     q = verb("demo", "train the demo study and write its HTML report")
     q.add_argument("--out", default="runs/demo", help="where to write (default runs/demo)")
+    q.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override the demo's config, e.g. train.steps=100")
     q.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
 
@@ -194,7 +195,7 @@ def cmd_datasets(a) -> None:
 def cmd_demo(a) -> None:
     from vaelab.experiments.demo import run_demo
 
-    print(f"wrote {run_demo(a.out, quiet=a.quiet)}")
+    print(f"wrote {run_demo(a.out, overrides=a.set, quiet=a.quiet)}")
 
 
 COMMANDS = {

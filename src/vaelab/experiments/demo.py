@@ -14,11 +14,15 @@ from vaelab.report import Section, run_section, write_page
 from vaelab.train import train
 
 
-def run_demo(out: Path | str = "runs/demo", *, quiet: bool = False) -> Path:
-    """Run the demo into `out` (replacing an earlier demo there); returns the report's path."""
+def run_demo(out: Path | str = "runs/demo", *, overrides=(), quiet: bool = False) -> Path:
+    """Run the demo into `out` (replacing an earlier demo there); returns the report's path.
+
+    Arguments:
+        overrides: config overrides for the demo's training (e.g. a smaller budget).
+    """
     out = Path(out)
     start = time.perf_counter()
-    cfg = load_config("demo")
+    cfg = load_config("demo", overrides=overrides)
     run = train(cfg, out=out / "train", force=True, quiet=quiet)
     intro = Section(
         "About this demo",
