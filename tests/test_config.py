@@ -100,3 +100,20 @@ def test_coerce():
         coerce(4.5, int, "k")
     assert coerce([1, 2], tuple[int, ...], "k") == (1, 2)
     assert coerce(7, tuple[int, ...], "k") == (7,)
+
+
+def test_switching_dataset_or_model_takes_the_new_ones_defaults():
+    c = load_config("chain-fc2")
+    d = c.override(["data.name=squares", "data.mu=2", "model.name=fc1"])
+    assert d.data.name == "squares" and d.data.params.mu == 2.0 and d.model.hidden == (115,)
+    e = c.override({"model.name": "asym"})
+    assert e.model.hidden == (115,) and e.model.decoder_hidden == (28, 144)
+    custom = load_config(overrides={"model.name": "fc2", "model.hidden": [64, 8]})
+    with pytest.raises(UserError, match="model.hidden"):  # an explicit width is kept, and fc1 needs one
+        custom.override({"model.name": "fc1"})
+
+
+@pytest.mark.parametrize("bad", ["data.seed=-1", "train.seed=-2", "data.n=1e30", "loss.beta=nan", "loss.beta=inf"])
+def test_seeds_sizes_and_non_finite_numbers(bad):
+    with pytest.raises(UserError):
+        load_config(overrides=[bad])

@@ -10,6 +10,7 @@ through the dataset registry.
 from __future__ import annotations
 
 import dataclasses
+import math
 import tomllib
 import types
 import typing
@@ -45,7 +46,8 @@ class DataConfig:
     """the dataset's own parameters: a frozen dataclass from the dataset registry"""
 
     def __post_init__(self):
-        _check(self.n >= 0, "data.n", f"must be >= 0 (0 = the dataset's default), got {self.n}")
+        _check(0 <= self.n <= 100_000_000, "data.n", f"must be in 0..100,000,000 (0 = the dataset's default), got {self.n}")
+        _check(self.seed >= 0, "data.seed", f"must be >= 0, got {self.seed}")
 
 
 @dataclass(frozen=True)
@@ -131,6 +133,7 @@ class TrainConfig:
         _check(self.steps >= 0, "train.steps", f"must be >= 0, got {self.steps}")
         _check(self.batch_size >= 1, "train.batch_size", f"must be >= 1, got {self.batch_size}")
         _check(self.lr > 0, "train.lr", f"must be > 0, got {self.lr}")
+        _check(self.seed >= 0, "train.seed", f"must be >= 0, got {self.seed}")
         _check(self.checkpoint_every >= 1, "train.checkpoint_every", f"must be >= 1, got {self.checkpoint_every}")
         ok = self.device in ("cpu", "cuda", "auto") or (
             self.device.startswith("cuda:") and self.device[5:].isdigit()
@@ -153,6 +156,7 @@ class SampleConfig:
 
     def __post_init__(self):
         _check(self.n >= 1, "sample.n", f"must be >= 1, got {self.n}")
+        _check(self.seed >= 0, "sample.seed", f"must be >= 0, got {self.seed}")
         _check(self.delta > -1, "sample.delta", f"must be > -1, got {self.delta}")
         _check(0 <= self.denoise < 1, "sample.denoise", f"must be in [0, 1), got {self.denoise}")
 
@@ -207,8 +211,26 @@ class Config:
         return out
 
     def override(self, overrides: Mapping[str, Any] | Sequence[str]) -> "Config":
-        """A copy with dotted-key overrides applied, e.g. `{"loss.beta": 4}` or `["loss.beta=4"]`."""
-        return Config.from_dict(apply_overrides(self.to_dict(), overrides))
+        """A copy with dotted-key overrides applied, e.g. `{"loss.beta": 4}` or `["loss.beta=4"]`.
+
+        Switching `data.name` or `model.name` drops the values that were only the old dataset's or
+        model's defaults, so the new one's defaults apply.
+        """
+        base = self.to_dict()
+        new = apply_overrides(base, overrides)
+        if new["data"]["name"] != self.data.name and self.data.params is not None:
+            for k, v in dataclasses.asdict(type(self.data.params)()).items():
+                if base["data"].get(k) == v and k not in _changed(overrides, "data"):
+                    new["data"].pop(k, None)
+        if new["model"]["name"] != self.model.name:
+            from vaelab.models import MODELS
+
+            old = MODELS[self.model.name]
+            defaults = {"hidden": old.default_hidden, "decoder_hidden": old.default_decoder_hidden or tuple(reversed(self.model.hidden))}
+            for k, v in defaults.items():
+                if tuple(base["model"][k]) == tuple(v) and k not in _changed(overrides, "model"):
+                    new["model"].pop(k, None)
+        return Config.from_dict(new)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -288,6 +310,8 @@ def coerce(value: Any, tp: Any, key: str) -> Any:
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise UserError(f"{key} must be a number, got {value!r}")
+        if not math.isfinite(value):
+            raise UserError(f"{key} must be a finite number, got {value!r}")
         return float(value)
     if tp is str:
         if not isinstance(value, str):
@@ -331,6 +355,11 @@ def read_preset(name: str) -> dict[str, Any]:
     if name not in names:
         raise UserError(f"unknown preset {name!r}; valid presets: {', '.join(names)}")
     return tomllib.loads(resources.files("vaelab.presets").joinpath(f"{name}.toml").read_text())
+
+
+def _changed(overrides: Mapping[str, Any] | Sequence[str], section: str) -> set[str]:
+    keys = overrides.keys() if isinstance(overrides, Mapping) else [o.split("=", 1)[0].strip() for o in overrides]
+    return {k.split(".", 1)[1] for k in keys if k.startswith(section + ".")}
 
 
 def parse_value(text: str) -> Any:

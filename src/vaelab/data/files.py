@@ -6,6 +6,9 @@ Nothing is ever downloaded, and nothing is unpickled (`np.load(..., allow_pickle
 from __future__ import annotations
 
 import gzip
+import math
+import tokenize
+import zipfile
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,7 +42,7 @@ def read_idx(path: Path) -> np.ndarray:
         raise UserError(f"{path}: truncated IDX header")
     dims = tuple(int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
     dtype = np.dtype(IDX_DTYPES[raw[2]])
-    expected = int(np.prod(dims)) * dtype.itemsize
+    expected = math.prod(dims) * dtype.itemsize
     if len(raw) - header != expected:
         raise UserError(f"{path}: truncated or padded IDX data ({len(raw) - header} bytes, expected {expected})")
     return np.frombuffer(raw, dtype=dtype, offset=header).reshape(dims)
@@ -115,7 +118,7 @@ def array(p: ArrayParams, n: int, seed: int, path: str) -> Dataset:
                 factors = loaded["factors"] if "factors" in loaded.files else None
     except UserError:
         raise
-    except (ValueError, OSError, EOFError, zlib.error) as e:
+    except (ValueError, OSError, EOFError, zlib.error, zipfile.BadZipFile, tokenize.TokenError) as e:
         raise UserError(f"{file}: not a readable .npy/.npz file ({e})") from None
     images = check_images(images, str(file))
     n_all = images.shape[0]

@@ -7,6 +7,7 @@ gives the same images on every machine.
 from __future__ import annotations
 
 import itertools
+import math
 from dataclasses import dataclass
 from typing import Literal
 
@@ -90,7 +91,8 @@ class SquaresParams:
     def __post_init__(self):
         _check(self.grid >= 1, "grid", f"must be >= 1, got {self.grid}")
         _check(self.square >= 1, "square", f"must be >= 1, got {self.square}")
-        _check(self.noise_var >= 0, "noise_var", f"must be >= 0, got {self.noise_var}")
+        _check(math.isfinite(self.mu), "mu", f"must be a finite number, got {self.mu}")
+        _check(0 <= self.noise_var < math.inf, "noise_var", f"must be finite and >= 0, got {self.noise_var}")
 
 
 def render_squares(s: np.ndarray, grid: int, square: int) -> np.ndarray:
