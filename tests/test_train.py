@@ -1,13 +1,15 @@
+import importlib
 import json
 
 import pytest
 import torch
 
-import vaelab.train as train_mod
 from vaelab.config import load_config
 from vaelab.errors import TrainingDiverged
 from vaelab.runfolder import load_tensors
 from vaelab.train import epoch_order, resume, schedule, train
+
+train_mod = importlib.import_module("vaelab.train")  # the module (vaelab.train is also the function)
 
 SMALL = {"data.n": 300, "train.steps": 30, "train.batch_size": 16, "sample.n": 4, "model.hidden": [32, 8]}
 

@@ -16,28 +16,24 @@ from vaelab.runfolder import load_tensors, read_toml, save_tensors
 
 
 def save_checkpoint(run_dir: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, step: int, image_shape) -> None:
-    """Write state.safetensors, then model.safetensors, each atomically, both tagged with `step`;
-    the model's header also records the image shape (C, H, W) it was built for."""
+    """Write model.safetensors, then state.safetensors (weights too, optimizer, RNG, step).
+
+    Each file is written atomically and the state last, so the state alone commits a checkpoint:
+    a kill between the two renames leaves a state that resume can use by itself. The model's header
+    records the image shape (C, H, W) it was built for."""
     state = {f"optim.{i}.{k}": (v if torch.is_tensor(v) else torch.tensor(v)) for i, s in optimizer.state_dict()["state"].items() for k, v in s.items()}
     state["rng.cpu"] = torch.get_rng_state()
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         state["rng.cuda"] = torch.cuda.get_rng_state()
     state["step"] = torch.tensor(step, dtype=torch.int64)
-    save_tensors(run_dir / "state.safetensors", state, step=step)
+    state.update({f"model.{k}": v for k, v in model.state_dict().items()})
     shape = ",".join(str(int(v)) for v in image_shape)
     save_tensors(run_dir / "model.safetensors", model.state_dict(), step=step, image_shape=shape)
+    save_tensors(run_dir / "state.safetensors", state, step=step)
 
 
-def load_weights(run_dir: Path, model: torch.nn.Module) -> int:
-    """Load model.safetensors into `model`; returns the step it was saved at."""
-    path = run_dir / "model.safetensors"
-    tensors, meta = load_tensors(path)
-    _apply(model, tensors, run_dir)
-    return int(meta.get("step", -1))
-
-
-def _apply(model: torch.nn.Module, tensors: dict[str, torch.Tensor], run_dir: Path) -> None:
-    path = run_dir / "model.safetensors"
+def _apply(model: torch.nn.Module, tensors: dict[str, torch.Tensor], run_dir: Path, path: Path | None = None) -> None:
+    path = path or run_dir / "model.safetensors"
     own = model.state_dict()
     missing, unexpected = sorted(set(own) - set(tensors)), sorted(set(tensors) - set(own))
     wrong = [k for k in own if k in tensors and tensors[k].shape != own[k].shape]
@@ -47,17 +43,25 @@ def _apply(model: torch.nn.Module, tensors: dict[str, torch.Tensor], run_dir: Pa
     model.load_state_dict(tensors)
 
 
-def load_state(run_dir: Path, optimizer: torch.optim.Optimizer) -> int:
-    """Restore the optimizer and the RNG from state.safetensors; returns its step."""
-    tensors, _ = load_tensors(run_dir / "state.safetensors")
+def load_state(run_dir: Path, optimizer: torch.optim.Optimizer, model: torch.nn.Module) -> int:
+    """Restore the weights, the optimizer and the RNG from state.safetensors; returns its step."""
+    path = run_dir / "state.safetensors"
+    tensors, _ = load_tensors(path)
     if "step" not in tensors or "rng.cpu" not in tensors:
-        raise UserError(f"{run_dir / 'state.safetensors'} is not a vaelab training state")
+        raise UserError(f"{path} is not a vaelab training state")
+    _apply(model, {k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")}, run_dir, path)
+    params = [p for group in optimizer.param_groups for p in group["params"]]
     sd = optimizer.state_dict()
     state: dict[int, dict[str, torch.Tensor]] = {}
     for key, value in tensors.items():
         if key.startswith("optim."):
             _, i, name = key.split(".", 2)
             state.setdefault(int(i), {})[name] = value
+    fits = set(state) <= set(range(len(params))) and all(
+        v.dim() == 0 or v.shape == params[i].shape for i, s in state.items() for v in s.values()
+    )
+    if not fits:
+        raise UserError(f"{path} does not fit this run's model (optimizer state of another architecture)")
     try:
         optimizer.load_state_dict({"state": state, "param_groups": sd["param_groups"]})
     except (ValueError, RuntimeError, KeyError) as e:

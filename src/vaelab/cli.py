@@ -158,7 +158,10 @@ def cmd_reconstruct(a) -> None:
         data = load_data(cfg.data)
     x = data.images[: a.n]
     shape = tuple(x.shape[1:])
-    trained = tuple(model.decode(model.encode(x[:1]).mean).shape[1:]) if len(x) else shape
+    import torch
+
+    with torch.no_grad():
+        trained = tuple(model.decode(torch.zeros(1, model.latent_dim)).shape[1:])  # the decoder's (C, H, W)
     if shape != trained:
         raise UserError(f"--input images are {shape} but the run was trained on {trained}")
     x_hat = reconstruct(model, x)
@@ -214,8 +217,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args = parser.parse_args(argv)
         if args.verb is None:
-            parser.print_help()
-            return 2
+            raise UserError(f"choose a verb: {', '.join(COMMANDS)} (see vaelab --help)")
         COMMANDS[args.verb](args)
     except UserError as e:
         print(f"vaelab: error: {e}", file=sys.stderr)

@@ -177,6 +177,11 @@ class Config:
             "train.batch_size",
             f"must be >= 2 when loss.variability_weight > 0 (the term compares pairs), got {self.train.batch_size}",
         )
+        _check(
+            not self.model.batch_norm or self.train.batch_size >= 2,
+            "train.batch_size",
+            f"must be >= 2 when model.batch_norm = true (batch statistics need pairs), got {self.train.batch_size}",
+        )
 
     @classmethod
     def from_dict(cls, raw: Mapping[str, Any]) -> "Config":

@@ -168,6 +168,8 @@ def run_section(run_dir: Path | str, title: str = "Training run") -> Section:
     if history:
         tail = history[-max(1, len(history) // 20) :]
         for term in loss_terms(history):
+            if term == "beta":
+                continue
             summary[f"final {term}"] = float(np.mean([r[term] for r in tail if term in r]))
     parts.append(table([summary]))
     if history:

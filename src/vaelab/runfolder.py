@@ -150,8 +150,28 @@ def prepare_out(out: Path | str, *, force: bool = False) -> Path:
             raise UserError(
                 f"--out {out} exists and is not empty; pass --resume to continue it or --force to overwrite it"
             )
-        if not (out / "config.toml").is_file() and not (out / "report.html").is_file():
+        if not is_vaelab_folder(out):
             raise UserError(f"--force refused: {out} is not a vaelab run folder (no config.toml); choose another --out")
         shutil.rmtree(out)
     out.mkdir(parents=True, exist_ok=True)
     return out
+
+
+def is_vaelab_folder(out: Path) -> bool:
+    """A run folder (config.toml with vaelab's sections) or a study folder (a report vaelab wrote)."""
+    try:
+        sections = set(tomllib.loads((out / "config.toml").read_text()))
+        if {"model", "train"} <= sections:
+            return True
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+        pass
+    try:
+        return "<title>vaelab" in (out / "report.html").read_text(errors="replace")[:4096]
+    except OSError:
+        return False
+
+
+def remove_temporary_files(folder: Path) -> None:
+    """Delete the temporary files of atomic writes that a killed process left behind."""
+    for tmp in Path(folder).glob(".*.tmp"):
+        tmp.unlink(missing_ok=True)

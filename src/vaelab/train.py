@@ -19,12 +19,12 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from vaelab.checkpoint import load_state, load_weights, read_run_config, save_checkpoint
+from vaelab.checkpoint import load_state, read_run_config, save_checkpoint
 from vaelab.config import Config
 from vaelab.data import Dataset, load_data
 from vaelab.errors import TrainingDiverged, UserError
 from vaelab.models import VAE, build_model
-from vaelab.runfolder import append_jsonl, prepare_out, read_jsonl, write_jsonl, write_toml
+from vaelab.runfolder import append_jsonl, prepare_out, read_jsonl, remove_temporary_files, write_jsonl, write_toml
 
 
 @dataclass
@@ -90,19 +90,19 @@ def train(
     device = resolve_device(cfg.train.device)
     data = data if data is not None else load_data(cfg.data)
     run_dir = Path(out) if out is not None else None
+    torch.manual_seed(cfg.train.seed)
+    model = build_model(cfg, data.shape).to(device)  # first: a config the data cannot fit writes nothing
     if run_dir is not None and not resume:
         prepare_out(run_dir, force=force)
         write_toml(run_dir / "config.toml", cfg.to_dict())
+    if run_dir is not None and resume:
+        remove_temporary_files(run_dir)  # left by a killed process
 
-    torch.manual_seed(cfg.train.seed)
-    model = build_model(cfg, data.shape).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.train.lr)
     step = 0
     history: list[dict] = []
     if resume and run_dir is not None and (run_dir / "state.safetensors").is_file():
-        step = load_state(run_dir, optimizer)
-        if load_weights(run_dir, model) != step:
-            raise UserError(f"{run_dir}: model.safetensors and state.safetensors are from different steps")
+        step = load_state(run_dir, optimizer, model)
         history = [r for r in read_jsonl(run_dir / "metrics.jsonl") if r["step"] < step]
         write_jsonl(run_dir / "metrics.jsonl", history)  # drop rows logged after the checkpoint
     elif run_dir is not None:

@@ -26,7 +26,7 @@ def run_demo(out: Path | str = "runs/demo", *, overrides=(), quiet: bool = False
     run = train(cfg, out=out / "train", force=True, quiet=quiet)
     intro = Section(
         "About this demo",
-        f"<p>{html.escape(read_preset('demo')['description'])}. Rebuild any part with "
+        f"<p>This demo trains {html.escape(read_preset('demo')['description'])}. Rebuild any part with "
         f"<code>vaelab report {html.escape(str(out / 'train'))}</code>; the run folder holds the "
         f"config, the per-step metrics and the weights.</p>"
         f'<p class="muted">finished in {time.perf_counter() - start:.0f} s; training took {run.seconds:.0f} s</p>',
