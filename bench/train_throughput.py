@@ -30,7 +30,7 @@ What it measures
     `--threads 1`, when the machine is not quiet.
 
 How to run (from the repository root)
-    .venv/bin/python bench/train_throughput.py             # 5 rounds of 3 epochs each
+    .venv/bin/python bench/train_throughput.py             # 9 rounds of 3 epochs each
     .venv/bin/python bench/train_throughput.py --rounds 11
     .venv/bin/python bench/train_throughput.py --threads 1
     .venv/bin/python bench/train_throughput.py --quick     # smoke check: 2 rounds of 1 epoch
@@ -116,7 +116,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(
         description="vaelab's trainer vs a hand-written PyTorch loop: samples/s and their ratio (CPU)."
     )
-    ap.add_argument("--rounds", type=int, default=5, help="timed rounds after the warm-up round (default 5)")
+    ap.add_argument("--rounds", type=int, default=9, help="timed rounds after the warm-up round (default 9)")
     ap.add_argument("--epochs", type=int, default=3, help="epochs per training run (default 3)")
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads for both sides (default: torch's default)")
     ap.add_argument("--quick", action="store_true", help="smoke check: at most 2 rounds of 1 epoch")

@@ -7,6 +7,8 @@ its presets translate its constants (README, "Loss conventions").
 
 from __future__ import annotations
 
+import functools
+
 import torch
 import torch.nn.functional as F
 
@@ -102,12 +104,22 @@ def vae_terms(
         dict of scalars: loss, recon, [kl, beta], [variability].
     """
     terms = {"recon": RECONSTRUCTION[likelihood](logits, x)}
-    total = recon_weight * terms["recon"]
+    total = _weighted(recon_weight, terms["recon"])
     if logvar is not None:
         terms["kl"] = gaussian_kl(mu, logvar)
-        terms["beta"] = torch.tensor(float(beta))
-        total = total + beta * terms["kl"]
+        terms["beta"] = _scalar(float(beta))
+        total = total + _weighted(beta, terms["kl"])
     if variability_weight > 0:
         terms["variability"] = variability_gap(x, torch.sigmoid(logits))
-        total = total + variability_weight * terms["variability"]
+        total = total + _weighted(variability_weight, terms["variability"])
     return {"loss": total, **terms}
+
+
+def _weighted(weight: float, term: torch.Tensor) -> torch.Tensor:
+    return term if weight == 1.0 else weight * term  # skip a multiply (and its backward) at weight 1
+
+
+@functools.lru_cache(maxsize=256)
+def _scalar(value: float) -> torch.Tensor:
+    """A 0-d tensor for a logged constant, made once per value (never modified)."""
+    return torch.tensor(value)

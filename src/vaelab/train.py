@@ -114,9 +114,8 @@ def train(
     if n < 2 and (cfg.loss.variability_weight > 0 or cfg.model.batch_norm):
         raise UserError(f"the dataset holds {n} image(s); batch norm and the variability term need at least 2")
     bar = tqdm(total=total, initial=step, unit="step", disable=quiet or not sys.stderr.isatty(), dynamic_ncols=True)
-    pending: list[dict] = []
-    last_good, shuffled, shuffled_epoch = step, None, -1
-    start = time.perf_counter() - (history[-1]["time"] if history else 0.0)
+    log = MetricLog(run_dir, history, start=time.perf_counter() - (history[-1]["time"] if history else 0.0), last_good=step)
+    shuffled, shuffled_epoch = None, -1
     model.train()
     while step < total:
         epoch, i = divmod(step, per_epoch)
@@ -125,32 +124,25 @@ def train(
         batch = shuffled[i * b : (i + 1) * b]  # (B, C, H, W)
 
         terms = model.loss(batch, step)
-        values = torch.stack([t.detach().float() for t in terms.values()]).tolist()
-        row = {"step": step, "epoch": epoch, **dict(zip(terms, values))}
-        row["time"] = round(time.perf_counter() - start, 4)
-        if not math.isfinite(row["loss"]):
-            _flush(run_dir, pending, history)
-            where = f"; the last good checkpoint (step {last_good}) is kept in {run_dir}" if run_dir and last_good else ""
-            raise TrainingDiverged(f"training diverged: the loss is {row['loss']} at step {step}{where} (try a lower train.lr)")
         optimizer.zero_grad(set_to_none=True)
         terms["loss"].backward()
         optimizer.step()
-        pending.append(row)
+        log.add(step, epoch, terms)  # detached tensors: read (one sync) when flushed
         step += 1
 
         bar.update(1)
-        if step % 50 == 0:
-            bar.set_postfix(loss=f"{row['loss']:.3f}")
-        if run_dir is not None and (step % cfg.train.checkpoint_every == 0 or step == total):
+        checkpoint = run_dir is not None and (step % cfg.train.checkpoint_every == 0 or step == total)
+        if step % LOG_EVERY == 0 or checkpoint:
+            log.flush_check()
+            bar.set_postfix(loss=f"{log.rows[-1]['loss']:.3f}")
+        if checkpoint:
             if not all(torch.isfinite(p).all() for p in model.parameters()):
-                _flush(run_dir, pending, history)
                 raise TrainingDiverged(f"training diverged: non-finite weights after step {step - 1} (try a lower train.lr)")
-            _flush(run_dir, pending, history)
             save_checkpoint(run_dir, model, optimizer, step, data.shape)
-            last_good = step
+            log.last_good = step
     bar.close()
-    seconds = time.perf_counter() - start
-    _flush(run_dir, pending, history)
+    log.flush_check()
+    seconds = time.perf_counter() - log.start
     model.eval()
     run = Run(cfg, model, data, run_dir, history, seconds)
     if run_dir is not None and finish:
@@ -158,12 +150,44 @@ def train(
     return run
 
 
-def _flush(run_dir: Path | None, pending: list[dict], history: list[dict]) -> None:
-    """Move the pending rows into the history (and metrics.jsonl)."""
-    if run_dir is not None:
-        append_jsonl(run_dir / "metrics.jsonl", pending)
-    history += pending
-    pending.clear()
+LOG_EVERY = 50
+"""steps between reads of the logged terms (one device sync each)"""
+
+
+class MetricLog:
+    """Per-step loss terms, kept as detached tensors and read in one go every LOG_EVERY steps.
+
+    Reading them is also where a NaN/Inf loss is caught: training stops with the step named, the
+    good rows are written to metrics.jsonl, and no checkpoint is written past the last good one.
+    """
+
+    def __init__(self, run_dir: Path | None, rows: list[dict], start: float, last_good: int):
+        self.run_dir, self.rows, self.start, self.last_good = run_dir, rows, start, last_good
+        self.pending: list[tuple[int, int, float, list[str], list[torch.Tensor]]] = []
+
+    def add(self, step: int, epoch: int, terms: dict[str, torch.Tensor]) -> None:
+        self.pending.append((step, epoch, time.perf_counter() - self.start, list(terms), [t.detach() for t in terms.values()]))
+
+    def flush_check(self) -> None:
+        """Move pending steps into rows (and metrics.jsonl); raise TrainingDiverged on NaN/Inf."""
+        if not self.pending:
+            return
+        values = torch.stack([v.float() for p in self.pending for v in p[4]]).tolist()
+        new, bad = [], None
+        for step, epoch, t, keys, _ in self.pending:
+            vals, values = values[: len(keys)], values[len(keys) :]
+            row = {"step": step, "epoch": epoch, **dict(zip(keys, vals)), "time": round(t, 4)}
+            if not math.isfinite(row["loss"]):
+                bad = row
+                break
+            new.append(row)
+        self.pending.clear()
+        if self.run_dir is not None:
+            append_jsonl(self.run_dir / "metrics.jsonl", new)
+        self.rows += new
+        if bad is not None:
+            kept = f"; the last good checkpoint (step {self.last_good}) is kept in {self.run_dir}" if self.run_dir and self.last_good else ""
+            raise TrainingDiverged(f"training diverged: the loss is {bad['loss']} at step {bad['step']}{kept} (try a lower train.lr)")
 
 
 def finish_run(run: Run) -> None:
