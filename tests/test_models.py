@@ -1,11 +1,9 @@
-import math
 
 import pytest
 import torch
 from torch.distributions import Normal
 
 from vaelab.config import load_config
-from vaelab.data import load_data
 from vaelab.errors import UserError
 from vaelab.models import MODELS, build_model, count_parameters
 from vaelab.train import train
