@@ -51,6 +51,7 @@ SECTIONS = {
     "loss": {"recon_weight", "beta", "variability_weight", "kl_schedule", "warmup_steps"},
     "train": {"epochs", "steps", "batch_size", "lr", "seed", "device", "checkpoint_every"},
     "sample": {"n", "delta", "denoise", "seed"},
+    "chain": {"generations", "mode", "real_fraction", "init", "seeds"},
 }
 RUN_FILES = {"config.toml", "metrics.jsonl", "model.safetensors", "state.safetensors", "samples.png", "reconstructions.png", "report.html"}
 

@@ -14,6 +14,7 @@ EXAMPLES = """examples:
   vaelab train --preset chain-fc2 --set loss.beta=0.3 --set train.epochs=2 --out runs/fc2
   vaelab train --resume runs/conv
   vaelab sample runs/conv --n 64 --set sample.delta=0.4 --out samples.png
+  vaelab chain --preset chain-conv --out runs/chain-conv
   vaelab demo
 """
 
@@ -25,6 +26,12 @@ VERB_EXAMPLES = {
     "presets": "example:\n  vaelab presets",
     "datasets": "example:\n  vaelab datasets",
     "demo": "example:\n  vaelab demo --out runs/demo",
+    "chain": (
+        "examples:\n  vaelab chain --preset chain-conv --out runs/chain-conv\n"
+        "  vaelab chain --preset chain-conv --set chain.generations=5 --set data.n=5000 --out runs/short\n"
+        "  vaelab chain --preset chain-conv --out runs/chain-conv --resume\n"
+        "  vaelab chain compare runs/chain-conv runs/chain-conv-varloss --out runs/compare"
+    ),
 }
 
 
@@ -54,6 +61,14 @@ def build_parser() -> Parser:
     q.add_argument("--resume", metavar="DIR", help="continue the interrupted run in DIR")
     q.add_argument("--force", action="store_true", help="overwrite an existing run folder at --out")
     q.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    q = verb("chain", "run a VAE chain (each VAE trained on the previous one's samples), or compare chains")
+    q.add_argument("words", nargs="*", metavar="compare DIR …", help="`compare DIR DIR …` overlays finished chains")
+    config_args(q)
+    q.add_argument("--out", help="the chain's folder (or the comparison's)")
+    q.add_argument("--resume", action="store_true", help="continue the chain in --out from its first unfinished generation")
+    q.add_argument("--force", action="store_true", help="overwrite an existing folder at --out")
+    q.add_argument("--quiet", action="store_true", help="no progress bars")
 
     q = verb("sample", "generate images from a trained run")
     q.add_argument("dir", help="a run folder")
@@ -181,8 +196,10 @@ def cmd_report(a) -> None:
 def cmd_presets(a) -> None:
     from vaelab.config import preset_names, read_preset
 
-    for name in preset_names():
-        print(f"{name:<14} {read_preset(name).get('description', '')}")
+    names = preset_names()
+    width = max(map(len, names))
+    for name in names:
+        print(f"{name:<{width}}  {read_preset(name).get('description', '')}")
 
 
 def cmd_datasets(a) -> None:
@@ -193,6 +210,30 @@ def cmd_datasets(a) -> None:
     for name, spec in sorted(DATASETS.items()):
         params = ", ".join(f"data.{f.name}={f.default!r}" for f in fields(spec.params))
         print(f"{name:<14} {spec.description}" + (f"\n{'':<14} {params}" if params else ""))
+
+
+def cmd_chain(a) -> None:
+    from vaelab.config import load_config
+    from vaelab.experiments.chain import compare_chains, run_chain
+    from vaelab.checkpoint import read_run_config
+
+    if not a.out:
+        raise UserError("vaelab chain needs --out DIR")
+    if a.words:
+        if a.words[0] != "compare" or len(a.words) < 2:
+            raise UserError(f"unexpected {' '.join(a.words)!r}: use `vaelab chain compare DIR DIR … --out DIR`")
+        if a.preset or a.config or a.set or a.resume:
+            raise UserError("vaelab chain compare takes chain folders and --out only")
+        print(f"wrote {compare_chains(a.words[1:], a.out, force=a.force)}")
+        return
+    if a.resume and not (a.preset or a.config or a.set):
+        cfg = read_run_config(a.out)  # the stored config
+    else:
+        cfg = load_config(a.preset, a.config, a.set)
+    rows = run_chain(cfg, a.out, resume=a.resume, force=a.force, quiet=a.quiet)
+    last = max(r["generation"] for r in rows)
+    final = [r["variability"] for r in rows if r["generation"] == last]
+    print(f"{last} generations; variability {rows[0]['variability']:.3f} → {sum(final) / len(final):.3f}; report: {Path(a.out) / 'report.html'}")
 
 
 def cmd_demo(a) -> None:
@@ -209,6 +250,7 @@ COMMANDS = {
     "presets": cmd_presets,
     "datasets": cmd_datasets,
     "demo": cmd_demo,
+    "chain": cmd_chain,
 }
 
 

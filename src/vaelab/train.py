@@ -72,6 +72,7 @@ def train(
     force: bool = False,
     quiet: bool = False,
     finish: bool = True,
+    init: dict[str, torch.Tensor] | None = None,
 ) -> Run:
     """Train the model `config` describes.
 
@@ -83,6 +84,8 @@ def train(
         force: overwrite an existing run folder at `out`.
         quiet: no progress bar.
         finish: write samples.png, reconstructions.png and report.html at the end.
+        init: weights to start from (a state dict of the same architecture) instead of a fresh
+            initialisation, e.g. to fine-tune; ignored when resuming from a checkpoint.
     Returns:
         a Run with the trained model (in eval mode) and the per-step history.
     """
@@ -92,6 +95,8 @@ def train(
     run_dir = Path(out) if out is not None else None
     torch.manual_seed(cfg.train.seed)
     model = build_model(cfg, data.shape).to(device)  # first: a config the data cannot fit writes nothing
+    if init is not None:
+        model.load_state_dict(init)
     if run_dir is not None and not resume:
         prepare_out(run_dir, force=force)
         write_toml(run_dir / "config.toml", cfg.to_dict())

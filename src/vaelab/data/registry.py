@@ -53,16 +53,18 @@ class DatasetSpec:
     """size when data.n = 0; 0 means everything the source holds"""
     needs_path: bool = False
     path_hint: str = ""
+    generative: bool = False
+    """a seeded generator that can draw any number of new images (points, squares)"""
 
 
 DATASETS: dict[str, DatasetSpec] = {}
 
 
-def register(name: str, params: type, description: str, *, default_n: int = 0, path_hint: str = ""):
+def register(name: str, params: type, description: str, *, default_n: int = 0, path_hint: str = "", generative: bool = False):
     """Decorator registering `build(params, n, seed, path) → Dataset` under `name`."""
 
     def deco(build):
-        DATASETS[name] = DatasetSpec(build, params, description, default_n, bool(path_hint), path_hint)
+        DATASETS[name] = DatasetSpec(build, params, description, default_n, bool(path_hint), path_hint, generative)
         return build
 
     return deco

@@ -68,7 +68,7 @@ def render_points(x: np.ndarray, y: np.ndarray, size: int, block: int) -> np.nda
     return (rows[:, :, None] & cols[:, None, :]).astype(np.float32)[:, None]  # (n, 1, size, size)
 
 
-@register("points", PointsParams, "the chain study's 24x24 grids: one 3x3 block at binomial (x, y)", default_n=20000)
+@register("points", PointsParams, "the chain study's 24x24 grids: one 3x3 block at binomial (x, y)", default_n=20000, generative=True)
 def points(p: PointsParams, n: int, seed: int, path: str) -> Dataset:
     rng = np.random.default_rng(seed)
     x, y = points_centres(p, n, rng)
@@ -103,7 +103,7 @@ def render_squares(s: np.ndarray, grid: int, square: int) -> np.ndarray:
     return np.ascontiguousarray(img.reshape(n, 1, grid * square, grid * square), dtype=np.float32)
 
 
-@register("squares", SquaresParams, "the bias study's noisy grids of squares, intensities sigmoid(N(mu, 1))", default_n=10000)
+@register("squares", SquaresParams, "the bias study's noisy grids of squares, intensities sigmoid(N(mu, 1))", default_n=10000, generative=True)
 def squares(p: SquaresParams, n: int, seed: int, path: str) -> Dataset:
     rng = np.random.default_rng(seed)
     z = rng.normal(p.mu, 1.0, size=(n, p.grid**2))
@@ -142,3 +142,19 @@ def squares_test(p: SquaresTestParams, n: int, seed: int, path: str) -> Dataset:
     from vaelab.data.registry import take
 
     return take(data, n, seed, "squares-test")
+
+
+def points_marginals(p: PointsParams) -> tuple[np.ndarray, np.ndarray]:
+    """The true pmfs of the block centre's x and y over 0..size−1, float64 (size,) each."""
+    from scipy.stats import binom
+
+    k = np.arange(p.size)
+    top = p.size - 1
+    uniform = np.full(p.size, 1.0 / p.size)
+    if p.variant == "bimodal":
+        px = (2 / 3) * binom.pmf(k, top, p.p_x) + (1 / 3) * binom.pmf(k, top, 1 - p.p_x)
+        py = (2 / 3) * binom.pmf(k, top, p.p_y) + (1 / 3) * binom.pmf(k, top, 1 - p.p_y)
+        return px, py
+    px = uniform if p.variant in ("uniform", "uniform-x") else binom.pmf(k, top, p.p_x)
+    py = uniform if p.variant in ("uniform", "uniform-y") else binom.pmf(k, top, p.p_y)
+    return px, py

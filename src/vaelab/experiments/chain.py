@@ -1,0 +1,311 @@
+"""The VAE chain study (REFERENCE §1; seed 000): each VAE trained on the previous one's output.
+
+    rows = run_chain(load_config("chain-conv"), out="runs/chain-conv")
+
+Generation 0 is the original data D_0. VAE g trains on T_g (built from the data so far by
+`chain.mode`) and generates D_{g+1}; every dataset D_g is measured against the set its generator
+trained on (`*_train`) and against the original data (`*_orig`). One row per seed × generation goes
+to chain.csv, rewritten after every generation, so a killed chain resumes at the first unfinished
+generation: finished VAEs are reloaded and their (deterministic) samples redrawn, never retrained.
+
+Layout of the output folder:
+
+    config.toml  chain.csv  report.html  variability.png  metrics.png
+    seed-0/gen-000/  samples.png  occupancy.png  metrics.json  [data.npz]  vae/ (VAE 0's run folder)
+    seed-0/gen-001/  … the data VAE 0 generated, and vae/ = VAE 1
+    seed-0/gen-G/    the last generated dataset (no VAE)
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from vaelab.checkpoint import load_run, read_run_config
+from vaelab.config import Config
+from vaelab.data import DATASETS, Dataset, load_data
+from vaelab.errors import UserError
+from vaelab.evaluate import neg_elbo
+from vaelab.images import make_grid, png_bytes, save_grid
+from vaelab.metrics import (
+    block_centres,
+    marginal_histograms,
+    mean_intensity,
+    occupancy,
+    occupancy_distance,
+    prdc,
+    total_variation,
+    variability,
+)
+from vaelab.runfolder import atomic_write, prepare_out, write_toml
+from vaelab.sample import sample
+from vaelab.train import train
+
+PRDC = ("precision", "recall", "density", "coverage")
+METRICS = (
+    "variability",
+    "mean_intensity",
+    "distribution_diff_train",
+    "distribution_diff_orig",
+    *(f"{m}_train" for m in PRDC),
+    *(f"{m}_orig" for m in PRDC),
+    "x_tv",
+    "y_tv",
+    "x_mean",
+    "y_mean",
+    "neg_elbo",
+)
+COLUMNS = ("seed", "generation", "n_train", *METRICS)
+VARIABILITY_PAIRS = 10_000
+
+
+# ---------------------------------------------------------------------------------------------
+# Seeds: every random choice of repeat r, generation g has its own seed.
+
+
+def _seed(base: int, r: int, g: int = 0, salt: int = 0) -> int:
+    return base + 1_000_003 * salt + 10_007 * r + g
+
+
+def _subset(images: torch.Tensor, n: int, seed: int) -> torch.Tensor:
+    """n images drawn without replacement (seeded), or all of them when n >= len."""
+    if n >= images.shape[0]:
+        return images
+    return images[torch.randperm(images.shape[0], generator=torch.Generator().manual_seed(seed))[:n]]
+
+
+# ---------------------------------------------------------------------------------------------
+# Data: the original set, held-out originals, and each generation's training set.
+
+
+def original_data(cfg: Config, r: int) -> tuple[Dataset, torch.Tensor]:
+    """(D_0 for repeat r, held-out original images for the ELBO)."""
+    spec = DATASETS[cfg.data.name]
+    h = cfg.chain.holdout
+    if spec.generative:
+        original = load_data(replace(cfg.data, seed=_seed(cfg.data.seed, r)))
+        heldout = load_data(replace(cfg.data, n=h, seed=_seed(cfg.data.seed, r, salt=1)))
+        return original, heldout.images
+    full = load_data(replace(cfg.data, n=0))
+    n = cfg.data.n or len(full) - h
+    if n < 2 or h + n > len(full):
+        raise UserError(f"{cfg.data.name} holds {len(full)} images: not enough for data.n={cfg.data.n} plus chain.holdout={h}")
+    order = torch.randperm(len(full), generator=torch.Generator().manual_seed(_seed(cfg.data.seed, r)))
+    return full.subset(order[h : h + n]), full.images[order[:h]]
+
+
+def training_set(cfg: Config, r: int, g: int, datasets: list[torch.Tensor]) -> torch.Tensor:
+    """T_g, the training images of VAE g, from D_0 … D_g (`datasets`) by `chain.mode`."""
+    ch, original, latest = cfg.chain, datasets[0], datasets[-1]
+    n = original.shape[0]
+    if g == 0 or ch.mode == "replace":
+        return latest
+    if ch.mode in ("mix", "fresh"):
+        n_real = round(ch.real_fraction * n)
+        if ch.mode == "mix":
+            real = _subset(original, n_real, _seed(cfg.data.seed, r, g, salt=2))
+        else:
+            real = load_data(replace(cfg.data, n=max(n_real, 1), seed=_seed(cfg.data.seed, r, g, salt=3))).images[:n_real]
+        synthetic = _subset(latest, n - n_real, _seed(cfg.data.seed, r, g, salt=4))
+        return torch.cat([real, synthetic])
+    pool = torch.cat(datasets)
+    if ch.mode == "accumulate":
+        return pool
+    return _subset(pool, ch.budget or n, _seed(cfg.data.seed, r, g, salt=5))  # accumulate-subsample
+
+
+def generate(cfg: Config, model, n: int, r: int, g: int) -> torch.Tensor:
+    """D_{g+1}: n samples of VAE g with the config's δ and denoising, stored as 8-bit if asked."""
+    s = cfg.sample
+    images = sample(model, n, delta=s.delta, denoise=s.denoise, seed=_seed(s.seed, r, g))
+    return (images * 255).round() / 255 if cfg.chain.quantize else images
+
+
+# ---------------------------------------------------------------------------------------------
+# Metrics of one generation.
+
+
+def measure(cfg: Config, images: torch.Tensor, reference: torch.Tensor, original: torch.Tensor, heldout, model) -> tuple[dict, dict]:
+    """(the chain.csv metrics of dataset `images`, extra per-generation detail for metrics.json).
+
+    Arguments:
+        reference: the training set of the model that generated `images` (D_0 itself at g = 0).
+        original: D_0.
+        model: the generating model (None at g = 0): its negative ELBO on held-out originals.
+    """
+    m = cfg.chain.metric_samples
+    row = {
+        "variability": variability(images, VARIABILITY_PAIRS, seed=0),
+        "mean_intensity": mean_intensity(images),
+        "distribution_diff_train": occupancy_distance(images, reference),
+        "distribution_diff_orig": occupancy_distance(images, original),
+    }
+    fake = _subset(images, m, seed=11)
+    for name, ref in (("train", reference), ("orig", original)):
+        scores = prdc(_subset(ref, m, seed=11), fake, k=5)
+        row.update({f"{k}_{name}": v for k, v in scores.items()})
+    detail = {}
+    if cfg.data.name == "points":
+        from vaelab.data.synthetic import points_marginals
+
+        p = cfg.data.params
+        xs, ys = block_centres(images, p.block)
+        hx, hy = marginal_histograms(xs, ys, p.size)
+        px, py = points_marginals(p)
+        k = np.arange(p.size)
+        row.update(x_tv=total_variation(hx, px), y_tv=total_variation(hy, py), x_mean=float(hx @ k), y_mean=float(hy @ k))
+        detail = {"x_marginal": hx.tolist(), "y_marginal": hy.tolist(), "x_true": px.tolist(), "y_true": py.tolist()}
+    row["neg_elbo"] = neg_elbo(model, heldout, seed=0)["neg_elbo"] if model is not None else math.nan
+    return row, detail
+
+
+# ---------------------------------------------------------------------------------------------
+# chain.csv
+
+
+def write_table(path: Path, rows: list[dict]) -> None:
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=COLUMNS, extrasaction="ignore", lineterminator="\n")
+    w.writeheader()
+    for row in sorted(rows, key=lambda r: (r["seed"], r["generation"])):
+        w.writerow({k: _cell(row.get(k, math.nan)) for k in COLUMNS})
+    atomic_write(path, buf.getvalue())
+
+
+def _cell(v) -> str:
+    if isinstance(v, float):
+        return "" if math.isnan(v) else repr(v)
+    return str(v)
+
+
+def read_table(path: Path) -> list[dict]:
+    """The rows of a chain.csv: ints for seed/generation/n_train, floats (NaN when empty) elsewhere."""
+    if not path.is_file():
+        return []
+    rows = []
+    with open(path, newline="") as f:
+        for raw in csv.DictReader(f):
+            row = {}
+            for k, v in raw.items():
+                if k in ("seed", "generation", "n_train"):
+                    row[k] = int(v)
+                else:
+                    row[k] = float(v) if v not in ("", None) else math.nan
+            rows.append(row)
+    return rows
+
+
+# ---------------------------------------------------------------------------------------------
+# The chain.
+
+
+def check_chain_config(cfg: Config) -> None:
+    ch = cfg.chain
+    if ch.mode == "fresh" and not DATASETS[cfg.data.name].generative:
+        generative = ", ".join(sorted(k for k, v in DATASETS.items() if v.generative))
+        raise UserError(f"chain.mode=fresh draws new real images each generation: dataset {cfg.data.name} cannot (use one of: {generative})")
+
+
+def run_chain(config: Config, out: Path | str, *, resume: bool = False, force: bool = False, quiet: bool = False) -> list[dict]:
+    """Run (or resume) a chain into `out`; returns the rows of chain.csv.
+
+    Arguments:
+        config: the whole config; `chain.*` shapes the chain, the rest trains each VAE.
+        out: the chain's folder.
+        resume: continue the chain in `out` (its stored config must equal `config`).
+        force: overwrite an existing chain folder at `out`.
+    """
+    cfg, out = config, Path(out)
+    check_chain_config(cfg)
+    if resume:
+        stored = read_run_config(out)
+        if stored != cfg:
+            diff = [f"{s}.{k}" for s, d in cfg.to_dict().items() for k, v in d.items() if stored.to_dict().get(s, {}).get(k) != v]
+            raise UserError(f"--resume: the config differs from the one stored in {out} ({', '.join(diff[:4])}); drop those --set or start a new --out")
+        rows = read_table(out / "chain.csv")
+    else:
+        prepare_out(out, force=force)
+        write_toml(out / "config.toml", cfg.to_dict())
+        rows = []
+    start = time.perf_counter()
+    for r in range(cfg.chain.seeds):
+        _run_seed(cfg, out, r, rows, quiet)
+    from vaelab.report import write_chain_report
+
+    write_chain_report(out, seconds=time.perf_counter() - start)
+    return rows
+
+
+def _run_seed(cfg: Config, out: Path, r: int, rows: list[dict], quiet: bool) -> None:
+    ch = cfg.chain
+    seed_dir = out / f"seed-{r}"
+    done = {row["generation"] for row in rows if row["seed"] == r}
+    original, heldout = original_data(cfg, r)
+    n = ch.samples or len(original)
+    datasets = [original.images]
+    keep_all = ch.mode in ("accumulate", "accumulate-subsample")
+
+    def record(g: int, images, reference, model, n_train: int) -> None:
+        gen_dir = seed_dir / f"gen-{g:03d}"
+        row, detail = measure(cfg, images, reference, original.images, heldout, model)
+        row = {"seed": r, "generation": g, "n_train": n_train, **row}
+        save_grid(gen_dir / "samples.png", images[:64])
+        atomic_write(gen_dir / "occupancy.png", png_bytes(make_grid(occupancy(images)[None].float(), scale=4)))
+        atomic_write(gen_dir / "metrics.json", json.dumps({**row, **detail}, indent=1))
+        if ch.save_data:
+            buf = io.BytesIO()
+            np.savez_compressed(buf, images=images.numpy())
+            atomic_write(gen_dir / "data.npz", buf.getvalue())
+        rows.append(row)
+        write_table(out / "chain.csv", rows)  # after every generation: the resume point
+
+    if 0 not in done:
+        record(0, original.images, original.images, None, 0)
+    state = None
+    for g in range(ch.generations):
+        train_set = training_set(cfg, r, g, datasets)
+        vae_dir = seed_dir / f"gen-{g:03d}" / "vae"
+        if g + 1 in done:  # finished before a kill: reload VAE g and redraw its (deterministic) samples
+            _, model = load_run(vae_dir)
+        else:
+            cfg_g = cfg.override({"train.seed": _seed(cfg.train.seed, r, g)})
+            data = Dataset(train_set, name=f"chain T_{g}")
+            model = train(cfg_g, data, out=vae_dir, force=True, quiet=quiet, init=state).model
+        generated = generate(cfg, model, n, r, g)
+        if g + 1 not in done:
+            record(g + 1, generated, train_set, model, len(train_set))
+        datasets = [*datasets, generated] if keep_all else [datasets[0], generated]
+        state = {k: v.detach().clone() for k, v in model.state_dict().items()} if ch.init == "finetune" else None
+
+
+def compare_chains(dirs: list[Path | str], out: Path | str, *, force: bool = False) -> Path:
+    """Overlay several chains' curves in one report at `out`; returns the report's path."""
+    from vaelab.report import write_compare_report
+
+    tables = {}
+    for d in map(Path, dirs):
+        if not (d / "chain.csv").is_file() or not (d / "config.toml").is_file():
+            raise UserError(f"{d} is not a chain folder (no chain.csv and config.toml); run `vaelab chain` first")
+        label = d.name
+        while label in tables:
+            label += "'"
+        tables[label] = read_table(d / "chain.csv")
+    if len(tables) < 1:
+        raise UserError("vaelab chain compare needs at least one chain folder")
+    out = prepare_out(Path(out), force=force)
+    rows = [{"chain": label, **row} for label, t in tables.items() for row in t]
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=("chain", *COLUMNS), extrasaction="ignore", lineterminator="\n")
+    w.writeheader()
+    for row in rows:
+        w.writerow({k: _cell(row.get(k, math.nan)) for k in ("chain", *COLUMNS)})
+    atomic_write(out / "compare.csv", buf.getvalue())
+    return write_compare_report(out, tables, [str(d) for d in dirs])
