@@ -82,8 +82,8 @@ def build_parser() -> Parser:
     q.add_argument("--n", type=int, default=16, help="number of images (default 16)")
     q.add_argument("--out", required=True, help="a .png (inputs above reconstructions) or .npz (keys `images`, `inputs`)")
 
-    q = verb("report", "rebuild report.html of a run folder from its files")
-    q.add_argument("dir", help="a run folder")
+    q = verb("report", "rebuild report.html of a run or chain folder from its files")
+    q.add_argument("dir", help="a run folder or a chain folder")
 
     verb("presets", "list the shipped presets")
     verb("datasets", "list the datasets and their parameters")
@@ -188,9 +188,12 @@ def cmd_reconstruct(a) -> None:
 
 
 def cmd_report(a) -> None:
-    from vaelab.report import write_run_report
+    from vaelab.report import write_chain_report, write_run_report
 
-    print(f"wrote {write_run_report(a.dir)}")
+    if (Path(a.dir) / "chain.csv").is_file():
+        print(f"wrote {write_chain_report(a.dir)}")
+    else:
+        print(f"wrote {write_run_report(a.dir)}")
 
 
 def cmd_presets(a) -> None:

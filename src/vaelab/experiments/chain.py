@@ -22,6 +22,7 @@ import csv
 import io
 import json
 import math
+import shutil
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -212,6 +213,10 @@ def check_chain_config(cfg: Config) -> None:
     if ch.mode == "fresh" and not DATASETS[cfg.data.name].generative:
         generative = ", ".join(sorted(k for k, v in DATASETS.items() if v.generative))
         raise UserError(f"chain.mode=fresh draws new real images each generation: dataset {cfg.data.name} cannot (use one of: {generative})")
+    from vaelab.models import build_model
+
+    original, _ = original_data(cfg, 0)  # data.n + chain.holdout fit the dataset …
+    build_model(cfg, original.shape)  # … and the model fits its images, before any folder is written
 
 
 def run_chain(config: Config, out: Path | str, *, resume: bool = False, force: bool = False, quiet: bool = False) -> list[dict]:
@@ -231,6 +236,8 @@ def run_chain(config: Config, out: Path | str, *, resume: bool = False, force: b
             diff = [f"{s}.{k}" for s, d in cfg.to_dict().items() for k, v in d.items() if stored.to_dict().get(s, {}).get(k) != v]
             raise UserError(f"--resume: the config differs from the one stored in {out} ({', '.join(diff[:4])}); drop those --set or start a new --out")
         rows = read_table(out / "chain.csv")
+        for tmp in out.rglob(".*.tmp"):  # temporary files of atomic writes a killed process left
+            tmp.unlink(missing_ok=True)
     else:
         prepare_out(out, force=force)
         write_toml(out / "config.toml", cfg.to_dict())
@@ -276,6 +283,8 @@ def _run_seed(cfg: Config, out: Path, r: int, rows: list[dict], quiet: bool) -> 
         if g + 1 in done:  # finished before a kill: reload VAE g and redraw its (deterministic) samples
             _, model = load_run(vae_dir)
         else:
+            if vae_dir.exists():
+                shutil.rmtree(vae_dir)  # an unfinished VAE a kill left behind, in whatever state
             cfg_g = cfg.override({"train.seed": _seed(cfg.train.seed, r, g)})
             data = Dataset(train_set, name=f"chain T_{g}")
             model = train(cfg_g, data, out=vae_dir, force=True, quiet=quiet, init=state).model
