@@ -23,7 +23,7 @@ import matplotlib.ticker  # noqa: E402
 import numpy as np  # noqa: E402
 
 from vaelab.errors import UserError  # noqa: E402
-from vaelab.runfolder import atomic_write, read_jsonl, read_toml  # noqa: E402
+from vaelab.runfolder import atomic_write, read_csv, read_jsonl, read_toml  # noqa: E402
 
 TERM_ORDER = ("loss", "recon", "kl", "variability", "beta")
 CSS = """
@@ -289,11 +289,9 @@ def gallery(chain_dir: Path, name: str, width: int, seed: int = 0, limit: int = 
 
 def chain_sections(chain_dir: Path | str, seconds: float | None = None) -> list[Section]:
     """The sections of a chain's report, built from its files."""
-    from vaelab.experiments.chain import read_table  # a file format, read where it is defined
-
     chain_dir = Path(chain_dir)
     cfg = read_toml(chain_dir / "config.toml")
-    rows = read_table(chain_dir / "chain.csv")
+    rows = read_csv(chain_dir / "chain.csv", int_columns=("seed", "generation", "n_train"))
     ch, m, lo, tr, s, d = (cfg.get(k, {}) for k in ("chain", "model", "loss", "train", "sample", "data"))
     summary = {
         "data": f"{d.get('name')} (n = {d.get('n') or 'default'})",

@@ -6,7 +6,10 @@ process never leaves a half-written file. Nothing is ever unpickled.
 
 from __future__ import annotations
 
+import csv
+import io
 import json
+import math
 import os
 import shutil
 import tempfile
@@ -175,3 +178,41 @@ def remove_temporary_files(folder: Path) -> None:
     """Delete the temporary files of atomic writes that a killed process left behind."""
     for tmp in Path(folder).glob(".*.tmp"):
         tmp.unlink(missing_ok=True)
+
+
+def write_csv(path: Path | str, rows: Iterable[Mapping[str, Any]], columns: Iterable[str]) -> Path:
+    """Write rows as CSV with the given columns (NaN and missing values as empty cells), atomically."""
+    columns = list(columns)
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
+    w.writeheader()
+    for row in rows:
+        w.writerow({k: _cell(row.get(k, math.nan)) for k in columns})
+    return atomic_write(path, buf.getvalue())
+
+
+def _cell(v: Any) -> str:
+    if isinstance(v, float):
+        return "" if math.isnan(v) else repr(v)
+    return str(v)
+
+
+def read_csv(path: Path | str, int_columns: Iterable[str] = (), str_columns: Iterable[str] = ()) -> list[dict[str, Any]]:
+    """Rows of a CSV written by `write_csv`: ints and strings where named, floats (NaN if empty) elsewhere."""
+    path = Path(path)
+    if not path.is_file():
+        return []
+    ints, strs = set(int_columns), set(str_columns)
+    rows = []
+    with open(path, newline="") as f:
+        for raw in csv.DictReader(f):
+            row: dict[str, Any] = {}
+            for k, v in raw.items():
+                if k in strs:
+                    row[k] = v
+                elif k in ints:
+                    row[k] = int(v)
+                else:
+                    row[k] = float(v) if v not in ("", None) else math.nan
+            rows.append(row)
+    return rows

@@ -18,7 +18,6 @@ Layout of the output folder:
 
 from __future__ import annotations
 
-import csv
 import io
 import json
 import math
@@ -46,7 +45,7 @@ from vaelab.metrics import (
     total_variation,
     variability,
 )
-from vaelab.runfolder import atomic_write, prepare_out, write_toml
+from vaelab.runfolder import atomic_write, prepare_out, read_csv, write_csv, write_toml
 from vaelab.sample import sample
 from vaelab.train import train
 
@@ -173,35 +172,12 @@ def measure(cfg: Config, images: torch.Tensor, reference: torch.Tensor, original
 
 
 def write_table(path: Path, rows: list[dict]) -> None:
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=COLUMNS, extrasaction="ignore", lineterminator="\n")
-    w.writeheader()
-    for row in sorted(rows, key=lambda r: (r["seed"], r["generation"])):
-        w.writerow({k: _cell(row.get(k, math.nan)) for k in COLUMNS})
-    atomic_write(path, buf.getvalue())
-
-
-def _cell(v) -> str:
-    if isinstance(v, float):
-        return "" if math.isnan(v) else repr(v)
-    return str(v)
+    write_csv(path, sorted(rows, key=lambda r: (r["seed"], r["generation"])), COLUMNS)
 
 
 def read_table(path: Path) -> list[dict]:
     """The rows of a chain.csv: ints for seed/generation/n_train, floats (NaN when empty) elsewhere."""
-    if not path.is_file():
-        return []
-    rows = []
-    with open(path, newline="") as f:
-        for raw in csv.DictReader(f):
-            row = {}
-            for k, v in raw.items():
-                if k in ("seed", "generation", "n_train"):
-                    row[k] = int(v)
-                else:
-                    row[k] = float(v) if v not in ("", None) else math.nan
-            rows.append(row)
-    return rows
+    return read_csv(path, int_columns=("seed", "generation", "n_train"))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -311,10 +287,5 @@ def compare_chains(dirs: list[Path | str], out: Path | str, *, force: bool = Fal
         raise UserError("vaelab chain compare needs at least one chain folder")
     out = prepare_out(Path(out), force=force)
     rows = [{"chain": label, **row} for label, t in tables.items() for row in t]
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=("chain", *COLUMNS), extrasaction="ignore", lineterminator="\n")
-    w.writeheader()
-    for row in rows:
-        w.writerow({k: _cell(row.get(k, math.nan)) for k in ("chain", *COLUMNS)})
-    atomic_write(out / "compare.csv", buf.getvalue())
+    write_csv(out / "compare.csv", rows, ("chain", *COLUMNS))
     return write_compare_report(out, tables, [str(d) for d in dirs])
