@@ -36,9 +36,10 @@ What it measures
 
     The timings are wall-clock: on a small machine other busy processes move single rounds by far
     more than the gap being measured (the load average is printed before, during and after), and
-    with every core in use one busy neighbour stalls all of torch's threads -- on the 2-core
-    development machine with one background job, a training step took 13x longer with 2 threads
-    than with 1. Use `--threads 1` when the machine is not quiet.
+    with every core in use one busy neighbour stalls all of torch's threads (on the 2-core
+    development machine, while a background job kept both cores busy, a training step took over
+    10x longer with 2 threads than with 1). Use more rounds, or `--threads 1`, when the machine is
+    not quiet.
 
 How to run (from the repository root)
     .venv/bin/python bench/chain.py                # 3 rounds of a 3-generation, 2-epoch chain

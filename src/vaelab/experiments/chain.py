@@ -37,6 +37,7 @@ from vaelab.evaluate import neg_elbo
 from vaelab.images import make_grid, png_bytes, save_grid
 from vaelab.metrics import (
     block_centres,
+    knn_radii,
     marginal_histograms,
     mean_intensity,
     occupancy,
@@ -133,24 +134,47 @@ def generate(cfg: Config, model, n: int, r: int, g: int) -> torch.Tensor:
 # Metrics of one generation.
 
 
-def measure(cfg: Config, images: torch.Tensor, reference: torch.Tensor, original: torch.Tensor, heldout, model) -> tuple[dict, dict]:
+class Neighbourhoods:
+    """The PRDC subset of a set and its k-NN radii, kept for the few sets a chain measures again
+    (the original in every generation, D_g as the next generation's training set)."""
+
+    def __init__(self, m: int, k: int = 5, keep: int = 3):
+        self.m, self.k, self.keep = m, k, keep
+        self.entries: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
+
+    def __call__(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        for t, sub, radii in self.entries:
+            if t is images:
+                return sub, radii
+        sub = _subset(images, self.m, seed=11)
+        radii = knn_radii(sub.flatten(1).double(), self.k)
+        self.entries = [(images, sub, radii), *self.entries][: self.keep]
+        return sub, radii
+
+
+def measure(cfg: Config, images: torch.Tensor, reference: torch.Tensor, original: torch.Tensor, heldout, model, hoods=None) -> tuple[dict, dict]:
     """(the chain.csv metrics of dataset `images`, extra per-generation detail for metrics.json).
 
     Arguments:
         reference: the training set of the model that generated `images` (D_0 itself at g = 0).
         original: D_0.
         model: the generating model (None at g = 0): its negative ELBO on held-out originals.
+        hoods: a `Neighbourhoods` cache shared across generations (a fresh one when None).
     """
-    m = cfg.chain.metric_samples
+    hoods = hoods or Neighbourhoods(cfg.chain.metric_samples)
     row = {
         "variability": variability(images, VARIABILITY_PAIRS, seed=0),
         "mean_intensity": mean_intensity(images),
         "distribution_diff_train": occupancy_distance(images, reference),
         "distribution_diff_orig": occupancy_distance(images, original),
     }
-    fake = _subset(images, m, seed=11)
+    fake, fake_radii = hoods(images)
     for name, ref in (("train", reference), ("orig", original)):
-        scores = prdc(_subset(ref, m, seed=11), fake, k=5)
+        if name == "orig" and ref is reference:  # the generator trained on the original itself
+            row.update({f"{k}_orig": row[f"{k}_train"] for k in PRDC})
+            continue
+        real, real_radii = hoods(ref)
+        scores = prdc(real, fake, k=5, real_radii=real_radii, fake_radii=fake_radii)
         row.update({f"{k}_{name}": v for k, v in scores.items()})
     detail = {}
     if cfg.data.name == "points":
@@ -235,10 +259,11 @@ def _run_seed(cfg: Config, out: Path, r: int, rows: list[dict], quiet: bool) -> 
     n = ch.samples or len(original)
     datasets = [original.images]
     keep_all = ch.mode in ("accumulate", "accumulate-subsample")
+    hoods = Neighbourhoods(ch.metric_samples)
 
     def record(g: int, images, reference, model, n_train: int) -> None:
         gen_dir = seed_dir / f"gen-{g:03d}"
-        row, detail = measure(cfg, images, reference, original.images, heldout, model)
+        row, detail = measure(cfg, images, reference, original.images, heldout, model, hoods)
         row = {"seed": r, "generation": g, "n_train": n_train, **row}
         save_grid(gen_dir / "samples.png", images[:64])
         atomic_write(gen_dir / "occupancy.png", png_bytes(make_grid(occupancy(images)[None].float(), scale=4)))
@@ -263,12 +288,23 @@ def _run_seed(cfg: Config, out: Path, r: int, rows: list[dict], quiet: bool) -> 
                 shutil.rmtree(vae_dir)  # an unfinished VAE a kill left behind, in whatever state
             cfg_g = cfg.override({"train.seed": _seed(cfg.train.seed, r, g)})
             data = Dataset(train_set, name=f"chain T_{g}")
-            model = train(cfg_g, data, out=vae_dir, force=True, quiet=quiet, init=state).model
+            model = train(cfg_g, data, out=vae_dir, force=True, quiet=quiet, init=state, finish=False).model
+            finish_vae(vae_dir, model, train_set)
         generated = generate(cfg, model, n, r, g)
         if g + 1 not in done:
             record(g + 1, generated, train_set, model, len(train_set))
         datasets = [*datasets, generated] if keep_all else [datasets[0], generated]
         state = {k: v.detach().clone() for k, v in model.state_dict().items()} if ch.init == "finetune" else None
+
+
+def finish_vae(vae_dir: Path, model, train_set: torch.Tensor) -> None:
+    """A chain VAE's pictures, without the per-run report (`vaelab report DIR` builds it from the
+    files), and without the optimizer state: a chain resumes per generation, never mid-VAE."""
+    from vaelab.images import interleave_rows
+    from vaelab.sample import reconstruct
+
+    save_grid(vae_dir / "reconstructions.png", interleave_rows(train_set[:16], reconstruct(model, train_set[:16]), 8), nrow=8)
+    (vae_dir / "state.safetensors").unlink(missing_ok=True)
 
 
 def compare_chains(dirs: list[Path | str], out: Path | str, *, force: bool = False) -> Path:

@@ -27,18 +27,28 @@ def knn_radii(x: torch.Tensor, k: int) -> torch.Tensor:
     return d.kthvalue(k + 1, dim=1).values  # the 1st is the point itself, at distance 0
 
 
-def prdc(real: torch.Tensor, fake: torch.Tensor, k: int = 5) -> dict[str, float]:
+def prdc(
+    real: torch.Tensor,
+    fake: torch.Tensor,
+    k: int = 5,
+    *,
+    real_radii: torch.Tensor | None = None,
+    fake_radii: torch.Tensor | None = None,
+) -> dict[str, float]:
     """Precision, recall, density and coverage of `fake` against `real`.
 
     Arguments:
         real: (N, D) features (or images, flattened here) of real samples, N > k.
         fake: (M, D) features of generated samples, M > k.
+        real_radii, fake_radii: `knn_radii` of either set when already known (a set measured
+            again, e.g. the original data in every generation of a chain); computed when None.
     Returns:
         {"precision", "recall", "density", "coverage"}.
     """
     real = real.flatten(1).double()
     fake = fake.flatten(1).double()
-    r_real, r_fake = knn_radii(real, k), knn_radii(fake, k)
+    r_real = knn_radii(real, k) if real_radii is None else real_radii
+    r_fake = knn_radii(fake, k) if fake_radii is None else fake_radii
     d = _pairwise(real, fake)  # (N, M)
     inside_real = d <= r_real[:, None]  # fake j inside real ball i
     return {
