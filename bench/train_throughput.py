@@ -13,9 +13,10 @@ What it measures
       whole tensor (the same permutations as vaelab's), batches as slices, the same number of
       steps and the same `torch.manual_seed`.
 
-    Both start from the same seed and consume the RNG in the same order, so they train the same
-    weights; the warm-up round checks that (largest parameter difference, printed) so that the
-    two loops are known to do the same work.
+    Both start from the same seed and consume the RNG in the same order. The hand-written loop uses
+    plain `torch.optim.Adam`; vaelab uses Adam's fused kernel (the same update in one pass per
+    parameter), so the weights agree to rounding only: the warm-up round prints the largest
+    parameter difference (about 5e-3 after 471 steps; 0 with plain Adam on both sides).
 
     After one warm-up round of each, the two alternate (vaelab, then hand-written) for `--rounds`
     rounds with the same torch thread count. Each round prints samples/s (images processed ÷
