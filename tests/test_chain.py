@@ -11,8 +11,6 @@ modified: tests that change a chain folder work on a copy.
 from __future__ import annotations
 
 import base64
-import contextlib
-import io
 import itertools
 import math
 import os
@@ -22,16 +20,14 @@ import signal
 import subprocess
 import sys
 import time
-import traceback
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pytest
+from clihelp import Result, cli
 import torch
 
 from vaelab.checkpoint import load_run
-from vaelab.cli import main
 from vaelab.config import load_config
 from vaelab.evaluate import neg_elbo
 from vaelab.experiments.chain import generate, original_data, read_table, training_set
@@ -59,25 +55,6 @@ CHAIN_PRESETS = [
 # Helpers.
 
 
-@dataclass
-class Result:
-    rc: int | str
-    out: str
-    err: str
-
-
-def cli(*args) -> Result:
-    """`vaelab ARGS` in-process; an escaping exception is printed as a traceback, as a real process would."""
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            rc = main([str(a) for a in args])
-        except SystemExit as e:
-            rc = e.code
-        except Exception:
-            traceback.print_exc()
-            rc = "uncaught exception"
-    return Result(rc, out.getvalue(), err.getvalue())
 
 
 def sets(*pairs: str) -> list[str]:

@@ -15,7 +15,6 @@ thread count anyway.
 from __future__ import annotations
 
 import base64
-import contextlib
 import hashlib
 import io
 import json
@@ -28,18 +27,16 @@ import subprocess
 import sys
 import time
 import tomllib
-import traceback
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pytest
+from clihelp import Result, cli
 import torch
 from PIL import Image
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
-from vaelab.cli import main
 
 TINY = ["--set", "data.n=256", "--set", "train.steps=20", "--set", "sample.n=8"]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
@@ -60,26 +57,6 @@ RUN_FILES = {"config.toml", "metrics.jsonl", "model.safetensors", "state.safeten
 # Helpers.
 
 
-@dataclass
-class Result:
-    rc: int | str
-    out: str
-    err: str
-
-
-def cli(*args) -> Result:
-    """`vaelab ARGS` in-process. An escaping exception is a bug: it is reported like the real
-    process would (a traceback on stderr), so the assertions below catch it."""
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            rc = main([str(a) for a in args])
-        except SystemExit as e:  # argparse's --help
-            rc = e.code
-        except Exception:
-            traceback.print_exc()
-            rc = "uncaught exception"
-    return Result(rc, out.getvalue(), err.getvalue())
 
 
 def run_cli(*args, cwd: Path, timeout: float = 180) -> subprocess.CompletedProcess:
