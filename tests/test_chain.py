@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from clihelp import Result, cli
+from clihelp import Result, cli, user_error
 import torch
 
 from vaelab.checkpoint import load_run
@@ -65,18 +65,6 @@ def chain(out: Path, *pairs: str, preset: str = "chain-fc2") -> Path:
     r = cli("chain", "--preset", preset, *sets(*TINY, *pairs), "--out", out, "--quiet")
     assert r.rc == 0, r.err
     return out
-
-
-def user_error(r: Result, *needles: str) -> str:
-    """Exit 2, exactly one `vaelab: error: …` line on stderr, no traceback, nothing on stdout."""
-    assert "Traceback" not in r.err, r.err
-    assert r.rc == 2, f"exit {r.rc!r}; stderr: {r.err}"
-    lines = r.err.splitlines()
-    assert len(lines) == 1 and lines[0].startswith("vaelab: error: ") and len(lines[0]) > 25, lines
-    for needle in needles:
-        assert needle in lines[0], f"{needle!r} not in {lines[0]!r}"
-    assert r.out == ""
-    return lines[0]
 
 
 def csv_lines(d: Path) -> list[str]:

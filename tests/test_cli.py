@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from clihelp import Result, cli
+from clihelp import Result, assert_user_error, cli, user_error
 import torch
 from PIL import Image
 from safetensors import safe_open
@@ -66,23 +66,6 @@ def run_cli(*args, cwd: Path, timeout: float = 180) -> subprocess.CompletedProce
     )
 
 
-def assert_user_error(rc, out: str, err: str, *needles: str) -> str:
-    """Exit code 2, exactly one non-empty `vaelab: error: ...` line on stderr, no traceback."""
-    if "Traceback" in err:
-        pytest.fail(f"a traceback instead of a one-line error; it ends with: {err.strip().splitlines()[-1]}", pytrace=False)
-    assert rc == 2, f"exit code {rc!r}, expected 2; stderr:\n{err}"
-    lines = err.splitlines()
-    assert len(lines) == 1 and lines[0].strip(), f"expected exactly one line on stderr, got {lines!r}"
-    line = lines[0]
-    assert line.startswith("vaelab: error: ") and len(line) > len("vaelab: error: ") + 5, line
-    for needle in needles:
-        assert needle in line, f"{needle!r} not named in: {line}"
-    assert out == "", f"an error also printed to stdout: {out!r}"
-    return line
-
-
-def user_error(r: Result, *needles: str) -> str:
-    return assert_user_error(r.rc, r.out, r.err, *needles)
 
 
 def rows_of(path: Path) -> list[dict]:
