@@ -8,6 +8,7 @@ import traceback
 from dataclasses import dataclass
 
 import pytest
+import torch
 
 from vaelab.cli import main
 
@@ -52,3 +53,12 @@ def assert_user_error(rc, out: str, err: str, *needles: str) -> str:
 
 def user_error(r: Result, *needles: str) -> str:
     return assert_user_error(r.rc, r.out, r.err, *needles)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """One torch thread for CLI-heavy modules: on a busy 2-core machine two threads stall."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

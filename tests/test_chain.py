@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from clihelp import one_thread  # noqa: F401  (registers the module-wide one-thread fixture)
 from clihelp import Result, cli, user_error
 import torch
 
@@ -81,14 +82,6 @@ def same(a: float, b: float) -> bool:
 
 def temporary_files(d: Path) -> list[str]:
     return sorted(p.relative_to(d).as_posix() for p in d.rglob(".*.tmp"))
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 # ---------------------------------------------------------------------------------------------

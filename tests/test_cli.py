@@ -31,6 +31,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from clihelp import one_thread  # noqa: F401  (registers the module-wide one-thread fixture)
 from clihelp import Result, assert_user_error, cli, user_error
 import torch
 from PIL import Image
@@ -108,14 +109,6 @@ def assert_self_contained(html: str) -> None:
 def copy_run(src: Path, dst: Path) -> Path:
     shutil.copytree(src, dst)
     return dst
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 # ---------------------------------------------------------------------------------------------

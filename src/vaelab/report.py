@@ -66,7 +66,7 @@ def fig_png(fig) -> bytes:
 
 
 def table(rows: list[dict], columns: list[str] | None = None) -> str:
-    columns = columns or list(rows[0]) if rows else []
+    columns = columns or (list(rows[0]) if rows else [])
     head = "".join(f"<th>{html.escape(str(c))}</th>" for c in columns)
     body = ""
     for r in rows:

@@ -20,7 +20,7 @@ from typing import Any, Iterable, Mapping
 import tomli_w
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 
 from vaelab.errors import UserError
 
@@ -28,18 +28,6 @@ FORMAT = "vaelab"
 _UMASK = os.umask(0)
 os.umask(_UMASK)
 FILE_MODE = 0o666 & ~_UMASK
-
-RUN_FILES = (
-    "config.toml",
-    "metrics.jsonl",
-    "model.safetensors",
-    "state.safetensors",
-    "samples.png",
-    "reconstructions.png",
-    "loss.png",
-    "report.html",
-)
-
 
 def atomic_write(path: Path | str, data: bytes | str) -> Path:
     """Write `data` to `path` through a temporary file and a rename."""
@@ -106,19 +94,8 @@ def read_jsonl(path: Path | str) -> list[dict[str, Any]]:
 
 def save_tensors(path: Path | str, tensors: Mapping[str, torch.Tensor], **meta: Any) -> Path:
     """Save tensors as safetensors with vaelab's format tag and `meta` (strings) in the header."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
-        save_file(tensors, tmp, metadata={"format": FORMAT, **{k: str(v) for k, v in meta.items()}})
-        os.chmod(tmp, FILE_MODE)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
+    return atomic_write(path, save(tensors, metadata={"format": FORMAT, **{k: str(v) for k, v in meta.items()}}))
 
 
 def load_tensors(path: Path | str) -> tuple[dict[str, torch.Tensor], dict[str, str]]:

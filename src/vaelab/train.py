@@ -207,15 +207,23 @@ class MetricLog:
 
 def finish_run(run: Run) -> None:
     """Write samples.png, reconstructions.png, loss.png and report.html into the run folder."""
-    from vaelab.images import interleave_rows, save_grid
+    from vaelab.images import save_grid
     from vaelab.report import write_run_report
-    from vaelab.sample import reconstruct, sample
+    from vaelab.sample import sample
 
     s = run.config.sample
     save_grid(run.dir / "samples.png", sample(run.model, s.n, delta=s.delta, denoise=s.denoise, seed=s.seed))
-    inputs = run.data.images[:16]
-    save_grid(run.dir / "reconstructions.png", interleave_rows(inputs, reconstruct(run.model, inputs), 8), nrow=8)
+    save_reconstructions(run.dir, run.model, run.data.images)
     write_run_report(run.dir)
+
+
+def save_reconstructions(run_dir: Path, model, images: torch.Tensor) -> None:
+    """reconstructions.png: the first 16 images, each row of 8 above its reconstructions."""
+    from vaelab.images import interleave_rows, save_grid
+    from vaelab.sample import reconstruct
+
+    inputs = images[:16]
+    save_grid(run_dir / "reconstructions.png", interleave_rows(inputs, reconstruct(model, inputs), 8), nrow=8)
 
 
 def resume(run_dir: Path | str, *, quiet: bool = False) -> Run:

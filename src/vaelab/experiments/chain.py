@@ -48,7 +48,7 @@ from vaelab.metrics import (
 )
 from vaelab.runfolder import atomic_write, prepare_out, read_csv, write_csv, write_toml
 from vaelab.sample import sample
-from vaelab.train import train
+from vaelab.train import save_reconstructions, train
 
 PRDC = ("precision", "recall", "density", "coverage")
 METRICS = (
@@ -300,10 +300,7 @@ def _run_seed(cfg: Config, out: Path, r: int, rows: list[dict], quiet: bool) -> 
 def finish_vae(vae_dir: Path, model, train_set: torch.Tensor) -> None:
     """A chain VAE's pictures, without the per-run report (`vaelab report DIR` builds it from the
     files), and without the optimizer state: a chain resumes per generation, never mid-VAE."""
-    from vaelab.images import interleave_rows
-    from vaelab.sample import reconstruct
-
-    save_grid(vae_dir / "reconstructions.png", interleave_rows(train_set[:16], reconstruct(model, train_set[:16]), 8), nrow=8)
+    save_reconstructions(vae_dir, model, train_set)
     (vae_dir / "state.safetensors").unlink(missing_ok=True)
 
 
