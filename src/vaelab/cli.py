@@ -15,6 +15,7 @@ EXAMPLES = """examples:
   vaelab train --resume runs/conv
   vaelab sample runs/conv --n 64 --set sample.delta=0.4 --out samples.png
   vaelab chain --preset chain-conv --out runs/chain-conv
+  vaelab sweep --preset bias-robustness --out runs/bias
   vaelab demo
 """
 
@@ -31,6 +32,11 @@ VERB_EXAMPLES = {
         "  vaelab chain --preset chain-conv --set chain.generations=5 --set data.n=5000 --out runs/short\n"
         "  vaelab chain --preset chain-conv --out runs/chain-conv --resume\n"
         "  vaelab chain compare runs/chain-conv runs/chain-conv-varloss --out runs/compare"
+    ),
+    "sweep": (
+        "examples:\n  vaelab sweep --preset bias-robustness --out runs/bias\n"
+        "  vaelab sweep --preset bias-robustness --grid loss.beta=0.5,1,2 --grid data.mu=0:4:2 --set train.steps=2000 --out runs/small\n"
+        "  vaelab sweep --preset bias-robustness --out runs/bias --resume"
     ),
 }
 
@@ -70,6 +76,16 @@ def build_parser() -> Parser:
     q.add_argument("--force", action="store_true", help="overwrite an existing folder at --out")
     q.add_argument("--quiet", action="store_true", help="no progress bars")
 
+    q = verb("sweep", "train one model per cell of a grid over config keys, measure each, and report")
+    config_args(q)
+    q.add_argument("--grid", action="append", default=[], metavar="KEY=V1,V2,…|KEY=START:STOP:STEP", help="a swept key (stop included); over the preset's sweep.grid")
+    q.add_argument("--out", help="the sweep's folder")
+    q.add_argument("--resume", action="store_true", help="train only the cells the sweep in --out lacks")
+    q.add_argument("--force", action="store_true", help="overwrite an existing folder at --out")
+    q.add_argument("--vectorize", choices=("auto", "off"), default="auto", help="auto: cells sharing an architecture train together as one stacked model (default); off: one by one")
+    q.add_argument("--yes", action="store_true", help="run a sweep of more than 10,000 cells")
+    q.add_argument("--quiet", action="store_true", help="no progress output")
+
     q = verb("sample", "generate images from a trained run")
     q.add_argument("dir", help="a run folder")
     q.add_argument("--n", type=int, help="number of images (default: sample.n)")
@@ -82,8 +98,8 @@ def build_parser() -> Parser:
     q.add_argument("--n", type=int, default=16, help="number of images (default 16)")
     q.add_argument("--out", required=True, help="a .png (inputs above reconstructions) or .npz (keys `images`, `inputs`)")
 
-    q = verb("report", "rebuild report.html of a run or chain folder from its files")
-    q.add_argument("dir", help="a run folder or a chain folder")
+    q = verb("report", "rebuild report.html of a run, chain or sweep folder from its files")
+    q.add_argument("dir", help="a run, chain or sweep folder")
 
     verb("presets", "list the shipped presets")
     verb("datasets", "list the datasets and their parameters")
@@ -188,10 +204,12 @@ def cmd_reconstruct(a) -> None:
 
 
 def cmd_report(a) -> None:
-    from vaelab.report import write_chain_report, write_run_report
+    from vaelab.report import write_chain_report, write_run_report, write_sweep_report
 
     if (Path(a.dir) / "chain.csv").is_file():
         print(f"wrote {write_chain_report(a.dir)}")
+    elif (Path(a.dir) / "sweep.csv").is_file():
+        print(f"wrote {write_sweep_report(a.dir)}")
     else:
         print(f"wrote {write_run_report(a.dir)}")
 
@@ -239,6 +257,21 @@ def cmd_chain(a) -> None:
     print(f"{last} generations; variability {rows[0]['variability']:.3f} → {sum(final) / len(final):.3f}; report: {Path(a.out) / 'report.html'}")
 
 
+def cmd_sweep(a) -> None:
+    from vaelab.checkpoint import read_run_config
+    from vaelab.config import load_config
+    from vaelab.experiments.sweep import run_sweep
+
+    if not a.out:
+        raise UserError("vaelab sweep needs --out DIR")
+    if a.resume and not (a.preset or a.config or a.set or a.grid):
+        cfg = read_run_config(a.out)  # the stored config, grid included
+    else:
+        cfg = load_config(a.preset, a.config, a.set)
+    rows = run_sweep(cfg, a.out, grid=a.grid, resume=a.resume, force=a.force, quiet=a.quiet, vectorize=a.vectorize, yes=a.yes)
+    print(f"{len(rows)} cells; table: {Path(a.out) / 'sweep.csv'}; report: {Path(a.out) / 'report.html'}")
+
+
 def cmd_demo(a) -> None:
     from vaelab.experiments.demo import run_demo
 
@@ -254,6 +287,7 @@ COMMANDS = {
     "datasets": cmd_datasets,
     "demo": cmd_demo,
     "chain": cmd_chain,
+    "sweep": cmd_sweep,
 }
 
 

@@ -208,6 +208,30 @@ class ChainConfig:
         _check(self.metric_samples >= 6, "chain.metric_samples", f"must be >= 6 (k = 5 neighbours), got {self.metric_samples}")
 
 
+SweepMetric = Literal["pmi", "decoder_mse", "neg_elbo", "recon_mse"]
+
+
+@dataclass(frozen=True)
+class SweepConfig:
+    """A grid of trainings, one per cell (`vaelab sweep`)."""
+
+    grid: tuple[str, ...] = ()
+    """swept keys, each "key=v1,v2,…" or "key=start:stop:step" (stop included), e.g. loss.beta=0.5,1,2"""
+    seeds: int = 1
+    """R: repeats of every cell (train.seed and data.seed + r)"""
+    metrics: tuple[SweepMetric, ...] = ()
+    """measured on the test set after training: pmi, decoder_mse (need factors), neg_elbo, recon_mse"""
+    pmi_fit: Literal["lstsq", "sgd"] = "lstsq"
+    """how pmi fits its linear map: least squares, or the study's 3 epochs of SGD"""
+    test_n: int = 0
+    """test images; 0 = the dataset's whole enumerated test set (squares-test), or 2,000 new draws"""
+
+    def __post_init__(self):
+        _check(1 <= self.seeds <= 1000, "sweep.seeds", f"must be in 1..1000, got {self.seeds}")
+        _check(self.test_n >= 0, "sweep.test_n", f"must be >= 0, got {self.test_n}")
+        _check(len(set(self.metrics)) == len(self.metrics), "sweep.metrics", f"lists a metric twice: {list(self.metrics)}")
+
+
 @dataclass(frozen=True)
 class Config:
     """A whole configuration; each section is a frozen dataclass."""
@@ -218,6 +242,7 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
     sample: SampleConfig = field(default_factory=SampleConfig)
     chain: ChainConfig = field(default_factory=ChainConfig)
+    sweep: SweepConfig = field(default_factory=SweepConfig)
 
     def __post_init__(self):
         _check(

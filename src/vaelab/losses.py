@@ -91,14 +91,16 @@ def vae_terms(
     logvar: torch.Tensor | None,
     *,
     likelihood: str,
-    recon_weight: float,
-    beta: float,
-    variability_weight: float,
+    recon_weight: float | torch.Tensor,
+    beta: float | torch.Tensor,
+    variability_weight: float | torch.Tensor,
 ) -> dict[str, torch.Tensor]:
     """The named loss terms and their weighted total (`loss`).
 
     total = recon_weight·recon + beta·kl + variability_weight·variability; `kl` is left out
     when logvar is None (a deterministic autoencoder), `variability` when its weight is 0.
+    A weight may be a 0-d tensor (one member of a vectorized group, `vaelab.vectorized`): tensor
+    weights are always applied, even when 0, so every member computes the same terms.
 
     Returns:
         dict of scalars: loss, recon, [kl, beta], [variability].
@@ -107,15 +109,17 @@ def vae_terms(
     total = _weighted(recon_weight, terms["recon"])
     if logvar is not None:
         terms["kl"] = gaussian_kl(mu, logvar)
-        terms["beta"] = _scalar(float(beta))
+        terms["beta"] = beta if torch.is_tensor(beta) else _scalar(float(beta))
         total = total + _weighted(beta, terms["kl"])
-    if variability_weight > 0:
+    if torch.is_tensor(variability_weight) or variability_weight > 0:
         terms["variability"] = variability_gap(x, torch.sigmoid(logits))
         total = total + _weighted(variability_weight, terms["variability"])
     return {"loss": total, **terms}
 
 
-def _weighted(weight: float, term: torch.Tensor) -> torch.Tensor:
+def _weighted(weight: float | torch.Tensor, term: torch.Tensor) -> torch.Tensor:
+    if torch.is_tensor(weight):
+        return weight * term
     return term if weight == 1.0 else weight * term  # skip a multiply (and its backward) at weight 1
 
 

@@ -55,16 +55,18 @@ class DatasetSpec:
     path_hint: str = ""
     generative: bool = False
     """a seeded generator that can draw any number of new images (points, squares)"""
+    test: str = ""
+    """the dataset that is this one's enumerated test set (squares → squares-test), or none"""
 
 
 DATASETS: dict[str, DatasetSpec] = {}
 
 
-def register(name: str, params: type, description: str, *, default_n: int = 0, path_hint: str = "", generative: bool = False):
+def register(name: str, params: type, description: str, *, default_n: int = 0, path_hint: str = "", generative: bool = False, test: str = ""):
     """Decorator registering `build(params, n, seed, path) → Dataset` under `name`."""
 
     def deco(build):
-        DATASETS[name] = DatasetSpec(build, params, description, default_n, bool(path_hint), path_hint, generative)
+        DATASETS[name] = DatasetSpec(build, params, description, default_n, bool(path_hint), path_hint, generative, test)
         return build
 
     return deco

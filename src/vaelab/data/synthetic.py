@@ -103,7 +103,7 @@ def render_squares(s: np.ndarray, grid: int, square: int) -> np.ndarray:
     return np.ascontiguousarray(img.reshape(n, 1, grid * square, grid * square), dtype=np.float32)
 
 
-@register("squares", SquaresParams, "the bias study's noisy grids of squares, intensities sigmoid(N(mu, 1))", default_n=10000, generative=True)
+@register("squares", SquaresParams, "the bias study's noisy grids of squares, intensities sigmoid(N(mu, 1))", default_n=10000, generative=True, test="squares-test")
 def squares(p: SquaresParams, n: int, seed: int, path: str) -> Dataset:
     rng = np.random.default_rng(seed)
     z = rng.normal(p.mu, 1.0, size=(n, p.grid**2))

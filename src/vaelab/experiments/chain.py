@@ -29,11 +29,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from vaelab.checkpoint import load_run, read_run_config
+from vaelab.checkpoint import load_run
 from vaelab.config import Config
 from vaelab.data import DATASETS, Dataset, load_data
 from vaelab.errors import UserError
 from vaelab.evaluate import neg_elbo
+from vaelab.experiments.study import open_study
 from vaelab.images import make_grid, png_bytes, save_grid
 from vaelab.metrics import (
     block_centres,
@@ -46,7 +47,7 @@ from vaelab.metrics import (
     total_variation,
     variability,
 )
-from vaelab.runfolder import atomic_write, prepare_out, read_csv, write_csv, write_toml
+from vaelab.runfolder import atomic_write, prepare_out, read_csv, write_csv
 from vaelab.sample import sample
 from vaelab.train import save_reconstructions, train
 
@@ -230,18 +231,8 @@ def run_chain(config: Config, out: Path | str, *, resume: bool = False, force: b
     """
     cfg, out = config, Path(out)
     check_chain_config(cfg)
-    if resume:
-        stored = read_run_config(out)
-        if stored != cfg:
-            diff = [f"{s}.{k}" for s, d in cfg.to_dict().items() for k, v in d.items() if stored.to_dict().get(s, {}).get(k) != v]
-            raise UserError(f"--resume: the config differs from the one stored in {out} ({', '.join(diff[:4])}); drop those --set or start a new --out")
-        rows = read_table(out / "chain.csv")
-        for tmp in out.rglob(".*.tmp"):  # temporary files of atomic writes a killed process left
-            tmp.unlink(missing_ok=True)
-    else:
-        prepare_out(out, force=force)
-        write_toml(out / "config.toml", cfg.to_dict())
-        rows = []
+    open_study(cfg, out, resume=resume, force=force)
+    rows = read_table(out / "chain.csv") if resume else []
     start = time.perf_counter()
     for r in range(cfg.chain.seeds):
         _run_seed(cfg, out, r, rows, quiet)

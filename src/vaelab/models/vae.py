@@ -55,19 +55,23 @@ class VAE(nn.Module):
         """Reconstruction through the posterior mean: x (B, C, H, W) → x̂ (B, C, H, W)."""
         return self.decode(self.posterior_params(x)[0])
 
-    def loss(self, x: torch.Tensor, step: int = 0) -> dict[str, torch.Tensor]:
-        """Named loss terms for a batch x (B, C, H, W) at training step `step`; `loss` is the total."""
+    def loss(self, x: torch.Tensor, step: int = 0, weights: dict | None = None) -> dict[str, torch.Tensor]:
+        """Named loss terms for a batch x (B, C, H, W) at training step `step`; `loss` is the total.
+
+        `weights` (recon_weight, beta, variability_weight; floats or 0-d tensors) replaces the loss
+        config's, as a vectorized group does for each member; the KL schedule still applies."""
         mu, logvar = self.posterior_params(x)
         z = mu if logvar is None else mu + torch.exp(0.5 * logvar) * torch.randn_like(mu)  # (B, L)
         logits = self.decoder(z)  # (B, C, H, W)
         c = self.loss_cfg
+        w = weights or {"recon_weight": c.recon_weight, "beta": c.beta, "variability_weight": c.variability_weight}
         return vae_terms(
             x,
             logits,
             mu,
             logvar,
             likelihood=self.likelihood,
-            recon_weight=c.recon_weight,
-            beta=kl_weight(c.kl_schedule, step, c.beta, c.warmup_steps),
-            variability_weight=c.variability_weight,
+            recon_weight=w["recon_weight"],
+            beta=kl_weight(c.kl_schedule, step, w["beta"], c.warmup_steps),
+            variability_weight=w["variability_weight"],
         )

@@ -1,0 +1,25 @@
+"""What every study (chain, sweep) does with its output folder: start it or resume it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from vaelab.checkpoint import read_run_config
+from vaelab.config import Config
+from vaelab.errors import UserError
+from vaelab.runfolder import prepare_out, write_toml
+
+
+def open_study(cfg: Config, out: Path, *, resume: bool, force: bool) -> None:
+    """A new study writes its config.toml into an empty `out` (or one `force` may clear); a resumed
+    one must have the same config stored, and loses the temporary files a kill left behind."""
+    if not resume:
+        prepare_out(out, force=force)
+        write_toml(out / "config.toml", cfg.to_dict())
+        return
+    stored = read_run_config(out)
+    if stored != cfg:
+        diff = [f"{s}.{k}" for s, d in cfg.to_dict().items() for k, v in d.items() if stored.to_dict().get(s, {}).get(k) != v]
+        raise UserError(f"--resume: the config differs from the one stored in {out} ({', '.join(diff[:4])}); drop those --set or start a new --out")
+    for tmp in out.rglob(".*.tmp"):  # temporary files of atomic writes a killed process left
+        tmp.unlink(missing_ok=True)

@@ -1,0 +1,397 @@
+"""Sweeps: a grid over any config keys, one training per cell × seed, measured and tabled.
+
+    rows = run_sweep(load_config("bias-robustness"), out="runs/bias")
+    rows = run_sweep(cfg, out, grid=["loss.beta=0.5,1,2", "data.mu=0:5:0.5"])
+
+The grid is `sweep.grid` (a preset's) with `grid` entries over it, each "key=v1,v2,…" or
+"key=start:stop:step" (stop included when it lies on the grid). Cells that share an architecture,
+data size and schedule train together as one vectorized model (`vaelab.vectorized`) unless
+`vectorize="off"`. After training, each cell's model is measured on a test set (`sweep.metrics`),
+and so is an untrained model of the same seed (the `*_untrained` columns: the baseline).
+
+sweep.csv gets one row per cell × seed and is rewritten after every finished group, so a killed
+sweep resumes by training only the cells it lacks.
+
+Layout of the output folder:
+
+    config.toml  sweep.csv  report.html  <metric>.png …
+    cell-beta=0.5,mu=2/           a run folder (config.toml, metrics.jsonl, model.safetensors, …)
+    cell-beta=0.5,mu=2,seed=1/    with sweep.seeds > 1
+"""
+
+from __future__ import annotations
+
+import functools
+import itertools
+import math
+import shutil
+import time
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+from vaelab.config import Config, parse_value
+from vaelab.data import DATASETS, Dataset, load_data
+from vaelab.errors import TrainingDiverged, UserError
+from vaelab.evaluate import neg_elbo
+from vaelab.experiments.study import open_study
+from vaelab.metrics import decoder_mse, fit_linear_map, pmi
+from vaelab.models import build_model
+from vaelab.runfolder import read_csv, write_csv
+from vaelab.sample import reconstruct
+from vaelab.train import Run, train
+from vaelab.vectorized import group_key, train_group
+
+MAX_CELLS = 10_000
+"""more cells × seeds than this need `yes=True` (`--yes`)"""
+FIT_FRACTION = 0.8
+"""share of the test set that fits pmi's linear map; the rest measures it"""
+DEFAULT_TEST_N = 2000
+"""test images drawn when the dataset has no enumerated test set and sweep.test_n is 0"""
+GROUP_MEMORY = 2 << 30
+"""bytes of images (and their per-epoch shuffle) one vectorized group may hold"""
+MAX_GROUP = 16
+"""members per vectorized group at most (beyond it a 2-core CPU gains nothing)"""
+
+
+# ---------------------------------------------------------------------------------------------
+# The grid.
+
+
+@dataclass(frozen=True)
+class Axis:
+    """One swept key and its values, in order."""
+
+    key: str
+    values: tuple
+
+
+def _split_top(text: str) -> list[str]:
+    """Split on commas outside brackets, so list values ("[128,64],[256,128]") stay whole."""
+    parts, depth, cur = [], 0, ""
+    for ch in text:
+        depth += ch in "[(" and 1 or (-1 if ch in "])" else 0)
+        if ch == "," and depth == 0:
+            parts.append(cur)
+            cur = ""
+        else:
+            cur += ch
+    return parts + [cur]
+
+
+def _number(text: str, entry: str) -> int | float:
+    v = parse_value(text.strip())
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+        raise UserError(f"--grid {entry}: a range needs numbers start:stop:step, got {text.strip()!r}")
+    return v
+
+
+def parse_axis(entry: str) -> Axis:
+    """"key=v1,v2,…" or "key=start:stop:step" → Axis. Values are TOML (1e-3, true, [1, 2]) or bare
+    strings; a range includes stop when it lies on the grid and is all ints when its ends and step are."""
+    key, eq, spec = entry.partition("=")
+    key, spec = key.strip(), spec.strip()
+    if not eq or not key or not spec:
+        raise UserError(f"--grid expects key=v1,v2,… or key=start:stop:step, got {entry!r}")
+    if key.startswith("sweep."):
+        raise UserError(f"--grid {entry}: sweep.* keys shape the sweep itself and cannot be swept")
+    if ":" in spec and not spec.startswith(("[", '"', "'")):
+        bounds = spec.split(":")
+        if len(bounds) != 3:
+            raise UserError(f"--grid {entry}: a range is start:stop:step, got {spec!r}")
+        start, stop, step = (_number(b, entry) for b in bounds)
+        if step <= 0 or stop < start:
+            raise UserError(f"--grid {entry}: the range is empty (needs step > 0 and start <= stop)")
+        count = math.floor((stop - start) / step + 1e-9) + 1
+        if count > MAX_CELLS:
+            raise UserError(f"--grid {entry}: the range has {count} values (at most {MAX_CELLS})")
+        ints = all(isinstance(v, int) for v in (start, stop, step))
+        values = tuple(start + i * step if ints else round(start + i * step, 12) for i in range(count))
+        return Axis(key, values)
+    items = [s.strip() for s in _split_top(spec)]
+    if any(not s for s in items):
+        raise UserError(f"--grid {entry}: an empty value in the list")
+    values = tuple(parse_value(s) for s in items)
+    if len(set(map(repr, values))) != len(values):
+        raise UserError(f"--grid {entry}: a value is listed twice")
+    return Axis(key, values)
+
+
+def sweep_axes(cfg: Config, grid: list[str] | tuple[str, ...] = ()) -> list[Axis]:
+    """The preset's `sweep.grid`, then `grid` entries over it (an entry for a key already swept
+    replaces its values)."""
+    axes: dict[str, Axis] = {}
+    for entry in (*cfg.sweep.grid, *grid):
+        axis = parse_axis(entry)
+        axes[axis.key] = axis
+    return list(axes.values())
+
+
+def _format(v: Any) -> str:
+    if isinstance(v, float):
+        return repr(v)[:-2] if repr(v).endswith(".0") else repr(v)
+    if isinstance(v, (list, tuple)):
+        return "-".join(map(_format, v))
+    return str(v).replace("/", "_").replace("\\", "_")
+
+
+def _short_names(keys: list[str]) -> dict[str, str]:
+    """The last part of each key (beta, mu), or the whole key where two would clash."""
+    last = [k.split(".")[-1] for k in keys]
+    return {k: (s if last.count(s) == 1 else k) for k, s in zip(keys, last)}
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One grid point × seed: its name, swept values, seed and the config it trains."""
+
+    name: str
+    values: dict
+    seed: int
+    config: Config
+
+
+def sweep_cells(cfg: Config, axes: list[Axis]) -> list[Cell]:
+    """Every grid point × seed as a validated config; repeat r adds r to train.seed and data.seed."""
+    short = _short_names([a.key for a in axes])
+    cells = []
+    for combo in itertools.product(*(a.values for a in axes)):
+        values = dict(zip((a.key for a in axes), combo))
+        base = cfg.override(values)
+        point = ",".join(f"{short[k]}={_format(v)}" for k, v in values.items()) or "single"
+        for r in range(cfg.sweep.seeds):
+            c = base if r == 0 else base.override({"train.seed": base.train.seed + r, "data.seed": base.data.seed + r})
+            name = f"cell-{point}" + (f",seed={r}" if cfg.sweep.seeds > 1 else "")
+            cells.append(Cell(name, values, r, c))
+    return cells
+
+
+# ---------------------------------------------------------------------------------------------
+# Metrics: each a function of a probe that holds the model, its test set and shared results.
+
+
+class Probe:
+    """A model and its test set; `recovery` (the fitted linear map and its figures) is computed
+    once for pmi and decoder_mse together."""
+
+    def __init__(self, model, test: Dataset, cfg: Config):
+        self.model, self.test, self.cfg = model, test, cfg
+        self.device = next(model.parameters()).device
+
+    @functools.cached_property
+    def recovery(self) -> tuple[Any, dict[str, float]]:
+        t = self.test
+        with torch.no_grad():
+            mu = torch.cat([self.model.posterior_params(x.to(self.device))[0].cpu() for x in t.images.split(4096)])  # (N, L)
+        order = torch.randperm(len(t), generator=torch.Generator().manual_seed(self.cfg.data.seed))
+        cut = max(1, min(len(t) - 1, round(FIT_FRACTION * len(t))))
+        fit_idx, test_idx = order[:cut], order[cut:]
+        fit = fit_linear_map(t.factors[fit_idx], mu[fit_idx], self.cfg.sweep.pmi_fit, seed=self.cfg.train.seed)
+        return fit, pmi(fit, t.factors[test_idx], mu[test_idx])
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            return self.model.decode(z.to(self.device)).cpu()
+
+
+@dataclass(frozen=True)
+class SweepMetric:
+    """A metric of `sweep.metrics`: its columns and how to compute them from a Probe."""
+
+    columns: tuple[str, ...]
+    compute: Callable[[Probe], dict[str, float]]
+    needs_factors: bool = False
+
+
+def _recon_mse(p: Probe) -> dict[str, float]:
+    x = p.test.images
+    return {"recon_mse": (reconstruct(p.model, x) - x).pow(2).flatten(1).sum(1).mean().item()}
+
+
+SWEEP_METRICS: dict[str, SweepMetric] = {
+    "pmi": SweepMetric(("pmi", "pmi_r2"), lambda p: p.recovery[1], needs_factors=True),
+    "decoder_mse": SweepMetric(
+        ("decoder_mse",), lambda p: {"decoder_mse": decoder_mse(p.decode, p.recovery[0], p.test.factors, p.test.images)}, needs_factors=True
+    ),
+    "neg_elbo": SweepMetric(("neg_elbo",), lambda p: {"neg_elbo": neg_elbo(p.model, p.test.images)["neg_elbo"]}),
+    "recon_mse": SweepMetric(("recon_mse",), _recon_mse),
+}
+TRAIN_COLUMNS = ("train_loss", "train_recon", "train_kl", "train_seconds")
+"""every row: the last 100 steps' mean loss, reconstruction and KL terms, and training seconds"""
+
+
+def measure(model, test: Dataset, cfg: Config) -> dict[str, float]:
+    probe = Probe(model, test, cfg)
+    out: dict[str, float] = {}
+    for name in cfg.sweep.metrics:
+        out.update(SWEEP_METRICS[name].compute(probe))
+    return out
+
+
+def test_config(cfg: Config):
+    """The DataConfig of the test set the metrics use: the dataset's enumerated test set (its
+    shared parameters copied, e.g. squares → squares-test), or new draws of the same dataset."""
+    spec = DATASETS[cfg.data.name]
+    n = cfg.sweep.test_n
+    if spec.test:
+        test_spec = DATASETS[spec.test]
+        own = {f.name for f in fields(test_spec.params)}
+        shared = {f.name: getattr(cfg.data.params, f.name) for f in fields(cfg.data.params) if f.name in own}
+        return replace(cfg.data, name=spec.test, n=n, params=test_spec.params(**shared))
+    return replace(cfg.data, n=n or DEFAULT_TEST_N, seed=cfg.data.seed + 1_000_003)
+
+
+@functools.lru_cache(maxsize=8)
+def _test_set(data_cfg) -> Dataset:
+    return load_data(data_cfg)
+
+
+def check_metrics(cell: Cell) -> None:
+    cfg = cell.config
+    needs = [m for m in cfg.sweep.metrics if SWEEP_METRICS[m].needs_factors]
+    if needs and _test_set(test_config(cfg)).factors is None:
+        raise UserError(
+            f"sweep.metrics {', '.join(needs)} need ground-truth factors, and dataset {cfg.data.name} has none "
+            "(generated datasets such as squares and points have them; an array file can carry a 'factors' key)"
+        )
+
+
+# ---------------------------------------------------------------------------------------------
+# The sweep.
+
+
+def columns(axes: list[Axis], cfg: Config) -> list[str]:
+    metric_cols = [c for m in cfg.sweep.metrics for c in SWEEP_METRICS[m].columns]
+    return ["cell", "seed", *(a.key for a in axes), *metric_cols, *(f"{c}_untrained" for c in metric_cols), *TRAIN_COLUMNS]
+
+
+def read_table(path: Path, axes: list[Axis] | None = None) -> list[dict]:
+    """Rows of a sweep.csv: cell a string, seed an int, swept keys with string values as strings."""
+    strs = ["cell"] + [a.key for a in axes or [] if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in a.values)]
+    return read_csv(path, int_columns=("seed",), str_columns=strs)
+
+
+def run_sweep(
+    config: Config,
+    out: Path | str,
+    *,
+    grid: list[str] | tuple[str, ...] = (),
+    resume: bool = False,
+    force: bool = False,
+    quiet: bool = False,
+    vectorize: str = "auto",
+    yes: bool = False,
+) -> list[dict]:
+    """Run (or resume) a sweep into `out`; returns the rows of sweep.csv.
+
+    Arguments:
+        config: the base config; `sweep.*` shapes the sweep, the rest trains each cell.
+        out: the sweep's folder.
+        grid: "key=v1,v2,…" / "key=start:stop:step" entries over `sweep.grid`.
+        resume: train only the cells `out`'s sweep.csv lacks (the config must equal the stored one).
+        force: overwrite an existing sweep folder at `out`.
+        vectorize: "auto" trains compatible cells together as one stacked model; "off" one by one.
+        yes: allow more than 10,000 cells × seeds.
+    """
+    if vectorize not in ("auto", "off"):
+        raise UserError(f"--vectorize must be auto or off, got {vectorize!r}")
+    axes = sweep_axes(config, grid)
+    cfg = config.override({"sweep.grid": [f"{a.key}={','.join(map(_grid_text, a.values))}" for a in axes]}) if grid else config
+    n_cells = math.prod(len(a.values) for a in axes) * cfg.sweep.seeds
+    if n_cells > MAX_CELLS and not yes:
+        raise UserError(f"the sweep has {n_cells:,} cells × seeds (more than {MAX_CELLS:,}); pass --yes to run it")
+    cells = sweep_cells(cfg, axes)
+    check_metrics(cells[0])
+    datas0 = load_data(cells[0].config.data)
+    build_model(cells[0].config, datas0.shape)  # the model fits the data before any folder is written
+    out = Path(out)
+    open_study(cfg, out, resume=resume, force=force)
+    cols = columns(axes, cfg)
+    rows = read_table(out / "sweep.csv", axes) if resume else []
+    done = {(r["cell"]) for r in rows}
+    todo = [c for c in cells if c.name not in done]
+    start = time.perf_counter()
+    for group in plan_groups(todo, vectorize):
+        results = _train(group, out, quiet)
+        for cell, result in zip(group, results):
+            rows.append(_row(cell, result))
+        write_csv(out / "sweep.csv", _ordered(rows, cells), cols)
+        if not quiet:
+            print(f"{len(rows)}/{len(cells)} cells done ({time.perf_counter() - start:.0f} s)", flush=True)
+    from vaelab.report import write_sweep_report
+
+    write_sweep_report(out)
+    return _ordered(rows, cells)
+
+
+def _grid_text(v: Any) -> str:
+    return f'"{v}"' if isinstance(v, str) else repr(v).lower() if isinstance(v, bool) else str(v).replace(" ", "")
+
+
+def _ordered(rows: list[dict], cells: list[Cell]) -> list[dict]:
+    rank = {c.name: i for i, c in enumerate(cells)}
+    return sorted(rows, key=lambda r: rank.get(r["cell"], len(rank)))
+
+
+def plan_groups(cells: list[Cell], vectorize: str = "auto") -> list[list[Cell]]:
+    """Cells in training groups: with "auto", those sharing a `group_key` together, in chunks of at
+    most MAX_GROUP whose images fit GROUP_MEMORY; everything else alone."""
+    if vectorize == "off":
+        return [[c] for c in cells]
+    by_key: dict[Any, list[Cell]] = {}
+    alone = []
+    for c in cells:
+        key = group_key(c.config)
+        (alone.append([c]) if key is None else by_key.setdefault(key, []).append(c))
+    groups = []
+    for members in by_key.values():
+        d = members[0].config.data
+        size = (d.n or DATASETS[d.name].default_n or 1) * _pixels(members[0].config) * 4 * 2
+        chunk = max(1, min(MAX_GROUP, GROUP_MEMORY // max(size, 1)))
+        groups += [members[i : i + chunk] for i in range(0, len(members), chunk)]
+    return groups + alone
+
+
+@functools.lru_cache(maxsize=64)
+def _pixels_of(data_cfg) -> int:
+    return math.prod(load_data(replace(data_cfg, n=min(data_cfg.n or 8, 8))).shape)
+
+
+def _pixels(cfg: Config) -> int:
+    return _pixels_of(cfg.data)
+
+
+def _train(group: list[Cell], out: Path, quiet: bool) -> list[Run | TrainingDiverged]:
+    for c in group:
+        if (out / c.name).exists():
+            shutil.rmtree(out / c.name)  # an unfinished cell a kill left behind
+    datas = [load_data(c.config.data) for c in group]
+    if len(group) == 1:
+        try:
+            return [train(group[0].config, datas[0], out=out / group[0].name, quiet=quiet)]
+        except TrainingDiverged as e:
+            return [e]
+    return train_group([c.config for c in group], datas, [out / c.name for c in group], quiet=quiet)
+
+
+def _row(cell: Cell, result: Run | TrainingDiverged) -> dict:
+    cfg = cell.config
+    row = {"cell": cell.name, "seed": cell.seed, **cell.values}
+    test = _test_set(test_config(cfg)) if cfg.sweep.metrics else None
+    if test is not None:
+        torch.manual_seed(cfg.train.seed)
+        untrained = build_model(cfg, test.shape).eval()
+        row.update({f"{k}_untrained": v for k, v in measure(untrained, test, cfg).items()})
+    if isinstance(result, TrainingDiverged):
+        print(f"{cell.name}: {result}", flush=True)
+        return row
+    last = result.history[-100:]
+    for col, term in zip(TRAIN_COLUMNS[:3], ("loss", "recon", "kl")):
+        if last and term in last[0]:
+            row[col] = sum(r[term] for r in last) / len(last)
+    row["train_seconds"] = result.seconds
+    if test is not None:
+        row.update(measure(result.model, test, cfg))
+    return row
