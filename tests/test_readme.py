@@ -38,6 +38,11 @@ def test_readme_commands_parse_and_their_configs_are_valid(argv):
         load_config(args.preset, args.config, args.set)
     if args.verb == "chain" and not args.words:
         load_config(args.preset, args.config, args.set)
+    if args.verb == "sweep":
+        from vaelab.experiments.sweep import sweep_axes, sweep_cells
+
+        cfg = load_config(args.preset, args.config, args.set)
+        assert sweep_cells(cfg, sweep_axes(cfg, args.grid))  # every grid value makes a valid config
     if args.verb == "sample":
         load_config(overrides=args.set)
 

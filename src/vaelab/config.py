@@ -292,7 +292,8 @@ class Config:
         """A copy with dotted-key overrides applied, e.g. `{"loss.beta": 4}` or `["loss.beta=4"]`.
 
         Switching `data.name` or `model.name` drops the values that were only the old dataset's or
-        model's defaults, so the new one's defaults apply.
+        model's defaults, so the new one's defaults apply; changing `model.hidden` re-derives a
+        `model.decoder_hidden` that was derived from it (the mirror) rather than set.
         """
         base = self.to_dict()
         new = apply_overrides(base, overrides)
@@ -300,11 +301,14 @@ class Config:
             for k, v in dataclasses.asdict(type(self.data.params)()).items():
                 if base["data"].get(k) == v and k not in _changed(overrides, "data"):
                     new["data"].pop(k, None)
-        if new["model"]["name"] != self.model.name:
-            from vaelab.models import MODELS
+        from vaelab.models import MODELS
 
-            old = MODELS[self.model.name]
-            defaults = {"hidden": old.default_hidden, "decoder_hidden": old.default_decoder_hidden or tuple(reversed(self.model.hidden))}
+        old = MODELS[self.model.name]
+        derived = old.default_decoder_hidden or tuple(reversed(self.model.hidden))  # what the decoder gets by default
+        if tuple(new["model"]["hidden"]) != self.model.hidden and self.model.decoder_hidden == derived and "decoder_hidden" not in _changed(overrides, "model"):
+            new["model"].pop("decoder_hidden", None)  # derived from the old widths: derive it again from the new
+        if new["model"]["name"] != self.model.name:
+            defaults = {"hidden": old.default_hidden, "decoder_hidden": derived}
             for k, v in defaults.items():
                 if tuple(base["model"][k]) == tuple(v) and k not in _changed(overrides, "model"):
                     new["model"].pop(k, None)

@@ -58,14 +58,16 @@ def schedule(cfg: Config, n: int) -> tuple[int, int]:
     return max(per_epoch, 1), total
 
 
-def make_optimizer(model: torch.nn.Module, lr: float) -> torch.optim.Optimizer:
+def make_optimizer(model, lr: float) -> torch.optim.Optimizer:
     """Adam, with PyTorch's fused kernel where this build has it (CPU and CUDA in torch >= 2.4):
     one pass over each parameter instead of a chain of small ops, about 13% of a small model's
-    step on the CPU. Deterministic like the plain one, but not bitwise equal to it."""
+    step on the CPU. Deterministic like the plain one, but not bitwise equal to it. `model` is a
+    module or a list of parameter tensors."""
+    params = list(model.parameters()) if isinstance(model, torch.nn.Module) else list(model)
     try:
-        return torch.optim.Adam(model.parameters(), lr=lr, fused=True)
+        return torch.optim.Adam(params, lr=lr, fused=True)
     except (RuntimeError, TypeError, ValueError):
-        return torch.optim.Adam(model.parameters(), lr=lr)
+        return torch.optim.Adam(params, lr=lr)
 
 
 def epoch_order(seed: int, epoch: int, n: int) -> torch.Tensor:

@@ -63,28 +63,38 @@ def group_key(cfg: Config) -> tuple | None:
 
 
 class StackedAdam:
-    """Adam (Kingma & Ba 2015), as torch.optim.Adam computes it, over stacked parameters (M, …)
-    with one learning rate per member."""
+    """Adam (Kingma & Ba 2015) over stacked parameters (M, …) with one learning rate per member.
 
-    def __init__(self, params: list[torch.Tensor], lr: torch.Tensor, betas=(0.9, 0.999), eps: float = 1e-8):
-        self.params, self.betas, self.eps, self.t = params, betas, eps, 0
-        self.lr = [lr.to(p).view(-1, *[1] * (p.dim() - 1)) for p in params]  # (M, 1, …) per parameter
-        self.m = [torch.zeros_like(p) for p in params]
-        self.v = [torch.zeros_like(p) for p in params]
+    It runs torch's Adam (the fused kernel where this build has it: one pass per parameter, as
+    `train` uses). With one learning rate for all it is exactly that optimizer. With several, it
+    steps at lr = 1 and rescales each member's update: p ← p_old + lr_m·(p − p_old), which is
+    Adam at lr_m because Adam's moments do not depend on the learning rate."""
+
+    def __init__(self, params: list[torch.Tensor], lr: torch.Tensor):
+        from vaelab.train import make_optimizer
+
+        self.params = params
+        same = bool((lr == lr[0]).all())
+        self.optimizer = make_optimizer(params, float(lr[0]) if same else 1.0)
+        self.scale = None if same else [lr.to(p).view(-1, *[1] * (p.dim() - 1)) for p in params]  # (M, 1, …)
 
     @torch.no_grad()
     def step(self, grads: list[torch.Tensor]) -> None:
-        b1, b2 = self.betas
-        self.t += 1
-        c1, c2 = 1 - b1**self.t, math.sqrt(1 - b2**self.t)
-        for p, g, m, v, lr in zip(self.params, grads, self.m, self.v, self.lr):
-            m.lerp_(g, 1 - b1)
-            v.mul_(b2).addcmul_(g, g, value=1 - b2)
-            p.sub_(m.div((v.sqrt() / c2).add_(self.eps)).mul_(lr / c1))
+        for p, g in zip(self.params, grads):
+            p.grad = g.contiguous()  # vmap's weight gradients come transposed; the fused kernel (torch 2.13, CPU) misreads such strides
+        before = [p.clone() for p in self.params] if self.scale else None
+        self.optimizer.step()
+        if before is not None:
+            for p, old, lr in zip(self.params, before, self.scale):
+                p.sub_(old).mul_(lr).add_(old)
 
     def member_state(self, i: int) -> list[dict[str, torch.Tensor]]:
         """Member i's moments in torch.optim.Adam's state layout, one dict per parameter."""
-        return [{"step": torch.tensor(float(self.t)), "exp_avg": m[i].clone(), "exp_avg_sq": v[i].clone()} for m, v in zip(self.m, self.v)]
+        out = []
+        for p in self.params:
+            st = self.optimizer.state[p]
+            out.append({"step": st["step"].detach().clone().float().cpu().reshape(()), "exp_avg": st["exp_avg"][i].clone(), "exp_avg_sq": st["exp_avg_sq"][i].clone()})
+        return out
 
 
 class _LossOf(nn.Module):

@@ -114,7 +114,7 @@ def parse_axis(entry: str) -> Axis:
     if any(not s for s in items):
         raise UserError(f"--grid {entry}: an empty value in the list")
     values = tuple(parse_value(s) for s in items)
-    if len(set(map(repr, values))) != len(values):
+    if len(set(map(_format, values))) != len(values):  # 1 and 1.0 would name the same cell
         raise UserError(f"--grid {entry}: a value is listed twice")
     return Axis(key, values)
 
@@ -232,7 +232,8 @@ def measure(model, test: Dataset, cfg: Config) -> dict[str, float]:
 
 def test_config(cfg: Config):
     """The DataConfig of the test set the metrics use: the dataset's enumerated test set (its
-    shared parameters copied, e.g. squares → squares-test), or new draws of the same dataset."""
+    shared parameters copied, e.g. squares → squares-test); for other generated datasets, new
+    draws (another seed); for data read from files, the training images themselves."""
     spec = DATASETS[cfg.data.name]
     n = cfg.sweep.test_n
     if spec.test:
@@ -240,7 +241,9 @@ def test_config(cfg: Config):
         own = {f.name for f in fields(test_spec.params)}
         shared = {f.name: getattr(cfg.data.params, f.name) for f in fields(cfg.data.params) if f.name in own}
         return replace(cfg.data, name=spec.test, n=n, params=test_spec.params(**shared))
-    return replace(cfg.data, n=n or DEFAULT_TEST_N, seed=cfg.data.seed + 1_000_003)
+    if spec.generative:
+        return replace(cfg.data, n=n or DEFAULT_TEST_N, seed=cfg.data.seed + 1_000_003)
+    return replace(cfg.data, n=n or cfg.data.n)
 
 
 @functools.lru_cache(maxsize=8)
@@ -249,9 +252,13 @@ def _test_set(data_cfg) -> Dataset:
 
 
 def check_metrics(cell: Cell) -> None:
+    """The test set loads, and has factors where a metric needs them (before anything is written)."""
     cfg = cell.config
+    if not cfg.sweep.metrics:
+        return
+    test = _test_set(test_config(cfg))
     needs = [m for m in cfg.sweep.metrics if SWEEP_METRICS[m].needs_factors]
-    if needs and _test_set(test_config(cfg)).factors is None:
+    if needs and test.factors is None:
         raise UserError(
             f"sweep.metrics {', '.join(needs)} need ground-truth factors, and dataset {cfg.data.name} has none "
             "(generated datasets such as squares and points have them; an array file can carry a 'factors' key)"
@@ -268,9 +275,13 @@ def columns(axes: list[Axis], cfg: Config) -> list[str]:
 
 
 def read_table(path: Path, axes: list[Axis] | None = None) -> list[dict]:
-    """Rows of a sweep.csv: cell a string, seed an int, swept keys with string values as strings."""
-    strs = ["cell"] + [a.key for a in axes or [] if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in a.values)]
-    return read_csv(path, int_columns=("seed",), str_columns=strs)
+    """Rows of a sweep.csv, typed as written: cell a string, seed an int, each swept value parsed
+    back as it was given (4 stays an int, 0.5 a float), metrics floats (NaN when empty)."""
+    keys = [a.key for a in axes or []]
+    rows = read_csv(path, int_columns=("seed",), str_columns=("cell", *keys))
+    for row in rows:
+        row.update({k: parse_value(row[k]) for k in keys})
+    return rows
 
 
 def run_sweep(
