@@ -17,6 +17,7 @@ What it measures
 
 How to run (from the repository root)
     .venv/bin/python bench/sweep.py                 # 5 rounds
+    .venv/bin/python bench/sweep.py --threads 1     # one CPU thread for both paths
     .venv/bin/python bench/sweep.py --device cuda   # on a GPU machine
     .venv/bin/python bench/sweep.py --quick         # smoke check: 1 round, 20 steps
 """
@@ -59,8 +60,11 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=5, help="timed rounds after the warm-up (default 5)")
     ap.add_argument("--steps", type=int, default=157, help="training steps per model (default 157: one epoch)")
     ap.add_argument("--device", default="cpu", help="cpu or cuda")
+    ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's default)")
     ap.add_argument("--quick", action="store_true", help="smoke check: 1 round of 20 steps")
     args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     rounds, steps = (1, 20) if args.quick else (args.rounds, args.steps)
     cfgs = configs(steps, args.device)
     data = load_data(cfgs[0].data)

@@ -50,6 +50,7 @@ SECTIONS = {
     "train": {"epochs", "steps", "batch_size", "lr", "seed", "device", "checkpoint_every"},
     "sample": {"n", "delta", "denoise", "seed"},
     "chain": {"generations", "mode", "real_fraction", "init", "seeds"},
+    "sweep": {"grid", "seeds", "metrics", "pmi_fit", "test_n"},
 }
 RUN_FILES = {"config.toml", "metrics.jsonl", "model.safetensors", "state.safetensors", "samples.png", "reconstructions.png", "report.html"}
 

@@ -24,6 +24,8 @@ VERB_EXAMPLES = {
     "sample": "example:\n  vaelab sample runs/conv --n 1000 --set sample.delta=0.4 --set sample.denoise=0.05 --out gen.npz",
     "reconstruct": "example:\n  vaelab reconstruct runs/conv --n 16 --out recon.png",
     "report": "example:\n  vaelab report runs/conv",
+    "latent": "example:\n  vaelab latent runs/digits --n 2000",
+    "evaluate": "examples:\n  vaelab evaluate runs/digits\n  vaelab evaluate runs/digits --n 5000 --k 128 --metrics fid,class",
     "presets": "example:\n  vaelab presets",
     "datasets": "example:\n  vaelab datasets",
     "demo": "example:\n  vaelab demo --out runs/demo",
@@ -97,6 +99,17 @@ def build_parser() -> Parser:
     q.add_argument("--input", help="a .npz/.npy file of images (default: the run's own data)")
     q.add_argument("--n", type=int, default=16, help="number of images (default 16)")
     q.add_argument("--out", required=True, help="a .png (inputs above reconstructions) or .npz (keys `images`, `inputs`)")
+
+    q = verb("evaluate", "measure a trained run: reconstruction error, ELBO, importance-weighted NLL, FID, P/R/D/C, class spread")
+    q.add_argument("dir", help="a run folder")
+    q.add_argument("--n", type=int, default=0, help="test images (default: the dataset's test set, or 2,000)")
+    q.add_argument("--k", type=int, default=64, help="importance samples per image for nll_iw (default 64)")
+    q.add_argument("--metrics", default="", help="a comma-separated subset of recon_mse,elbo,nll_iw,fid,prdc,class (default: all that apply)")
+
+    q = verb("latent", "draw a run's latent space: scatter or t-SNE, traversals, interpolation, reconstructions, noise in")
+    q.add_argument("dir", help="a run folder")
+    q.add_argument("--n", type=int, default=0, help="test images (default: the dataset's test set, or 2,000)")
+    q.add_argument("--seed", type=int, default=0, help="seed of t-SNE and of the noise images")
 
     q = verb("report", "rebuild report.html of a run, chain or sweep folder from its files")
     q.add_argument("dir", help="a run, chain or sweep folder")
@@ -203,6 +216,24 @@ def cmd_reconstruct(a) -> None:
     print(f"wrote {len(x)} reconstructions to {a.out}")
 
 
+def cmd_evaluate(a) -> None:
+    from vaelab.evaluate import evaluate_run
+
+    metrics = tuple(m.strip() for m in a.metrics.split(",") if m.strip()) or None
+    results = evaluate_run(a.dir, n=a.n, k=a.k, metrics=metrics)
+    shown = ", ".join(f"{k} {v:.4g}" for k, v in results.items() if isinstance(v, float))
+    print(f"{shown}\nwrote {Path(a.dir) / 'evaluation.json'}")
+
+
+def cmd_latent(a) -> None:
+    from vaelab.latent import latent_views
+
+    if a.n < 0:
+        raise UserError(f"--n must be >= 0, got {a.n}")
+    paths = latent_views(a.dir, n=a.n, seed=a.seed)
+    print(f"wrote {', '.join(p.name for p in paths.values())} in {Path(a.dir) / 'latent'}; report: {Path(a.dir) / 'report.html'}")
+
+
 def cmd_report(a) -> None:
     from vaelab.report import write_chain_report, write_run_report, write_sweep_report
 
@@ -283,6 +314,8 @@ COMMANDS = {
     "sample": cmd_sample,
     "reconstruct": cmd_reconstruct,
     "report": cmd_report,
+    "evaluate": cmd_evaluate,
+    "latent": cmd_latent,
     "presets": cmd_presets,
     "datasets": cmd_datasets,
     "demo": cmd_demo,

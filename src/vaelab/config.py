@@ -126,6 +126,8 @@ class TrainConfig:
     """cpu, cuda, cuda:N or auto (cuda when available)"""
     checkpoint_every: int = 1000
     """steps between checkpoints (resume restarts from the last one)"""
+    input_noise: float = 0.0
+    """std of Gaussian noise added to the encoder's input each step (the loss still reconstructs the clean image)"""
 
     def __post_init__(self):
         _check(self.epochs >= 1 or self.steps >= 1, "train.epochs", "or train.steps must be >= 1")
@@ -134,6 +136,7 @@ class TrainConfig:
         _check(self.batch_size >= 1, "train.batch_size", f"must be >= 1, got {self.batch_size}")
         _check(self.lr > 0, "train.lr", f"must be > 0, got {self.lr}")
         _check(self.seed >= 0, "train.seed", f"must be >= 0, got {self.seed}")
+        _check(self.input_noise >= 0, "train.input_noise", f"must be >= 0, got {self.input_noise}")
         _check(self.checkpoint_every >= 1, "train.checkpoint_every", f"must be >= 1, got {self.checkpoint_every}")
         ok = self.device in ("cpu", "cuda", "auto") or (
             self.device.startswith("cuda:") and self.device[5:].isdigit()

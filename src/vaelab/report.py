@@ -151,6 +151,16 @@ def parameter_count(path: Path) -> int | None:
         return None
 
 
+LATENT_VIEWS = (
+    ("latent.png", "latent means of test images, by label"),
+    ("traversals.png", "traversals: one latent per row over [−3, 3], the others at a reference code"),
+    ("interpolation.png", "interpolation between two test images' codes"),
+    ("reconstructions.png", "test inputs (odd rows) and reconstructions (even rows)"),
+    ("ood.png", "out of distribution: uniform noise in (odd rows), what comes out (even rows)"),
+)
+"""the pictures `vaelab latent` writes into a run's latent/ folder, shown in its report"""
+
+
 def run_section(run_dir: Path | str, title: str = "Training run") -> Section:
     """The report of one training run: summary, loss curves, samples, reconstructions, config."""
     run_dir = Path(run_dir)
@@ -184,6 +194,14 @@ def run_section(run_dir: Path | str, title: str = "Training run") -> Section:
             pictures.append(img((run_dir / name).read_bytes(), caption))
     if pictures:
         parts.append('<div class="grid">' + "".join(pictures) + "</div>")
+    views = [(f, c) for f, c in LATENT_VIEWS if (run_dir / "latent" / f).is_file()]
+    if views:
+        items = [img((run_dir / "latent" / f).read_bytes(), c, pixelated=f != "latent.png") for f, c in views]
+        parts.append('<h3>Latent space</h3><div class="grid">' + "".join(items) + "</div>")
+    if (run_dir / "evaluation.json").is_file():
+        ev = json.loads((run_dir / "evaluation.json").read_text())
+        named = ev.pop("feature_net", None)
+        parts.append("<h3>Evaluation</h3>" + table([ev]) + (f'<p class="muted">features: {html.escape(named)}</p>' if named else ""))
     rows = [{"key": f"{s}.{k}", "value": v} for s, d in cfg.items() if isinstance(d, dict) for k, v in d.items()]
     parts.append(f"<details><summary>configuration</summary>{table(rows, ['key', 'value'])}</details>")
     return Section(title, "\n".join(parts))

@@ -140,7 +140,10 @@ def train(
             shuffled, shuffled_epoch = x[epoch_order(cfg.train.seed, epoch, n).to(device)], epoch
         batch = shuffled[i * b : (i + 1) * b]  # (B, C, H, W)
 
-        terms = model.loss(batch, step)
+        if cfg.train.input_noise > 0:  # a denoising VAE: noisy inputs, clean targets
+            terms = model.loss(batch, step, inputs=batch + cfg.train.input_noise * torch.randn_like(batch))
+        else:
+            terms = model.loss(batch, step)
         optimizer.zero_grad(set_to_none=True)
         terms["loss"].backward()
         optimizer.step()

@@ -57,6 +57,7 @@ def group_key(cfg: Config) -> tuple | None:
         t.steps,
         t.batch_size,
         t.device,
+        t.input_noise,
         s.kl_schedule,
         s.warmup_steps,
     )
@@ -104,8 +105,8 @@ class _LossOf(nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(self, x: torch.Tensor, step: int, weights: dict) -> dict[str, torch.Tensor]:
-        return self.model.loss(x, step, weights)
+    def forward(self, x: torch.Tensor, step: int, weights: dict, noise: float) -> dict[str, torch.Tensor]:
+        return self.model.loss(x, step, weights, inputs=x + noise * torch.randn_like(x) if noise > 0 else None)
 
 
 def train_group(
@@ -162,7 +163,7 @@ def train_group(
     per_epoch, total = schedule(cfg0, n)
     torch.manual_seed(cfg0.train.seed)
     step_fn = vmap(
-        lambda p, bu, x, w, step: functional_call(base, (p, bu), (x, step, w)),
+        lambda p, bu, x, w, step: functional_call(base, (p, bu), (x, step, w, cfg0.train.input_noise)),
         in_dims=(0, 0, 0, 0, None),
         randomness="different",
     )

@@ -3,7 +3,8 @@
 Images are float32 (N, C, H, W) in [0, 1], with optional labels (N,) and factors (N, F).
 """
 
-from vaelab.data.registry import DATASETS, Dataset, DatasetSpec, load_data, register
+from vaelab.data.registry import DATASETS, Dataset, DatasetSpec, load_data, register, test_data_config
 from vaelab.data import bundled, files, synthetic  # noqa: F401  (registers the datasets)
+from vaelab.data import fontdigits  # noqa: F401  (registers fontdigits)
 
-__all__ = ["DATASETS", "Dataset", "DatasetSpec", "load_data", "register"]
+__all__ = ["DATASETS", "Dataset", "DatasetSpec", "load_data", "register", "test_data_config"]

@@ -81,6 +81,24 @@ def load_data(cfg: Any) -> Dataset:
     return spec.build(params, cfg.n or spec.default_n, cfg.seed, cfg.path)
 
 
+def test_data_config(cfg: Any, n: int = 0, default_n: int = 2000) -> Any:
+    """The DataConfig of the test images for a model trained on `cfg`: the dataset's enumerated
+    test set (shared parameters copied, e.g. squares → squares-test); for other generated datasets,
+    `n` (or `default_n`) new draws under another seed; for data read from files, the training
+    images themselves (there is no separate split to take)."""
+    from dataclasses import fields, replace
+
+    spec = DATASETS[cfg.name]
+    if spec.test:
+        test_spec = DATASETS[spec.test]
+        own = {f.name for f in fields(test_spec.params)}
+        shared = {f.name: getattr(cfg.params, f.name) for f in fields(cfg.params) if f.name in own}
+        return replace(cfg, name=spec.test, n=n, params=test_spec.params(**shared))
+    if spec.generative:
+        return replace(cfg, n=n or default_n, seed=cfg.seed + 1_000_003)
+    return replace(cfg, n=n or cfg.n)
+
+
 def take(data: Dataset, n: int, seed: int, source: str) -> Dataset:
     """A seeded random subset of n images (all of them when n is 0), order preserved."""
     total = len(data)

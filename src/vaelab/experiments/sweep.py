@@ -26,14 +26,14 @@ import itertools
 import math
 import shutil
 import time
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable
 
 import torch
 
 from vaelab.config import Config, parse_value
-from vaelab.data import DATASETS, Dataset, load_data
+from vaelab.data import DATASETS, Dataset, load_data, test_data_config
 from vaelab.errors import TrainingDiverged, UserError
 from vaelab.evaluate import neg_elbo
 from vaelab.experiments.study import open_study
@@ -231,19 +231,8 @@ def measure(model, test: Dataset, cfg: Config) -> dict[str, float]:
 
 
 def test_config(cfg: Config):
-    """The DataConfig of the test set the metrics use: the dataset's enumerated test set (its
-    shared parameters copied, e.g. squares → squares-test); for other generated datasets, new
-    draws (another seed); for data read from files, the training images themselves."""
-    spec = DATASETS[cfg.data.name]
-    n = cfg.sweep.test_n
-    if spec.test:
-        test_spec = DATASETS[spec.test]
-        own = {f.name for f in fields(test_spec.params)}
-        shared = {f.name: getattr(cfg.data.params, f.name) for f in fields(cfg.data.params) if f.name in own}
-        return replace(cfg.data, name=spec.test, n=n, params=test_spec.params(**shared))
-    if spec.generative:
-        return replace(cfg.data, n=n or DEFAULT_TEST_N, seed=cfg.data.seed + 1_000_003)
-    return replace(cfg.data, n=n or cfg.data.n)
+    """The DataConfig of the test set the metrics use (`vaelab.data.test_data_config`)."""
+    return test_data_config(cfg.data, cfg.sweep.test_n, DEFAULT_TEST_N)
 
 
 @functools.lru_cache(maxsize=8)

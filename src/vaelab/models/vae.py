@@ -55,12 +55,14 @@ class VAE(nn.Module):
         """Reconstruction through the posterior mean: x (B, C, H, W) → x̂ (B, C, H, W)."""
         return self.decode(self.posterior_params(x)[0])
 
-    def loss(self, x: torch.Tensor, step: int = 0, weights: dict | None = None) -> dict[str, torch.Tensor]:
+    def loss(self, x: torch.Tensor, step: int = 0, weights: dict | None = None, inputs: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """Named loss terms for a batch x (B, C, H, W) at training step `step`; `loss` is the total.
 
         `weights` (recon_weight, beta, variability_weight; floats or 0-d tensors) replaces the loss
-        config's, as a vectorized group does for each member; the KL schedule still applies."""
-        mu, logvar = self.posterior_params(x)
+        config's, as a vectorized group does for each member; the KL schedule still applies.
+        `inputs` (B, C, H, W), when given, is what the encoder sees (e.g. x plus noise) while the
+        reconstruction is still measured against x."""
+        mu, logvar = self.posterior_params(x if inputs is None else inputs)
         z = mu if logvar is None else mu + torch.exp(0.5 * logvar) * torch.randn_like(mu)  # (B, L)
         logits = self.decoder(z)  # (B, C, H, W)
         c = self.loss_cfg
