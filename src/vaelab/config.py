@@ -62,12 +62,12 @@ class ModelConfig:
     """hidden layer widths of the encoder's dense part; empty takes the model's default"""
     decoder_hidden: tuple[int, ...] = ()
     """hidden widths of the decoder's dense part (from z outwards); empty mirrors `hidden`"""
-    channels: tuple[int, ...] = (32,)
-    """conv models: output channels of each convolution (no padding, stride 1)"""
-    kernel: int = 3
-    """conv models: kernel size of every convolution"""
-    pool: bool = False
-    """conv models: 2x2 max-pooling after the convolutions (undone by upsampling in the decoder)"""
+    channels: tuple[int, ...] = ()
+    """conv models: output channels of each convolution (no padding, stride 1); empty takes the model's default ([32])"""
+    kernel: int = 0
+    """conv models: kernel size of every convolution; 0 takes the model's default (3)"""
+    pool: bool | None = None
+    """conv models: 2x2 max-pooling after the convolutions (undone by upsampling in the decoder); unset takes the model's default (false)"""
     batch_norm: bool = False
     """batch normalisation after every hidden layer"""
     likelihood: Likelihood = "gaussian"
@@ -77,8 +77,7 @@ class ModelConfig:
         _check(1 <= self.latent_dim <= 2048, "model.latent_dim", f"must be in 1..2048, got {self.latent_dim}")
         for key in ("hidden", "decoder_hidden", "channels"):
             _check(all(w >= 1 for w in getattr(self, key)), f"model.{key}", "widths must be >= 1")
-        _check(len(self.channels) >= 1, "model.channels", "needs at least one convolution")
-        _check(self.kernel >= 1, "model.kernel", f"must be >= 1, got {self.kernel}")
+        _check(self.kernel >= 0, "model.kernel", f"must be >= 1, got {self.kernel}")
 
 
 @dataclass(frozen=True)
@@ -307,13 +306,13 @@ class Config:
         from vaelab.models import MODELS
 
         old = MODELS[self.model.name]
-        derived = old.default_decoder_hidden or tuple(reversed(self.model.hidden))  # what the decoder gets by default
+        derived = old.default("decoder_hidden", self.model.hidden)  # what the decoder gets by default
         if tuple(new["model"]["hidden"]) != self.model.hidden and self.model.decoder_hidden == derived and "decoder_hidden" not in _changed(overrides, "model"):
             new["model"].pop("decoder_hidden", None)  # derived from the old widths: derive it again from the new
         if new["model"]["name"] != self.model.name:
-            defaults = {"hidden": old.default_hidden, "decoder_hidden": derived}
-            for k, v in defaults.items():
-                if tuple(base["model"][k]) == tuple(v) and k not in _changed(overrides, "model"):
+            for k in MODEL_DEFAULTS:
+                v = derived if k == "decoder_hidden" else old.default(k)
+                if _same(base["model"][k], v) and k not in _changed(overrides, "model"):
                     new["model"].pop(k, None)
         return Config.from_dict(new)
 
@@ -356,6 +355,14 @@ def _build_data(raw: dict[str, Any]) -> DataConfig:
     return dataclasses.replace(cfg, params=params)
 
 
+MODEL_DEFAULTS = ("hidden", "decoder_hidden", "channels", "kernel", "pool")
+"""model keys whose unset value is the model's own default (`vaelab.models.ModelSpec.defaults`)"""
+
+
+def _same(a: Any, b: Any) -> bool:
+    return tuple(a) == tuple(b) if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)) else a == b
+
+
 def _build_model(raw: dict[str, Any]) -> ModelConfig:
     from vaelab.models import MODELS
 
@@ -364,10 +371,10 @@ def _build_model(raw: dict[str, Any]) -> ModelConfig:
         raise UserError(f"unknown model {name!r}; valid models: {', '.join(sorted(MODELS))}")
     cfg = _build_section(ModelConfig, raw, "model")
     spec = MODELS[name]
-    if not cfg.hidden:
-        cfg = dataclasses.replace(cfg, hidden=spec.default_hidden)
+    unset = {"hidden": (), "channels": (), "kernel": 0, "pool": None}
+    cfg = dataclasses.replace(cfg, **{k: spec.default(k) for k, v in unset.items() if getattr(cfg, k) == v})
     if not cfg.decoder_hidden:
-        cfg = dataclasses.replace(cfg, decoder_hidden=spec.default_decoder_hidden or tuple(reversed(cfg.hidden)))
+        cfg = dataclasses.replace(cfg, decoder_hidden=spec.default("decoder_hidden", cfg.hidden))
     spec.check(cfg)
     return cfg
 
