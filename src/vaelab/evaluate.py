@@ -70,7 +70,7 @@ def log_likelihood(likelihood: str, logits: torch.Tensor, x: torch.Tensor) -> to
 
 @torch.no_grad()
 def likelihood_bounds(model, x: torch.Tensor, *, k: int = 64, seed: int = 0, batch_size: int = 256) -> dict[str, float]:
-    """The ELBO (one z per image, closed-form KL) and the importance-weighted bound of Burda et al.
+    """The ELBO (E_q log p(x|z) over the same k draws, closed-form KL) and the importance-weighted bound of Burda et al.
     2016 with k samples, as a negative log-likelihood: nll_iw = −log (1/k) Σ p(x|zᵢ) p(zᵢ) / q(zᵢ|x),
     zᵢ ~ q(z|x). nll_iw ≤ −elbo, and it tightens as k grows. Both in nats per image, averaged."""
     device = next(model.parameters()).device
@@ -92,7 +92,7 @@ def likelihood_bounds(model, x: torch.Tensor, *, k: int = 64, seed: int = 0, bat
             log_w = log_px + log_pz - log_qz
             nll_sum -= (torch.logsumexp(log_w, 0) - math.log(k)).sum().item()
             kl = 0.5 * (mu.pow(2) + logvar.exp() - 1.0 - logvar).sum(1)  # (B,)
-            elbo_sum += (log_px[0] - kl).sum().item()
+            elbo_sum += (log_px.mean(0) - kl).sum().item()  # E_q[log p(x|z)] over the k draws
     finally:
         model.train(was_training)
     return {"elbo": elbo_sum / len(x), "nll_iw": nll_sum / len(x)}
@@ -157,10 +157,13 @@ def evaluate_run(
     results: dict = {"n_test": len(x), "dataset": test.name}
     if "recon_mse" in wanted:
         results["recon_mse"] = recon_mse(model, x)
+    if model.deterministic and asked and wanted & {"elbo", "nll_iw"}:
+        raise UserError(f"{run_dir} holds a deterministic autoencoder ({cfg.model.name}): it has no ELBO or likelihood bound")
     if wanted & {"elbo", "nll_iw"} and not model.deterministic:
         bounds = likelihood_bounds(model, x, k=k, seed=seed)
         results.update({m: bounds[m] for m in ("elbo", "nll_iw") if m in wanted})
-        results["nll_iw_k"] = k
+        if "nll_iw" in wanted:
+            results["nll_iw_k"] = k
     if wanted & {"fid", "prdc", "class"}:
         s = cfg.sample
         fake = sample(model, len(x), delta=s.delta, denoise=s.denoise, seed=s.seed)

@@ -35,12 +35,12 @@ import torch
 from vaelab.config import Config, parse_value
 from vaelab.data import DATASETS, Dataset, load_data, test_data_config
 from vaelab.errors import TrainingDiverged, UserError
-from vaelab.evaluate import neg_elbo
+from vaelab.evaluate import neg_elbo, recon_mse
 from vaelab.experiments.study import open_study
-from vaelab.metrics import decoder_mse, fit_linear_map, pmi
+from vaelab.metrics import class_distribution, decoder_mse, feature_net, fid, fit_linear_map, pmi
 from vaelab.models import build_model
 from vaelab.runfolder import read_csv, write_csv
-from vaelab.sample import reconstruct
+from vaelab.sample import sample
 from vaelab.train import Run, train
 from vaelab.vectorized import group_key, train_group
 
@@ -191,6 +191,20 @@ class Probe:
         fit = fit_linear_map(t.factors[fit_idx], mu[fit_idx], self.cfg.sweep.pmi_fit, seed=self.cfg.train.seed)
         return fit, pmi(fit, t.factors[test_idx], mu[test_idx])
 
+    @functools.cached_property
+    def train_data(self) -> Dataset:
+        return _test_set(self.cfg.data)
+
+    @functools.cached_property
+    def feature_net(self):
+        return feature_net(self.train_data.images, self.train_data.labels, source=self.cfg.data.name)
+
+    @functools.cached_property
+    def samples(self) -> torch.Tensor:
+        """As many prior samples as test images (sample.delta, sample.denoise, sample.seed)."""
+        s = self.cfg.sample
+        return sample(self.model, len(self.test), delta=s.delta, denoise=s.denoise, seed=s.seed)
+
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
             return self.model.decode(z.to(self.device)).cpu()
@@ -203,11 +217,17 @@ class SweepMetric:
     columns: tuple[str, ...]
     compute: Callable[[Probe], dict[str, float]]
     needs_factors: bool = False
+    needs_labels: bool = False
+    """the training data's labels train the feature net (fid) and are the reference (class)"""
 
 
 def _recon_mse(p: Probe) -> dict[str, float]:
-    x = p.test.images
-    return {"recon_mse": (reconstruct(p.model, x) - x).pow(2).flatten(1).sum(1).mean().item()}
+    return {"recon_mse": recon_mse(p.model, p.test.images)}
+
+
+def _class_spread(p: Probe) -> dict[str, float]:
+    spread = class_distribution(p.feature_net.predict(p.samples), p.train_data.labels, p.feature_net.n_classes)
+    return {k: spread[k] for k in ("class_tv", "class_entropy")}
 
 
 SWEEP_METRICS: dict[str, SweepMetric] = {
@@ -217,6 +237,8 @@ SWEEP_METRICS: dict[str, SweepMetric] = {
     ),
     "neg_elbo": SweepMetric(("neg_elbo",), lambda p: {"neg_elbo": neg_elbo(p.model, p.test.images)["neg_elbo"]}),
     "recon_mse": SweepMetric(("recon_mse",), _recon_mse),
+    "fid": SweepMetric(("fid",), lambda p: {"fid": fid(p.feature_net(p.test.images), p.feature_net(p.samples))}, needs_labels=True),
+    "class": SweepMetric(("class_tv", "class_entropy"), _class_spread, needs_labels=True),
 }
 TRAIN_COLUMNS = ("train_loss", "train_recon", "train_kl", "train_seconds")
 """every row: the last 100 steps' mean loss, reconstruction and KL terms, and training seconds"""
@@ -246,6 +268,12 @@ def check_metrics(cell: Cell) -> None:
     if not cfg.sweep.metrics:
         return
     test = _test_set(test_config(cfg))
+    labelled = [m for m in cfg.sweep.metrics if SWEEP_METRICS[m].needs_labels]
+    if labelled and load_data(cfg.data).labels is None:
+        raise UserError(
+            f"sweep.metrics {', '.join(labelled)} need a labelled dataset (they train a feature net on its labels), "
+            f"and dataset {cfg.data.name} has none (use fontdigits, digits, mnist or fashion-mnist, or an array file with a 'labels' key)"
+        )
     needs = [m for m in cfg.sweep.metrics if SWEEP_METRICS[m].needs_factors]
     if needs and test.factors is None:
         raise UserError(

@@ -124,7 +124,9 @@ def feature_net(images: torch.Tensor, labels: torch.Tensor | None, cfg: FeatureN
     n_classes = int(labels.max()) + 1
     key = content_key(images, labels, cfg)
     path = Path(cache or cache_dir()) / f"lenet-{key}.safetensors"
-    net = LeNet(shape, n_classes, cfg)
+    with torch.random.fork_rng(devices=[]):  # the caller's RNG is left as it was
+        torch.manual_seed(cfg.seed)
+        net = LeNet(shape, n_classes, cfg)
     if path.is_file():
         tensors, meta = load_tensors(path)
         net.load_state_dict(tensors)
@@ -137,17 +139,14 @@ def feature_net(images: torch.Tensor, labels: torch.Tensor | None, cfg: FeatureN
 
 def _train(net: LeNet, images: torch.Tensor, labels: torch.Tensor, cfg: FeatureNetConfig) -> float:
     """Adam on cross-entropy over a seeded subset; returns the held-out accuracy. The global RNG
-    is left as it was."""
+    is left as it was."""  # (the net was built under cfg.seed by the caller)
     g = torch.Generator().manual_seed(cfg.seed)
     order = torch.randperm(len(images), generator=g)[: cfg.max_train]
     n_test = max(1, len(order) // 10)
     test, fit = order[:n_test], order[n_test:]
     x, y = images.float(), labels.long()
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(cfg.seed)
-        for m in net.modules():  # built under the caller's RNG: re-initialise under the net's seed
-            if isinstance(m, (nn.Conv2d, nn.Linear)):
-                m.reset_parameters()
+        torch.manual_seed(cfg.seed + 1)
         opt = torch.optim.Adam(net.parameters(), lr=cfg.lr)
         net.train()
         step = 0

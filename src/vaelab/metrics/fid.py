@@ -75,5 +75,5 @@ def class_distribution(predicted: torch.Tensor, reference: torch.Tensor, n_class
     p = torch.bincount(predicted.long().flatten(), minlength=n_classes)[:n_classes].double()
     q = torch.bincount(reference.long().flatten(), minlength=n_classes)[:n_classes].double()
     p, q = p / p.sum(), q / q.sum()
-    entropy = lambda h: float(-(h[h > 0] * h[h > 0].log()).sum())  # noqa: E731
+    entropy = lambda h: float(-(h[h > 0] * h[h > 0].log()).sum()) + 0.0  # noqa: E731  (+ 0.0: no "-0.0")
     return {"class_tv": 0.5 * float((p - q).abs().sum()), "class_entropy": entropy(p), "class_entropy_ref": entropy(q), "class_entropy_max": math.log(n_classes)}
