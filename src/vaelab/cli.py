@@ -24,6 +24,8 @@ VERB_EXAMPLES = {
     "sample": "example:\n  vaelab sample runs/conv --n 1000 --set sample.delta=0.4 --set sample.denoise=0.05 --out gen.npz",
     "reconstruct": "example:\n  vaelab reconstruct runs/conv --n 16 --out recon.png",
     "report": "example:\n  vaelab report runs/conv",
+    "anomaly": "example:\n  vaelab anomaly --preset fontdigits-cnn --class 7 --out runs/anomaly-7",
+    "augment": "example:\n  vaelab augment --preset fontdigits-cnn --few 100 --generated 2000 --out runs/augment",
     "latent": "example:\n  vaelab latent runs/digits --n 2000",
     "evaluate": "examples:\n  vaelab evaluate runs/digits\n  vaelab evaluate runs/digits --n 5000 --k 128 --metrics fid,class",
     "presets": "example:\n  vaelab presets",
@@ -105,6 +107,21 @@ def build_parser() -> Parser:
     q.add_argument("--n", type=int, default=0, help="test images (default: the dataset's test set, or 2,000)")
     q.add_argument("--k", type=int, default=64, help="importance samples per image for nll_iw (default 64)")
     q.add_argument("--metrics", default="", help="a comma-separated subset of recon_mse,elbo,nll_iw,fid,prdc,class (default: all that apply)")
+
+    q = verb("anomaly", "train on every class but one, score test images by −ELBO and reconstruction error, report ROC-AUC")
+    config_args(q)
+    q.add_argument("--class", dest="anomaly_class", type=int, required=True, metavar="K", help="the class the VAE never sees")
+    q.add_argument("--out", required=True, help="the output folder")
+    q.add_argument("--force", action="store_true", help="overwrite an existing folder at --out")
+    q.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    q = verb("augment", "train a classifier on a few labelled images, with and without VAE-generated ones, and compare")
+    config_args(q)
+    q.add_argument("--few", type=int, default=100, help="real labelled images (default 100)")
+    q.add_argument("--generated", type=int, default=1000, help="VAE samples added, labelled by the first classifier (default 1000)")
+    q.add_argument("--out", required=True, help="the output folder")
+    q.add_argument("--force", action="store_true", help="overwrite an existing folder at --out")
+    q.add_argument("--quiet", action="store_true", help="no progress bar")
 
     q = verb("latent", "draw a run's latent space: scatter or t-SNE, traversals, interpolation, reconstructions, noise in")
     q.add_argument("dir", help="a run folder")
@@ -225,6 +242,22 @@ def cmd_evaluate(a) -> None:
     print(f"{shown}\nwrote {Path(a.dir) / 'evaluation.json'}")
 
 
+def cmd_anomaly(a) -> None:
+    from vaelab.config import load_config
+    from vaelab.experiments.apps import run_anomaly
+
+    r = run_anomaly(load_config(a.preset, a.config, a.set), a.out, anomaly_class=a.anomaly_class, force=a.force, quiet=a.quiet)
+    print(f"class {r['class']} held out: ROC-AUC {r['auc_neg_elbo']:.3f} (−ELBO), {r['auc_recon_error']:.3f} (reconstruction error); report: {Path(a.out) / 'report.html'}")
+
+
+def cmd_augment(a) -> None:
+    from vaelab.config import load_config
+    from vaelab.experiments.apps import run_augment
+
+    r = run_augment(load_config(a.preset, a.config, a.set), a.out, few=a.few, generated=a.generated, force=a.force, quiet=a.quiet)
+    print(f"test accuracy: {r['accuracy_real']:.3f} on {r['few']} real images, {r['accuracy_augmented']:.3f} with {r['generated']} generated; report: {Path(a.out) / 'report.html'}")
+
+
 def cmd_latent(a) -> None:
     from vaelab.latent import latent_views
 
@@ -316,6 +349,8 @@ COMMANDS = {
     "report": cmd_report,
     "evaluate": cmd_evaluate,
     "latent": cmd_latent,
+    "anomaly": cmd_anomaly,
+    "augment": cmd_augment,
     "presets": cmd_presets,
     "datasets": cmd_datasets,
     "demo": cmd_demo,

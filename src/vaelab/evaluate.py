@@ -98,6 +98,35 @@ def likelihood_bounds(model, x: torch.Tensor, *, k: int = 64, seed: int = 0, bat
     return {"elbo": elbo_sum / len(x), "nll_iw": nll_sum / len(x)}
 
 
+@torch.no_grad()
+def image_scores(model, x: torch.Tensor, *, seed: int = 0, batch_size: int = 1024) -> dict[str, torch.Tensor]:
+    """Per-image scores (N,) for anomaly detection: `neg_elbo` (training units: reconstruction term
+    through one z ~ q(z|x) plus KL) and `recon_error` (summed squared error through the posterior mean)."""
+    device = next(model.parameters()).device
+    g = torch.Generator().manual_seed(seed)
+    was_training = model.training
+    model.eval()
+    out: dict[str, list] = {"neg_elbo": [], "recon_error": []}
+    try:
+        for xb in x.split(batch_size):
+            xb = xb.to(device)
+            mu, logvar = model.posterior_params(xb)  # (B, L) each (logvar None for an autoencoder)
+            z, kl = mu, torch.zeros(len(xb), device=device)
+            if logvar is not None:
+                z = mu + torch.exp(0.5 * logvar) * torch.randn(mu.shape, generator=g).to(device)
+                kl = 0.5 * (mu.pow(2) + logvar.exp() - 1.0 - logvar).sum(1)
+            logits = model.decoder(z)  # (B, C, H, W)
+            if model.likelihood == "bernoulli":
+                rec = torch.nn.functional.binary_cross_entropy_with_logits(logits, xb, reduction="none").flatten(1).sum(1)
+            else:
+                rec = (torch.sigmoid(logits) - xb).pow(2).flatten(1).sum(1)
+            out["neg_elbo"].append((rec + kl).cpu())
+            out["recon_error"].append((model.decode(mu) - xb).pow(2).flatten(1).sum(1).cpu())
+    finally:
+        model.train(was_training)
+    return {k: torch.cat(v) for k, v in out.items()}
+
+
 def recon_mse(model, x: torch.Tensor) -> float:
     """Mean squared error per pixel of the reconstructions through the posterior mean."""
     from vaelab.sample import reconstruct

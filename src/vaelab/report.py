@@ -588,3 +588,31 @@ def sweep_sections(sweep_dir: Path | str) -> list[Section]:
 def write_sweep_report(sweep_dir: Path | str) -> Path:
     sweep_dir = Path(sweep_dir)
     return write_page(sweep_dir / "report.html", f"vaelab sweep: {sweep_dir.name}", sweep_sections(sweep_dir), str(sweep_dir))
+
+
+# ---------------------------------------------------------------------------------------------
+# Applications (vaelab anomaly, vaelab augment).
+
+
+def write_apps_report(out: Path | str, kind: str) -> Path:
+    """report.html of an anomaly or augmentation run, from its json, pictures and VAE folder."""
+    out = Path(out)
+    results = json.loads((out / f"{kind}.json").read_text())
+    if kind == "anomaly":
+        head = Section(
+            f"Anomaly detection: class {results['class']} held out",
+            "<p>The VAE never saw this class; each test image is scored by its negative ELBO and by its "
+            "reconstruction error. ROC-AUC 1 separates the class perfectly, 0.5 is chance.</p>"
+            + table([results])
+            + img((out / "scores.png").read_bytes(), "score histograms (density)", pixelated=False),
+        )
+    else:
+        shown = {k: v for k, v in results.items() if k != "generated_label_counts"}
+        head = Section(
+            "Data augmentation",
+            f"<p>A classifier trained on {results['few']} real labelled images, against one trained on them plus "
+            f"{results['generated']} VAE samples labelled by the first.</p>"
+            + table([shown])
+            + img((out / "generated.png").read_bytes(), "generated images, sorted by the label they were given"),
+        )
+    return write_page(out / "report.html", f"vaelab {kind}: {out.name}", [head, run_section(out / "vae", "The VAE")], str(out))

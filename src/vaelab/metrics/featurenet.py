@@ -131,19 +131,19 @@ def feature_net(images: torch.Tensor, labels: torch.Tensor | None, cfg: FeatureN
         tensors, meta = load_tensors(path)
         net.load_state_dict(tensors)
         return FeatureNet(net, shape, n_classes, key, float(meta["accuracy"]), source)
-    accuracy = _train(net, images, labels, cfg)
+    order = torch.randperm(len(images), generator=torch.Generator().manual_seed(cfg.seed))[: cfg.max_train]
+    held = order[: max(1, len(order) // 10)]
+    fit_classifier(net, images[order[len(held) :]], labels[order[len(held) :]], cfg)
+    accuracy = classifier_accuracy(net, images[held], labels[held])
     path.parent.mkdir(parents=True, exist_ok=True)
     save_tensors(path, net.state_dict(), accuracy=accuracy, shape=",".join(map(str, shape)), source=source)
     return FeatureNet(net, shape, n_classes, key, accuracy, source)
 
 
-def _train(net: LeNet, images: torch.Tensor, labels: torch.Tensor, cfg: FeatureNetConfig) -> float:
-    """Adam on cross-entropy over a seeded subset; returns the held-out accuracy. The global RNG
-    is left as it was."""  # (the net was built under cfg.seed by the caller)
+def fit_classifier(net: LeNet, images: torch.Tensor, labels: torch.Tensor, cfg: FeatureNetConfig = FeatureNetConfig()) -> LeNet:
+    """Train `net` with Adam on cross-entropy over (images, labels) for cfg.steps batches (the
+    data reshuffled each pass, under cfg.seed). The caller's RNG is left as it was."""
     g = torch.Generator().manual_seed(cfg.seed)
-    order = torch.randperm(len(images), generator=g)[: cfg.max_train]
-    n_test = max(1, len(order) // 10)
-    test, fit = order[:n_test], order[n_test:]
     x, y = images.float(), labels.long()
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.seed + 1)
@@ -151,13 +151,17 @@ def _train(net: LeNet, images: torch.Tensor, labels: torch.Tensor, cfg: FeatureN
         net.train()
         step = 0
         while step < cfg.steps:
-            for idx in fit[torch.randperm(len(fit), generator=g)].split(cfg.batch_size)[: cfg.steps - step]:
+            for idx in torch.randperm(len(x), generator=g).split(cfg.batch_size)[: cfg.steps - step]:
                 loss = nn.functional.cross_entropy(net(x[idx]), y[idx])
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
                 step += 1
+    return net.eval()
+
+
+@torch.no_grad()
+def classifier_accuracy(net: LeNet, images: torch.Tensor, labels: torch.Tensor) -> float:
     net.eval()
-    with torch.no_grad():
-        correct = sum(int((net(x[i]).argmax(1) == y[i]).sum()) for i in test.split(2048))
-    return correct / len(test)
+    correct = sum(int((net(x.float()).argmax(1) == y).sum()) for x, y in zip(images.split(2048), labels.split(2048)))
+    return correct / len(images)
