@@ -1,16 +1,23 @@
+import json
 import re
 
 from vaelab.cli import main
 
 
-def test_demo_writes_a_self_contained_report(tmp_path, capsys):
+def test_demo_writes_a_self_contained_report(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("VAELAB_CACHE", str(tmp_path / "cache"))
     out = tmp_path / "demo"
     assert main(["demo", "--out", str(out), "--quiet", "--set", "train.steps=20", "--set", "data.n=500"]) == 0
     html = (out / "report.html").read_text()
-    assert "About this demo" in html and "A VAE on points" in html
-    assert len(re.findall(r'src="data:image/png;base64,', html)) >= 3  # loss, samples, reconstructions
+    for part in ("About this demo", "A VAE on points", "VAE chain", "β × μ sweep", "A CNN VAE on fontdigits, evaluated", "Latent space", "Evaluation"):
+        assert part in html, part
+    assert len(re.findall(r'src="data:image/png;base64,', html)) >= 12
     assert not re.search(r'src="(?!data:)', html)  # nothing outside the file
     assert (out / "train" / "model.safetensors").is_file()
+    evaluation = json.loads((out / "digits" / "evaluation.json").read_text())
+    assert evaluation["fid"] > 0 and "LeNet" in evaluation["feature_net"]
+    assert (out / "digits" / "latent" / "traversals.png").is_file()
+    assert len(list((tmp_path / "cache").glob("lenet-*.safetensors"))) == 1  # the feature net went to the cache named
     # a second demo replaces the first
     assert main(["demo", "--out", str(out), "--quiet", "--set", "train.steps=10", "--set", "data.n=500"]) == 0
     assert len((out / "train" / "metrics.jsonl").read_text().splitlines()) == 10

@@ -34,7 +34,7 @@ def commands():
 @pytest.mark.parametrize("argv", commands(), ids=" ".join)
 def test_readme_commands_parse_and_their_configs_are_valid(argv):
     args = build_parser().parse_args(argv)
-    if args.verb == "train" and not args.resume:
+    if args.verb in ("anomaly", "augment") or (args.verb == "train" and not args.resume):
         load_config(args.preset, args.config, args.set)
     if args.verb == "chain" and not args.words:
         load_config(args.preset, args.config, args.set)
