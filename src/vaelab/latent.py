@@ -8,7 +8,8 @@ it never saw.
   2-D latent, a t-SNE embedding (van der Maaten & Hinton 2008, scikit-learn) for more dims, the
   value against the image index for one dim;
 - traversals.png: one row per latent (the 16 most active, by mean KL, when there are more), each
-  varied over [−3, 3] with the others fixed at a reference code (the first test image's mean);
+  varied over [−3, 3] with the others fixed at a reference code (the mean of the first image drawn
+  for the scatter);
 - interpolation.png: decodes of (1 − t)·μ_a + t·μ_b between two test images, t from 0 to 1;
 - reconstructions.png: test inputs (odd rows) above their reconstructions (even rows);
 - ood.png: pure uniform noise in (odd rows), what comes out (even rows).
@@ -113,6 +114,10 @@ def latent_views(run_dir: Path | str, *, n: int = 0, seed: int = 0) -> dict[str,
     cfg, model = load_run(run_dir)
     test = load_data(test_data_config(cfg.data, n))
     x = test.images
+    if len(x) < 3:
+        from vaelab.errors import UserError
+
+        raise UserError(f"vaelab latent needs at least 3 test images (an embedding, two to interpolate), got {len(x)}: raise --n")
     out = run_dir / "latent"
     out.mkdir(exist_ok=True)
     paths = {}

@@ -77,6 +77,9 @@ def run_anomaly(config: Config, out: Path | str, *, anomaly_class: int, force: b
     classes = sorted(int(c) for c in pool.labels.unique())
     if anomaly_class not in classes:
         raise UserError(f"--class {anomaly_class} does not exist in {config.data.name}; classes: {', '.join(map(str, classes))}")
+    held = int((test.labels == anomaly_class).sum())
+    if held == 0 or held == len(test):
+        raise UserError(f"the test split ({len(test)} images) has {held} of class {anomaly_class}: ROC-AUC needs both kinds; use more data (data.n)")
     out = prepare_out(Path(out), force=force)
     normal = pool.subset(pool.labels != anomaly_class)
     run = train(config, normal, out=out / "vae", quiet=quiet)

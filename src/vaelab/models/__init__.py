@@ -56,7 +56,7 @@ MODELS: dict[str, ModelSpec] = {
     ),
     "cnn": ModelSpec(
         build_conv,
-        "small CNN VAE: 5x5 convs of 16 and 32 channels, 2x2 pooling, dense 64 (the MNIST study's CNN; 430k weights on 28x28)",
+        "small CNN VAE: 5x5 convs of 16 and 32 channels, 2x2 pooling, dense 64 (the MNIST study's CNN; 442k weights on 28x28 at z = 16)",
         {"hidden": (64,), "channels": (16, 32), "kernel": 5, "pool": True},
     ),
 }
