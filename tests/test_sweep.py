@@ -804,3 +804,19 @@ def test_metrics_that_need_factors_on_a_dataset_without_them_are_refused(tmp_pat
 def test_metrics_that_need_factors_are_refused_with_the_default_test_size(tmp_path):
     out = tmp_path / "out"
     user_error(cli("sweep", "--config", digits_config(tmp_path), "--out", out, "--quiet"), "pmi", "factors")
+
+
+def test_the_arch_preset_runs_on_tiny_settings_with_fid_and_class_spread(tmp_path, monkeypatch):
+    monkeypatch.setenv("VAELAB_CACHE", str(tmp_path / "cache"))
+    d = tmp_path / "arch"
+    r = cli(
+        "sweep", "--preset", "arch-latent-dim", "--grid", "model.latent_dim=2",
+        "--set", "data.n=300", "--set", "train.epochs=1", "--set", "sweep.test_n=200", "--out", d, "--quiet",
+    )  # fmt: skip
+    assert r.rc == 0, r.err
+    rows = {row["cell"]: row for row in csv.DictReader((d / "sweep.csv").open())}
+    assert set(rows) == {"cell-name=dense3,latent_dim=2", "cell-name=cnn,latent_dim=2"}
+    for row in rows.values():
+        assert float(row["fid"]) > 0 and float(row["fid_untrained"]) > 0
+        assert 0 <= float(row["class_tv"]) <= 1 and 0 <= float(row["class_entropy"]) <= math.log(10) + 1e-9
+    assert len(list((tmp_path / "cache").glob("lenet-*.safetensors"))) == 1  # one feature net for every cell
