@@ -42,7 +42,7 @@ from safetensors.torch import load_file, save_file
 TINY = ["--set", "data.n=256", "--set", "train.steps=20", "--set", "sample.n=8"]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
 PRESETS = {"chain-fc1", "chain-fc2", "chain-conv", "chain-asym", "demo"}
-DATASETS = {"points", "squares", "squares-test", "digits", "mnist", "fashion-mnist", "array", "images", "fontdigits"}
+DATASETS = {"points", "squares", "squares-test", "digits", "mnist", "fashion-mnist", "array", "images", "fontdigits", "sprites"}
 SECTIONS = {
     "data": {"name", "n", "seed", "path"},
     "model": {"name", "latent_dim", "hidden", "decoder_hidden", "batch_norm", "likelihood"},

@@ -20,7 +20,7 @@ from vaelab.config import DataConfig, load_config
 from vaelab.data import DATASETS, load_data
 from vaelab.errors import UserError
 
-ALL_DATASETS = {"points", "squares", "squares-test", "digits", "mnist", "fashion-mnist", "array", "images", "fontdigits"}
+ALL_DATASETS = {"points", "squares", "squares-test", "digits", "mnist", "fashion-mnist", "array", "images", "fontdigits", "sprites"}
 IDX_NAMES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
 
 

@@ -121,8 +121,12 @@ class TrainConfig:
     """Adam learning rate"""
     seed: int = 0
     """seed of the initialisation, the shuffling and the reparameterisation noise"""
-    device: str = "cpu"
-    """cpu, cuda, cuda:N or auto (cuda when available)"""
+    device: str = "auto"
+    """auto (cuda when available, else cpu), cpu, cuda or cuda:N"""
+    precision: Literal["fp32", "bf16"] = "fp32"
+    """fp32, or bf16: the forward pass under torch.autocast in bfloat16 (weights and optimizer stay fp32)"""
+    compile: bool = False
+    """compile the model's loss with torch.compile (a one-time cost of seconds to minutes; single runs only)"""
     checkpoint_every: int = 1000
     """steps between checkpoints (resume restarts from the last one)"""
     input_noise: float = 0.0

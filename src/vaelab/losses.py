@@ -109,7 +109,7 @@ def vae_terms(
     total = _weighted(recon_weight, terms["recon"])
     if logvar is not None:
         terms["kl"] = gaussian_kl(mu, logvar)
-        terms["beta"] = beta if torch.is_tensor(beta) else _scalar(float(beta))
+        terms["beta"] = beta if torch.is_tensor(beta) else _scalar(float(beta)) if not torch.compiler.is_compiling() else torch.tensor(float(beta))
         total = total + _weighted(beta, terms["kl"])
     if torch.is_tensor(variability_weight) or variability_weight > 0:
         terms["variability"] = variability_gap(x, torch.sigmoid(logits))

@@ -49,6 +49,12 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def precision_context(precision: str, device: torch.device):
+    """torch.autocast in bfloat16 for "bf16" (matmuls and convolutions in bf16, the rest fp32),
+    a no-op context for "fp32"."""
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
+
+
 def schedule(cfg: Config, n: int) -> tuple[int, int]:
     """(steps per epoch, total steps). A final batch of one image is dropped (batch norm and the
     variability term need pairs)."""
@@ -133,6 +139,8 @@ def train(
     bar = tqdm(total=total, initial=step, unit="step", disable=quiet or not sys.stderr.isatty(), dynamic_ncols=True)
     log = MetricLog(run_dir, history, start=time.perf_counter() - (history[-1]["time"] if history else 0.0), last_good=step)
     shuffled, shuffled_epoch = None, -1
+    autocast = precision_context(cfg.train.precision, device)
+    loss_fn = torch.compile(model.loss) if cfg.train.compile else model.loss
     model.train()
     while step < total:
         epoch, i = divmod(step, per_epoch)
@@ -140,10 +148,11 @@ def train(
             shuffled, shuffled_epoch = x[epoch_order(cfg.train.seed, epoch, n).to(device)], epoch
         batch = shuffled[i * b : (i + 1) * b]  # (B, C, H, W)
 
-        if cfg.train.input_noise > 0:  # a denoising VAE: noisy inputs, clean targets
-            terms = model.loss(batch, step, inputs=batch + cfg.train.input_noise * torch.randn_like(batch))
-        else:
-            terms = model.loss(batch, step)
+        with autocast:
+            if cfg.train.input_noise > 0:  # a denoising VAE: noisy inputs, clean targets
+                terms = loss_fn(batch, step, inputs=batch + cfg.train.input_noise * torch.randn_like(batch))
+            else:
+                terms = loss_fn(batch, step)
         optimizer.zero_grad(set_to_none=True)
         terms["loss"].backward()
         optimizer.step()

@@ -37,7 +37,7 @@ from vaelab.data import Dataset
 from vaelab.errors import TrainingDiverged, UserError
 from vaelab.models import build_model
 from vaelab.runfolder import append_jsonl, prepare_out, write_jsonl, write_toml
-from vaelab.train import LOG_EVERY, Run, epoch_order, finish_run, resolve_device, schedule
+from vaelab.train import LOG_EVERY, Run, epoch_order, finish_run, precision_context, resolve_device, schedule
 
 WEIGHTS = ("recon_weight", "beta", "variability_weight")
 """loss settings that may differ between members (as tensors); every other loss key must match"""
@@ -57,6 +57,7 @@ def group_key(cfg: Config) -> tuple | None:
         t.steps,
         t.batch_size,
         t.device,
+        t.precision,
         t.input_noise,
         s.kl_schedule,
         s.warmup_steps,
@@ -167,6 +168,7 @@ def train_group(
         in_dims=(0, 0, 0, 0, None),
         randomness="different",
     )
+    autocast = precision_context(cfg0.train.precision, device)  # (train.compile applies to single runs only)
     log = _GroupLog(dirs, time.perf_counter())
     bar = tqdm(total=total, unit="step", disable=quiet or not sys.stderr.isatty(), dynamic_ncols=True, desc=f"{n_members} models")
     shuffled, shuffled_epoch, step = None, -1, 0
@@ -176,7 +178,8 @@ def train_group(
             orders = [epoch_order(c.train.seed, epoch, n).to(device) for c in configs]
             shuffled, shuffled_epoch = torch.stack([x[o] for x, o in zip(images, orders)]), epoch  # (M, N, C, H, W)
         batch = shuffled[:, i * b : (i + 1) * b]  # (M, B, C, H, W)
-        terms = step_fn(params, buffers, batch, weights, step)  # name → (M,)
+        with autocast:
+            terms = step_fn(params, buffers, batch, weights, step)  # name → (M,)
         grads = torch.autograd.grad(terms["loss"].sum(), list(params.values()))
         adam.step(list(grads))
         log.add(step, epoch, terms)

@@ -52,6 +52,8 @@ DEFAULT_TEST_N = 2000
 """test images drawn when the dataset has no enumerated test set and sweep.test_n is 0"""
 GROUP_MEMORY = 2 << 30
 """bytes of images (and their per-epoch shuffle) one vectorized group may hold"""
+UNKNOWN_N = 60_000
+"""images assumed for memory planning when a dataset's size is not known before loading (all of a file)"""
 MAX_GROUP = 16
 """members per vectorized group at most (beyond it a 2-core CPU gains nothing)"""
 
@@ -376,7 +378,7 @@ def plan_groups(cells: list[Cell], vectorize: str = "auto") -> list[list[Cell]]:
     groups = []
     for members in by_key.values():
         d = members[0].config.data
-        size = (d.n or DATASETS[d.name].default_n or 1) * _pixels(members[0].config) * 4 * 2
+        size = (d.n or DATASETS[d.name].default_n or UNKNOWN_N) * _pixels(members[0].config) * 4 * 2
         chunk = max(1, min(MAX_GROUP, GROUP_MEMORY // max(size, 1)))
         groups += [members[i : i + chunk] for i in range(0, len(members), chunk)]
     return groups + alone

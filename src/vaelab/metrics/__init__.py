@@ -2,6 +2,25 @@
 that train or build models."""
 
 from vaelab.metrics.datasets import mean_intensity, occupancy, occupancy_distance, variability
+from vaelab.metrics.disentanglement import (
+    GroundTruth,
+    all_scores,
+    beta_vae_score,
+    dci,
+    dci_completeness,
+    dci_disentanglement,
+    dci_importance,
+    discrete_entropy,
+    discrete_mutual_info,
+    discretize,
+    factor_vae_score,
+    mig,
+    modularity,
+    modularity_explicitness,
+    sample_codes,
+    sap,
+    sap_matrix,
+)
 from vaelab.metrics.featurenet import FeatureNet, FeatureNetConfig, feature_net
 from vaelab.metrics.fid import class_distribution, fid, frechet_distance, gaussian_fit
 from vaelab.metrics.latent import LinearMap, decoder_mse, fit_linear_map, pmi
@@ -11,10 +30,21 @@ from vaelab.metrics.prdc import knn_radii, prdc
 __all__ = [
     "FeatureNet",
     "FeatureNetConfig",
+    "GroundTruth",
     "LinearMap",
+    "all_scores",
+    "beta_vae_score",
     "block_centres",
     "class_distribution",
+    "dci",
+    "dci_completeness",
+    "dci_disentanglement",
+    "dci_importance",
     "decoder_mse",
+    "discrete_entropy",
+    "discrete_mutual_info",
+    "discretize",
+    "factor_vae_score",
     "feature_net",
     "fid",
     "fit_linear_map",
@@ -23,10 +53,16 @@ __all__ = [
     "marginal_histograms",
     "mean_intensity",
     "knn_radii",
+    "mig",
+    "modularity",
+    "modularity_explicitness",
     "occupancy",
     "occupancy_distance",
     "pmi",
     "prdc",
+    "sample_codes",
+    "sap",
+    "sap_matrix",
     "total_variation",
     "variability",
 ]
