@@ -29,6 +29,8 @@ from vaelab.evaluate import likelihood_bounds, log_likelihood, recon_mse
 from vaelab.metrics import feature_net, fid, prdc
 from vaelab.models import build_model
 from vaelab.sample import sample
+from vaelab.errors import UserError
+from vaelab.train import train
 
 ALL_KEYS = {
     "n_test", "dataset", "recon_mse", "elbo", "nll_iw", "nll_iw_k", "feature_net", "fid",
@@ -382,3 +384,33 @@ def test_evaluate_bad_options_are_one_line_errors(digits_run, tmp_path, args, ne
     before = (run / "evaluation.json").read_text()
     user_error(cli("evaluate", run, *args), *needles)
     assert (run / "evaluation.json").read_text() == before
+
+
+def test_ground_truths_render_what_the_datasets_draw():
+    import numpy as np
+
+    from vaelab.data import DATASETS
+
+    for name, overrides in (("points", {}), ("sprites", {"data.n": 50})):
+        cfg = load_config(None, overrides={"data.name": name, "data.n": 50, **overrides})
+        data = load_data(cfg.data)
+        truth = DATASETS[name].truth(cfg.data.params)
+        factors = data.factors.numpy().astype(np.int64)
+        assert torch.equal(truth.images(factors), data.images)  # the same pixels from the same factors
+        drawn = truth.sample_factors(500, np.random.default_rng(0))
+        assert drawn.shape == (500, len(truth.factor_sizes))
+        assert (drawn >= 0).all() and (drawn < np.array(truth.factor_sizes)).all()
+
+
+def test_disentanglement_of_a_run_and_its_user_errors(tmp_path):
+    from vaelab.evaluate import disentanglement
+
+    cfg = load_config(None, overrides={"data.n": 300, "model.name": "fc1", "model.hidden": [32], "model.latent_dim": 2, "train.steps": 20})
+    run = train(cfg, quiet=True)
+    sizes = dict(n=300, n_test=100, n_votes=64, n_votes_eval=64, n_variance=300, batch_size=16)
+    scores = disentanglement(run.model, cfg.data, **sizes)
+    names = {"beta_vae", "factor_vae", "mig", "dci_disentanglement", "dci_completeness", "dci_informativeness", "sap", "modularity", "explicitness"}
+    assert set(scores) == names and all(0 <= v <= 1 for v in scores.values())
+    assert disentanglement(run.model, cfg.data, **sizes) == scores  # deterministic for a seed
+    with pytest.raises(UserError, match="renders chosen factors"):
+        disentanglement(run.model, load_config(None, overrides={"data.name": "digits"}).data, **sizes)

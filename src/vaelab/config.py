@@ -214,7 +214,7 @@ class ChainConfig:
         _check(self.metric_samples >= 6, "chain.metric_samples", f"must be >= 6 (k = 5 neighbours), got {self.metric_samples}")
 
 
-SweepMetric = Literal["pmi", "decoder_mse", "neg_elbo", "recon_mse", "fid", "class"]
+SweepMetric = Literal["pmi", "decoder_mse", "neg_elbo", "recon_mse", "fid", "class", "disentanglement"]
 
 
 @dataclass(frozen=True)
@@ -226,7 +226,7 @@ class SweepConfig:
     seeds: int = 1
     """R: repeats of every cell (train.seed and data.seed + r)"""
     metrics: tuple[SweepMetric, ...] = ()
-    """measured on the test set after training: pmi, decoder_mse (need factors), neg_elbo, recon_mse, fid, class (need labels)"""
+    """measured after training: pmi, decoder_mse (need factors), neg_elbo, recon_mse, fid, class (need labels), disentanglement (points, sprites)"""
     pmi_fit: Literal["lstsq", "sgd"] = "lstsq"
     """how pmi fits its linear map: least squares, or the study's 3 epochs of SGD"""
     test_n: int = 0

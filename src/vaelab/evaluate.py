@@ -20,8 +20,25 @@ from torch.distributions import Normal
 
 from vaelab.losses import RECONSTRUCTION, gaussian_kl
 
-EVALUATE_METRICS = ("recon_mse", "elbo", "nll_iw", "fid", "prdc", "class")
-"""what `vaelab evaluate --metrics` may name; fid, prdc and class need a labelled dataset (or an extractor)"""
+EVALUATE_METRICS = ("recon_mse", "elbo", "nll_iw", "fid", "prdc", "class", "disentanglement")
+"""what `vaelab evaluate --metrics` may name; fid, prdc and class need a labelled dataset (or an
+extractor); disentanglement needs a dataset that can render chosen factors (points, sprites) and is
+computed only when asked (minutes at disentanglement_lib's sample sizes)"""
+
+
+def disentanglement(model, data_cfg, seed: int = 0, **sizes) -> dict[str, float]:
+    """The nine disentanglement scores (vaelab.metrics.disentanglement.all_scores) of the model's
+    latent means on its dataset's ground truth; `sizes` shrink the samples (n, n_test, n_votes, …)."""
+    from vaelab.data import DATASETS
+    from vaelab.errors import UserError
+    from vaelab.latent import latent_means
+    from vaelab.metrics.disentanglement import all_scores
+
+    spec = DATASETS[data_cfg.name]
+    if spec.truth is None:
+        can = ", ".join(sorted(k for k, v in DATASETS.items() if v.truth is not None))
+        raise UserError(f"disentanglement metrics need a dataset that renders chosen factors; {data_cfg.name} cannot (use one of: {can})")
+    return all_scores(spec.truth(data_cfg.params), lambda x: latent_means(model, x).numpy(), seed=seed, **sizes)
 
 
 @torch.no_grad()
@@ -156,7 +173,8 @@ def evaluate_run(
             the user has on disk; default: vaelab's feature net trained on the run's training data.
     Returns:
         the flat dict written to evaluation.json: recon_mse, elbo, nll_iw, fid, precision, recall,
-        density, coverage, class_tv, class_entropy, …, feature_net (the features' name), n_test.
+        density, coverage, class_tv, class_entropy, …, feature_net (the features' name), n_test;
+        with "disentanglement": beta_vae, factor_vae, mig, dci_*, sap, modularity, explicitness.
     """
     from vaelab.checkpoint import load_run
     from vaelab.data import load_data, test_data_config
@@ -176,7 +194,7 @@ def evaluate_run(
     cfg, model = load_run(run_dir)
     train = load_data(cfg.data)
     test = load_data(test_data_config(cfg.data, n))
-    wanted = set(asked or EVALUATE_METRICS)
+    wanted = set(asked or [m for m in EVALUATE_METRICS if m != "disentanglement"])
     if train.labels is None:  # no feature net to train, no classes to count
         needs = {"class"} | ({"fid", "prdc"} if extractor is None else set())
         if asked and needs & wanted:
@@ -208,6 +226,8 @@ def evaluate_run(
                 results.update(prdc(real_f[:cap], fake_f[:cap], k=5))
         if "class" in wanted:
             results.update(class_distribution(net.predict(fake), train.labels, net.n_classes))
+    if "disentanglement" in wanted:
+        results.update(disentanglement(model, cfg.data, seed=seed))
     atomic_write(run_dir / "evaluation.json", json.dumps(results, indent=1))
     write_run_report(run_dir)
     return results

@@ -57,16 +57,29 @@ class DatasetSpec:
     """a seeded generator that can draw any number of new images (points, squares)"""
     test: str = ""
     """the dataset that is this one's enumerated test set (squares → squares-test), or none"""
+    truth: Callable[[Any], Any] | None = None
+    """params → a ground truth that draws factors and renders their images (the disentanglement
+    metrics' `GroundTruth`: factor_sizes, sample_factors(n, rng), images(factors)), or None"""
 
 
 DATASETS: dict[str, DatasetSpec] = {}
 
 
-def register(name: str, params: type, description: str, *, default_n: int = 0, path_hint: str = "", generative: bool = False, test: str = ""):
+def register(
+    name: str,
+    params: type,
+    description: str,
+    *,
+    default_n: int = 0,
+    path_hint: str = "",
+    generative: bool = False,
+    test: str = "",
+    truth: Callable[[Any], Any] | None = None,
+):
     """Decorator registering `build(params, n, seed, path) → Dataset` under `name`."""
 
     def deco(build):
-        DATASETS[name] = DatasetSpec(build, params, description, default_n, bool(path_hint), path_hint, generative, test)
+        DATASETS[name] = DatasetSpec(build, params, description, default_n, bool(path_hint), path_hint, generative, test, truth)
         return build
 
     return deco

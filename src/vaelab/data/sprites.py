@@ -204,12 +204,29 @@ def _check_memory(n: int, p: SpritesParams, what: str) -> None:
         raise UserError(f"{what}: {n:,} images are {gib:.2f} GiB of float32, over data.max_gib = {p.max_gib:g} ({most:,} images); lower data.n or raise data.max_gib")
 
 
+class SpritesTruth:
+    """The sprites generator as a disentanglement ground truth: factors drawn as `data.skew` draws
+    them, images rendered by `render_sprites`."""
+
+    factor_sizes = SPRITE_FACTOR_SIZES
+
+    def __init__(self, p: SpritesParams):
+        self.pmfs = factor_pmfs(p)
+
+    def sample_factors(self, n: int, rng: np.random.Generator) -> np.ndarray:
+        return np.stack([rng.choice(k, n, p=pmf) for k, pmf in zip(SPRITE_FACTOR_SIZES, self.pmfs)], axis=1)  # (n, 5)
+
+    def images(self, factors: np.ndarray) -> torch.Tensor:
+        return render_sprites(np.asarray(factors, dtype=np.int64))
+
+
 @register(
     "sprites",
     SpritesParams,
     "64x64 dSprites-style shapes (square, ellipse, heart) x scale x orientation x position, rendered offline; factors exposed, optional skew",
     default_n=0,  # the builder must see data.n = 0: with data.full it means the whole product
     generative=True,
+    truth=SpritesTruth,
 )
 def sprites(p: SpritesParams, n: int, seed: int, path: str) -> Dataset:
     rng = np.random.default_rng(seed)

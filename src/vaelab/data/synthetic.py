@@ -68,7 +68,24 @@ def render_points(x: np.ndarray, y: np.ndarray, size: int, block: int) -> np.nda
     return (rows[:, :, None] & cols[:, None, :]).astype(np.float32)[:, None]  # (n, 1, size, size)
 
 
-@register("points", PointsParams, "the chain study's 24x24 grids: one 3x3 block at binomial (x, y)", default_n=20000, generative=True)
+class PointsTruth:
+    """The points generator as a disentanglement ground truth: block centres (x, y) drawn as the
+    dataset draws them, images rendered by `render_points`."""
+
+    def __init__(self, p: PointsParams):
+        self.p = p
+        self.factor_sizes = (p.size, p.size)
+
+    def sample_factors(self, n: int, rng: np.random.Generator) -> np.ndarray:
+        x, y = points_centres(self.p, n, rng)
+        return np.stack([x, y], axis=1)  # (n, 2)
+
+    def images(self, factors: np.ndarray) -> torch.Tensor:
+        f = np.asarray(factors, dtype=np.int64)
+        return torch.from_numpy(render_points(f[:, 0], f[:, 1], self.p.size, self.p.block))
+
+
+@register("points", PointsParams, "the chain study's 24x24 grids: one 3x3 block at binomial (x, y)", default_n=20000, generative=True, truth=PointsTruth)
 def points(p: PointsParams, n: int, seed: int, path: str) -> Dataset:
     rng = np.random.default_rng(seed)
     x, y = points_centres(p, n, rng)

@@ -35,7 +35,7 @@ import torch
 from vaelab.config import Config, parse_value
 from vaelab.data import DATASETS, Dataset, load_data, test_data_config
 from vaelab.errors import TrainingDiverged, UserError
-from vaelab.evaluate import neg_elbo, recon_mse
+from vaelab.evaluate import disentanglement, neg_elbo, recon_mse
 from vaelab.experiments.study import open_study
 from vaelab.metrics import class_distribution, decoder_mse, feature_net, fid, fit_linear_map, pmi
 from vaelab.models import build_model
@@ -232,6 +232,10 @@ def _class_spread(p: Probe) -> dict[str, float]:
     return {k: spread[k] for k in ("class_tv", "class_entropy")}
 
 
+DISENTANGLEMENT = ("beta_vae", "factor_vae", "mig", "dci_disentanglement", "dci_completeness", "dci_informativeness", "sap", "modularity", "explicitness")
+"""the columns of the disentanglement metric (vaelab.metrics.disentanglement.all_scores)"""
+
+
 SWEEP_METRICS: dict[str, SweepMetric] = {
     "pmi": SweepMetric(("pmi", "pmi_r2"), lambda p: p.recovery[1], needs_factors=True),
     "decoder_mse": SweepMetric(
@@ -241,6 +245,7 @@ SWEEP_METRICS: dict[str, SweepMetric] = {
     "recon_mse": SweepMetric(("recon_mse",), _recon_mse),
     "fid": SweepMetric(("fid",), lambda p: {"fid": fid(p.feature_net(p.test.images), p.feature_net(p.samples))}, needs_labels=True),
     "class": SweepMetric(("class_tv", "class_entropy"), _class_spread, needs_labels=True),
+    "disentanglement": SweepMetric(DISENTANGLEMENT, lambda p: disentanglement(p.model, p.cfg.data, seed=p.cfg.train.seed)),
 }
 TRAIN_COLUMNS = ("train_loss", "train_recon", "train_kl", "train_seconds")
 """every row: the last 100 steps' mean loss, reconstruction and KL terms, and training seconds"""
@@ -276,6 +281,9 @@ def check_metrics(cell: Cell) -> None:
             f"sweep.metrics {', '.join(labelled)} need a labelled dataset (they train a feature net on its labels), "
             f"and dataset {cfg.data.name} has none (use fontdigits, digits, mnist or fashion-mnist, or an array file with a 'labels' key)"
         )
+    if "disentanglement" in cfg.sweep.metrics and DATASETS[cfg.data.name].truth is None:
+        can = ", ".join(sorted(k for k, v in DATASETS.items() if v.truth is not None))
+        raise UserError(f"sweep.metrics disentanglement needs a dataset that renders chosen factors; {cfg.data.name} cannot (use one of: {can})")
     needs = [m for m in cfg.sweep.metrics if SWEEP_METRICS[m].needs_factors]
     if needs and test.factors is None:
         raise UserError(
