@@ -377,7 +377,7 @@ def test_columns_are_cell_seed_keys_metrics_baselines_and_training_terms():
         "train_loss", "train_recon", "train_kl", "train_seconds",
     ]  # fmt: skip
     assert columns(sweep_axes(load_config(PRESET)), load_config(PRESET)) == COLUMNS
-    assert {m: s.needs_factors for m, s in SWEEP_METRICS.items()} == {"pmi": True, "decoder_mse": True, "neg_elbo": False, "recon_mse": False, "fid": False, "class": False}
+    assert {m: s.needs_factors for m, s in SWEEP_METRICS.items()} == {"pmi": True, "decoder_mse": True, "neg_elbo": False, "recon_mse": False, "fid": False, "class": False, "disentanglement": False}
     assert {m for m, s in SWEEP_METRICS.items() if s.needs_labels} == {"fid", "class"}
 
 
