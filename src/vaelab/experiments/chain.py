@@ -226,12 +226,13 @@ def run_chain(config: Config, out: Path | str, *, resume: bool = False, force: b
     Arguments:
         config: the whole config; `chain.*` shapes the chain, the rest trains each VAE.
         out: the chain's folder.
-        resume: continue the chain in `out` (its stored config must equal `config`).
+        resume: continue the chain in `out` (its stored config must equal `config`, except for a
+            larger chain.generations, which extends a finished chain).
         force: overwrite an existing chain folder at `out`.
     """
     cfg, out = config, Path(out)
     check_chain_config(cfg)
-    open_study(cfg, out, resume=resume, force=force)
+    open_study(cfg, out, resume=resume, force=force, growable=("chain.generations",))
     rows = read_table(out / "chain.csv") if resume else []
     start = time.perf_counter()
     for r in range(cfg.chain.seeds):

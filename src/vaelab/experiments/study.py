@@ -10,14 +10,22 @@ from vaelab.errors import UserError
 from vaelab.runfolder import prepare_out, write_toml
 
 
-def open_study(cfg: Config, out: Path, *, resume: bool, force: bool) -> None:
+def open_study(cfg: Config, out: Path, *, resume: bool, force: bool, growable: tuple[str, ...] = ()) -> None:
     """A new study writes its config.toml into an empty `out` (or one `force` may clear); a resumed
-    one must have the same config stored, and loses the temporary files a kill left behind."""
+    one must have the same config stored, and loses the temporary files a kill left behind.
+
+    `growable` names integer keys a resume may raise (a chain's `chain.generations`: more
+    generations extend a chain); the stored config is then updated to the new value."""
     if not resume:
         prepare_out(out, force=force)
         write_toml(out / "config.toml", cfg.to_dict())
         return
     stored = read_run_config(out)
+    grown = {k: cfg.to_dict()[k.split(".")[0]][k.split(".")[1]] for k in growable}
+    if stored.override(grown) == cfg and all(v >= stored.to_dict()[k.split(".")[0]][k.split(".")[1]] for k, v in grown.items()):
+        if stored != cfg:
+            write_toml(out / "config.toml", cfg.to_dict())  # extended
+        stored = cfg
     if stored != cfg:
         diff = [f"{s}.{k}" for s, d in cfg.to_dict().items() for k, v in d.items() if stored.to_dict().get(s, {}).get(k) != v]
         raise UserError(f"--resume: the config differs from the one stored in {out} ({', '.join(diff[:4])}); drop those --set or start a new --out")
