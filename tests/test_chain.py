@@ -509,10 +509,23 @@ def test_resume_of_a_finished_chain_changes_nothing(ref, tmp_path):
 
 def test_resume_with_another_config_is_refused(ref):
     before = (ref / "chain.csv").read_text()
-    line = user_error(cli("chain", "--preset", "chain-fc2", *sets(*K, "chain.generations=4"), "--out", ref, "--resume"), "chain.generations")
+    line = user_error(cli("chain", "--preset", "chain-fc2", *sets(*K, "chain.generations=1"), "--out", ref, "--resume"), "chain.generations")
     assert "--resume" in line
     user_error(cli("chain", "--preset", "chain-fc2", *sets(*K[:-1]), "--out", ref, "--resume"), "chain.init")
     assert (ref / "chain.csv").read_text() == before
+
+
+def test_resume_with_more_generations_extends_the_chain(ref, tmp_path):
+    d = shutil.copytree(ref, tmp_path / "longer")
+    mtimes = {p: p.stat().st_mtime_ns for p in d.rglob("model.safetensors")}
+    r = cli("chain", "--preset", "chain-fc2", *sets(*K, "chain.generations=3"), "--out", d, "--resume", "--quiet")
+    assert r.rc == 0, r.err
+    before, after = (ref / "chain.csv").read_text().splitlines(), (d / "chain.csv").read_text().splitlines()
+    assert after[: len(before)] == before and len(after) == len(before) + 1  # generations 0–2 kept, 3 added
+    assert after[-1].startswith("0,3,")
+    assert all(p.stat().st_mtime_ns == t for p, t in mtimes.items())  # VAEs 0 and 1 reloaded, not retrained
+    assert (d / "seed-0/gen-002/vae/model.safetensors").is_file()
+    assert "generations = 3" in (d / "config.toml").read_text()
 
 
 def test_resume_of_a_folder_that_is_not_a_chain_is_refused(tmp_path):
