@@ -820,3 +820,21 @@ def test_the_arch_preset_runs_on_tiny_settings_with_fid_and_class_spread(tmp_pat
         assert float(row["fid"]) > 0 and float(row["fid_untrained"]) > 0
         assert 0 <= float(row["class_tv"]) <= 1 and 0 <= float(row["class_entropy"]) <= math.log(10) + 1e-9
     assert len(list((tmp_path / "cache").glob("lenet-*.safetensors"))) == 1  # one feature net for every cell
+
+
+def test_the_beta_disentangle_preset_runs_on_tiny_settings_with_traversals(tmp_path):
+    d = tmp_path / "beta"
+    r = cli(
+        "sweep", "--preset", "beta-disentangle", "--grid", "loss.beta=1,32",
+        "--set", "data.n=128", "--set", "train.steps=4", "--set", "train.batch_size=16", "--set", "model.channels=[4,4]",
+        "--set", "sweep.test_n=64", "--set", "sweep.disentanglement_n=100", "--out", d, "--quiet",
+    )  # fmt: skip
+    assert r.rc == 0, r.err
+    rows = list(csv.DictReader((d / "sweep.csv").open()))
+    assert [row["loss.beta"] for row in rows] == ["1", "32"]
+    names = ("beta_vae", "factor_vae", "mig", "dci_disentanglement", "dci_completeness", "dci_informativeness", "sap", "modularity", "explicitness")
+    for row in rows:
+        assert all(0 <= float(row[k]) <= 1 for k in names)
+        assert (d / row["cell"] / "latent" / "traversals.png").is_file()
+    html = (d / "report.html").read_text()
+    assert "Latent traversals per cell" in html and html.count("beta=") >= 2

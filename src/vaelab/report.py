@@ -574,6 +574,11 @@ def sweep_sections(sweep_dir: Path | str) -> list[Section]:
     if curves is not None:
         atomic_write(sweep_dir / "training.png", curves)
         sections.append(Section("Training loss per cell (seed 0)", img(curves, "moving average; log scale", pixelated=False)))
+    views = [(r["cell"], sweep_dir / r["cell"] / "latent" / "traversals.png") for r in rows if r["seed"] == 0]
+    views = [(c, p) for c, p in views if p.is_file()]
+    if views:
+        items = "".join(img(p.read_bytes(), c.removeprefix("cell-"), width=300) for c, p in views)
+        sections.append(Section("Latent traversals per cell (seed 0)", '<p class="muted">each row one latent over [−3, 3], the others at a reference code</p><div class="grid">' + items + "</div>"))
     means = []
     for cell in dict.fromkeys(r["cell"].split(",seed=")[0] for r in rows):
         at = [r for r in rows if r["cell"].split(",seed=")[0] == cell]

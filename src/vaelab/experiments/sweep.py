@@ -227,6 +227,12 @@ def _recon_mse(p: Probe) -> dict[str, float]:
     return {"recon_mse": recon_mse(p.model, p.test.images)}
 
 
+def _disentanglement(p: Probe) -> dict[str, float]:
+    n = p.cfg.sweep.disentanglement_n
+    sizes = dict(n=n, n_test=n // 2, n_votes=n, n_votes_eval=n // 2, n_variance=n)
+    return disentanglement(p.model, p.cfg.data, seed=p.cfg.train.seed, **sizes)
+
+
 def _class_spread(p: Probe) -> dict[str, float]:
     spread = class_distribution(p.feature_net.predict(p.samples), p.train_data.labels, p.feature_net.n_classes)
     return {k: spread[k] for k in ("class_tv", "class_entropy")}
@@ -245,7 +251,7 @@ SWEEP_METRICS: dict[str, SweepMetric] = {
     "recon_mse": SweepMetric(("recon_mse",), _recon_mse),
     "fid": SweepMetric(("fid",), lambda p: {"fid": fid(p.feature_net(p.test.images), p.feature_net(p.samples))}, needs_labels=True),
     "class": SweepMetric(("class_tv", "class_entropy"), _class_spread, needs_labels=True),
-    "disentanglement": SweepMetric(DISENTANGLEMENT, lambda p: disentanglement(p.model, p.cfg.data, seed=p.cfg.train.seed)),
+    "disentanglement": SweepMetric(DISENTANGLEMENT, lambda p: _disentanglement(p)),
 }
 TRAIN_COLUMNS = ("train_loss", "train_recon", "train_kl", "train_seconds")
 """every row: the last 100 steps' mean loss, reconstruction and KL terms, and training seconds"""
@@ -432,4 +438,8 @@ def _row(cell: Cell, result: Run | TrainingDiverged) -> dict:
     row["train_seconds"] = result.seconds
     if test is not None:
         row.update(measure(result.model, test, cfg))
+    if cfg.sweep.views and result.dir is not None:
+        from vaelab.latent import latent_views
+
+        latent_views(result.dir, n=cfg.sweep.test_n)
     return row
