@@ -33,6 +33,7 @@ import torch
 import torch.nn.functional as F
 
 from vaelab.data.registry import Dataset, register
+from vaelab.data.registry import check_param as _check
 from vaelab.errors import UserError
 
 FONT_CANDIDATES = (
@@ -52,11 +53,6 @@ RENDER_PT = 256
 CHUNK = 256
 """images generated at a time (small chunks stay in the CPU cache: 4× faster than 4096)"""
 FACTOR_NAMES = ("digit", "font", "rotation", "scale", "shear", "dx", "dy", "stroke")
-
-
-def _check(ok: bool, key: str, message: str) -> None:
-    if not ok:
-        raise UserError(f"data.{key} {message}")
 
 
 @dataclass(frozen=True)

@@ -85,6 +85,12 @@ def register(
     return deco
 
 
+def check_param(ok: bool, key: str, message: str) -> None:
+    """A dataset parameter's validation: raise the one-line user error `data.<key> <message>`."""
+    if not ok:
+        raise UserError(f"data.{key} {message}")
+
+
 def load_data(cfg: Any) -> Dataset:
     """Build the dataset a `DataConfig` names (name, n, seed, path, params)."""
     spec = DATASETS.get(cfg.name)

@@ -53,6 +53,7 @@ import numpy as np
 import torch
 
 from vaelab.data.registry import Dataset, register
+from vaelab.data.registry import check_param as _check
 from vaelab.errors import UserError
 
 SPRITE_FACTOR_NAMES = ("shape", "scale", "orientation", "pos_x", "pos_y")
@@ -91,11 +92,6 @@ DEFAULT_N = 10_000
 FULL_SIZE = math.prod(SPRITE_FACTOR_SIZES)
 IMAGE_BYTES = SIZE * SIZE * 4
 """one float32 image (1, 64, 64)"""
-
-
-def _check(ok: bool, key: str, message: str) -> None:
-    if not ok:
-        raise UserError(f"data.{key} {message}")
 
 
 @dataclass(frozen=True)

@@ -15,12 +15,7 @@ import numpy as np
 import torch
 
 from vaelab.data.registry import Dataset, register
-from vaelab.errors import UserError
-
-
-def _check(ok: bool, key: str, message: str) -> None:
-    if not ok:
-        raise UserError(f"data.{key} {message}")
+from vaelab.data.registry import check_param as _check
 
 
 @dataclass(frozen=True)

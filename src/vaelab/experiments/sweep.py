@@ -195,7 +195,7 @@ class Probe:
 
     @functools.cached_property
     def train_data(self) -> Dataset:
-        return _test_set(self.cfg.data)
+        return _dataset(self.cfg.data)
 
     @functools.cached_property
     def feature_net(self):
@@ -271,7 +271,8 @@ def test_config(cfg: Config):
 
 
 @functools.lru_cache(maxsize=8)
-def _test_set(data_cfg) -> Dataset:
+def _dataset(data_cfg) -> Dataset:
+    """A dataset by its DataConfig, loaded once (test sets, and the training data of the feature net)."""
     return load_data(data_cfg)
 
 
@@ -280,7 +281,7 @@ def check_metrics(cell: Cell) -> None:
     cfg = cell.config
     if not cfg.sweep.metrics:
         return
-    test = _test_set(test_config(cfg))
+    test = _dataset(test_config(cfg))
     labelled = [m for m in cfg.sweep.metrics if SWEEP_METRICS[m].needs_labels]
     if labelled and load_data(cfg.data).labels is None:
         raise UserError(
@@ -392,19 +393,16 @@ def plan_groups(cells: list[Cell], vectorize: str = "auto") -> list[list[Cell]]:
     groups = []
     for members in by_key.values():
         d = members[0].config.data
-        size = (d.n or DATASETS[d.name].default_n or UNKNOWN_N) * _pixels(members[0].config) * 4 * 2
+        size = (d.n or DATASETS[d.name].default_n or UNKNOWN_N) * _pixels(d) * 4 * 2
         chunk = max(1, min(MAX_GROUP, GROUP_MEMORY // max(size, 1)))
         groups += [members[i : i + chunk] for i in range(0, len(members), chunk)]
     return groups + alone
 
 
 @functools.lru_cache(maxsize=64)
-def _pixels_of(data_cfg) -> int:
+def _pixels(data_cfg) -> int:
+    """Pixels per image of a dataset (from a handful of its images)."""
     return math.prod(load_data(replace(data_cfg, n=min(data_cfg.n or 8, 8))).shape)
-
-
-def _pixels(cfg: Config) -> int:
-    return _pixels_of(cfg.data)
 
 
 def _train(group: list[Cell], out: Path, quiet: bool) -> list[Run | TrainingDiverged]:
@@ -423,7 +421,7 @@ def _train(group: list[Cell], out: Path, quiet: bool) -> list[Run | TrainingDive
 def _row(cell: Cell, result: Run | TrainingDiverged) -> dict:
     cfg = cell.config
     row = {"cell": cell.name, "seed": cell.seed, **cell.values}
-    test = _test_set(test_config(cfg)) if cfg.sweep.metrics else None
+    test = _dataset(test_config(cfg)) if cfg.sweep.metrics else None
     if test is not None:
         torch.manual_seed(cfg.train.seed)
         untrained = build_model(cfg, test.shape).eval()
