@@ -311,8 +311,9 @@ def augment(tmp_path_factory):
 
 def test_augment_json_has_the_documented_keys_and_sizes(augment):
     res = augment["json"]
-    assert set(res) == {"few", "generated", "accuracy_real", "accuracy_augmented", "n_test", "generated_label_counts"}
+    assert set(res) == {"few", "generated", "accuracy_real", "accuracy_augmented", "n_test", "generated_label_counts", "generated_labels"}
     assert (res["few"], res["generated"], res["n_test"]) == (100, 200, N_TEST)
+    assert res["generated_labels"] == "classifier"  # an unconditional VAE: the real-only classifier labels its images
     counts = res["generated_label_counts"]
     assert len(counts) == 10 and all(isinstance(c, int) and c >= 0 for c in counts)
     assert sum(counts) == 200

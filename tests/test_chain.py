@@ -30,6 +30,7 @@ import torch
 
 from vaelab.checkpoint import load_run
 from vaelab.config import load_config
+from vaelab.data import Dataset
 from vaelab.evaluate import neg_elbo
 from vaelab.experiments.chain import generate, original_data, read_table, training_set
 from vaelab.metrics import mean_intensity, occupancy_distance, variability
@@ -93,6 +94,11 @@ def hand_sets(n: int, generations: int = 3, shape=(1, 1, 1)) -> list[torch.Tenso
     return [(100.0 * g + torch.arange(n, dtype=torch.float32)).view(n, 1, 1, 1).expand(n, *shape).clone() for g in range(generations)]
 
 
+def ts(cfg, r: int, g: int, tensors: list[torch.Tensor]) -> torch.Tensor:
+    """training_set over datasets of these images (no labels): its images."""
+    return training_set(cfg, r, g, [Dataset(t) for t in tensors]).images
+
+
 def values(t: torch.Tensor) -> list[float]:
     return t.flatten(1)[:, 0].tolist()
 
@@ -107,20 +113,20 @@ def mode_cfg(mode: str, **extra):
 )
 def test_training_set_of_generation_0_is_the_original_data(mode, extra):
     d0 = hand_sets(10, 1)[0]
-    assert torch.equal(training_set(mode_cfg(mode, **extra), 0, 0, [d0]), d0)
+    assert torch.equal(ts(mode_cfg(mode, **extra), 0, 0, [d0]), d0)
 
 
 def test_training_set_of_generation_0_is_the_original_data_for_fresh():
     cfg = load_config("chain-fc2", overrides={"data.n": 10, "chain.mode": "fresh", "chain.real_fraction": 0.5})
     d0 = original_data(cfg, 0)[0].images
-    assert torch.equal(training_set(cfg, 0, 0, [d0]), d0)
+    assert torch.equal(ts(cfg, 0, 0, [d0]), d0)
 
 
 def test_training_set_replace_is_the_latest_dataset():
     d = hand_sets(10)
     cfg = mode_cfg("replace")
-    assert torch.equal(training_set(cfg, 0, 1, d[:2]), d[1])
-    assert torch.equal(training_set(cfg, 0, 2, [d[0], d[2]]), d[2])
+    assert torch.equal(ts(cfg, 0, 1, d[:2]), d[1])
+    assert torch.equal(ts(cfg, 0, 2, [d[0], d[2]]), d[2])
 
 
 @pytest.mark.parametrize("f,n", [(0.3, 10), (0.5, 10), (0.25, 10), (0.75, 20), (0.05, 10), (1.0, 10), (0.999, 7)])
@@ -129,20 +135,20 @@ def test_training_set_mix_keeps_the_stated_fraction_of_real_images(f, n):
     cfg = mode_cfg("mix", **{"data.n": n, "chain.real_fraction": f})
     n_real = round(f * n)
     for g, datasets in ((1, [d[0], d[1]]), (2, [d[0], d[2]])):
-        t = training_set(cfg, 0, g, datasets)
+        t = ts(cfg, 0, g, datasets)
         assert t.shape == (n, 1, 1, 1)
         v = values(t)
         real = [x for x in v if x < 100]
         synthetic = [x for x in v if 100 * g <= x < 100 * g + 100]
         assert len(real) == n_real and len(synthetic) == n - n_real and len(real) + len(synthetic) == n
         assert len(set(real)) == len(real) and len(set(synthetic)) == len(synthetic)  # drawn without replacement
-        assert torch.equal(training_set(cfg, 0, g, datasets), t)  # seeded
+        assert torch.equal(ts(cfg, 0, g, datasets), t)  # seeded
 
 
 def test_training_set_mix_draws_a_random_subset_of_the_originals():
     d = hand_sets(100)
     cfg = mode_cfg("mix", **{"data.n": 100, "chain.real_fraction": 0.3})
-    picks = [sorted(x for x in values(training_set(cfg, r, g, [d[0], d[1]])) if x < 100) for r, g in ((0, 1), (0, 2), (1, 1))]
+    picks = [sorted(x for x in values(ts(cfg, r, g, [d[0], d[1]])) if x < 100) for r, g in ((0, 1), (0, 2), (1, 1))]
     assert picks[0] != list(map(float, range(30)))  # not simply the first 30
     assert picks[0] != picks[1] and picks[0] != picks[2]  # a new draw per generation and per repeat
 
@@ -150,7 +156,7 @@ def test_training_set_mix_draws_a_random_subset_of_the_originals():
 @pytest.mark.parametrize("g", [1, 2])
 def test_training_set_accumulate_is_every_dataset_so_far(g):
     d = hand_sets(10)
-    t = training_set(mode_cfg("accumulate"), 0, g, d[: g + 1])
+    t = ts(mode_cfg("accumulate"), 0, g, d[: g + 1])
     assert t.shape[0] == (g + 1) * 10
     assert sorted(values(t)) == sorted(values(torch.cat(d[: g + 1])))
 
@@ -159,7 +165,7 @@ def test_training_set_accumulate_is_every_dataset_so_far(g):
 def test_training_set_accumulate_subsample_draws_the_budget_from_the_pool(budget, expected):
     d = hand_sets(10)
     cfg = mode_cfg("accumulate-subsample", **{"chain.budget": budget})
-    t = training_set(cfg, 0, 2, d)
+    t = ts(cfg, 0, 2, d)
     v = values(t)
     assert len(v) == expected  # the budget (default: the original size), or the whole pool when smaller
     assert len(set(v)) == len(v)  # without replacement
@@ -174,10 +180,10 @@ def test_training_set_fresh_mixes_new_real_draws_with_the_latest_dataset():
     d0, heldout = original_data(cfg, 0)
     assert d0.images.shape == (n, 1, 21, 21)
     latest = torch.full((n, 1, 21, 21), 2.0) + torch.arange(n).view(n, 1, 1, 1)  # recognisable synthetic images
-    old = {tuple(x.flatten().tolist()) for x in torch.cat([d0.images, heldout])}
+    old = {tuple(x.flatten().tolist()) for x in torch.cat([d0.images, heldout.images])}
     reals = []
     for g in (1, 2):
-        t = training_set(cfg, 0, g, [d0.images, latest])
+        t = ts(cfg, 0, g, [d0.images, latest])
         assert t.shape == (n, 1, 21, 21)
         synthetic = [x for x in t if x.min() >= 2.0 and bool((x == x.flatten()[0]).all())]
         real = [x for x in t if not (x.min() >= 2.0 and bool((x == x.flatten()[0]).all()))]
@@ -198,13 +204,13 @@ def test_generate_quantizes_to_multiples_of_1_over_255_only_when_asked():
     cfg = load_config("chain-fc2", overrides={"sample.seed": 3})
     torch.manual_seed(0)
     model = build_model(cfg, (1, 24, 24)).eval()
-    q = generate(cfg, model, 40, 0, 1)
-    raw = generate(cfg.override({"chain.quantize": False}), model, 40, 0, 1)
+    q = generate(cfg, model, 40, 0, 1).images
+    raw = generate(cfg.override({"chain.quantize": False}), model, 40, 0, 1).images
     assert torch.equal(q, (raw * 255).round() / 255)
     assert not torch.equal(q, raw)
     assert torch.allclose(q * 255, (q * 255).round(), atol=1e-4)
     assert any(torch.equal(raw, sample(model, 40, seed=s)) for s in range(20))  # a plain seeded prior draw
-    assert not torch.equal(generate(cfg, model, 40, 0, 2), q)  # another generation, another draw
+    assert not torch.equal(generate(cfg, model, 40, 0, 2).images, q)  # another generation, another draw
 
 
 # ---------------------------------------------------------------------------------------------
@@ -296,7 +302,7 @@ def test_saved_data_is_the_generated_data_quantized_and_the_metrics_are_its_own(
             assert x.shape == (N, 1, 24, 24) and x.dtype == np.float32
             assert np.allclose(x * 255, np.round(x * 255), atol=1e-4)  # 8-bit values
             _, model = load_run(replace2 / f"seed-{s}/gen-{g - 1:03d}/vae")
-            assert np.array_equal(x, generate(cfg, model, N, s, g - 1).numpy())
+            assert np.array_equal(x, generate(cfg, model, N, s, g - 1).images.numpy())
             t = torch.from_numpy(x)
             row = rows[(s, g)]
             assert row["variability"] == pytest.approx(variability(t, 10_000, seed=0), abs=1e-12)
@@ -305,7 +311,7 @@ def test_saved_data_is_the_generated_data_quantized_and_the_metrics_are_its_own(
             # replace: VAE g−1 trained on D_{g−1}
             assert row["distribution_diff_train"] == pytest.approx(occupancy_distance(t, torch.from_numpy(data[g - 1])), abs=1e-12)
             # the generating VAE's −ELBO on the held-out originals
-            assert row["neg_elbo"] == pytest.approx(neg_elbo(model, heldout, seed=0)["neg_elbo"], rel=1e-9)
+            assert row["neg_elbo"] == pytest.approx(neg_elbo(model, heldout.images, seed=0)["neg_elbo"], rel=1e-9)
         assert not np.array_equal(data[1], data[2])
 
 
@@ -314,7 +320,7 @@ def test_unquantized_data_is_stored_as_generated(modes):
     cfg = load_config(config_file=d / "config.toml")
     x = np.load(d / "seed-0/gen-001/data.npz")["images"]
     _, model = load_run(d / "seed-0/gen-000/vae")
-    assert np.array_equal(x, generate(cfg, model, N, 0, 0).numpy())
+    assert np.array_equal(x, generate(cfg, model, N, 0, 0).images.numpy())
     assert not np.allclose(x * 255, np.round(x * 255), atol=1e-4)
 
 

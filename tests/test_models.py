@@ -15,17 +15,22 @@ def cfg_for(name, likelihood="gaussian", **extra):
     return load_config(overrides={"model.name": name, "model.likelihood": likelihood, "data.n": 1000, **extra})
 
 
+def labels_for(name, n, k=3):
+    """labels (n,) in 0..k−1 for a conditional model, None for the others"""
+    return torch.arange(n) % k if MODELS[name].conditional else None
+
+
 @pytest.mark.parametrize("likelihood", ["gaussian", "bernoulli"])
 @pytest.mark.parametrize("name", MODEL_NAMES)
 def test_shapes_and_one_backward_step(name, likelihood):
-    cfg = cfg_for(name, likelihood, **{"model.latent_dim": 5})
+    cfg = cfg_for(name, likelihood, **{"model.latent_dim": 5, "model.classes": 3})
     model = build_model(cfg, (1, 24, 24))
-    x = torch.rand(6, 1, 24, 24)
-    q = model.encode(x)
+    x, y = torch.rand(6, 1, 24, 24), labels_for(name, 6)
+    q = model.encode(x, y)
     assert isinstance(q, Normal) and q.mean.shape == (6, 5) and q.stddev.shape == (6, 5)
-    x_hat = model.decode(q.mean)
+    x_hat = model.decode(q.mean, y)
     assert x_hat.shape == (6, 1, 24, 24) and x_hat.min() >= 0 and x_hat.max() <= 1
-    terms = model.loss(x, step=0)
+    terms = model.loss(x, step=0, labels=y)
     assert terms["loss"].shape == () and torch.isfinite(terms["loss"])
     terms["loss"].backward()
     grads = [p.grad for p in model.parameters()]
@@ -36,8 +41,10 @@ def test_shapes_and_one_backward_step(name, likelihood):
 @pytest.mark.parametrize("likelihood", ["gaussian", "bernoulli"])
 @pytest.mark.parametrize("name", MODEL_NAMES)
 def test_loss_falls_on_points(name, likelihood):
-    # conv models with 8 filters instead of 32: the same structure, a quarter of the time
-    cfg = cfg_for(name, likelihood, **{"train.steps": 200, "train.batch_size": 32, "data.n": 2000, "model.channels": [8]})
+    # conv models with 8 filters instead of 32: the same structure, a quarter of the time; a
+    # conditional model on the bundled digits (points have no labels)
+    data = {"data.name": "digits", "data.n": 0} if MODELS[name].conditional else {"data.n": 2000}
+    cfg = cfg_for(name, likelihood, **{"train.steps": 200, "train.batch_size": 32, "model.channels": [8], **data})
     run = train(cfg, quiet=True)
     losses = [r["loss"] for r in run.history]
     assert len(losses) == 200

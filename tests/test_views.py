@@ -43,7 +43,7 @@ class CodeModel:
     def parameters(self):
         return iter([self.weight])
 
-    def decode(self, z: torch.Tensor) -> torch.Tensor:
+    def decode(self, z: torch.Tensor, labels=None) -> torch.Tensor:
         return z[:, None, None, :].clone()  # (B, 1, 1, L)
 
 

@@ -93,6 +93,7 @@ def build_parser() -> Parser:
     q = verb("sample", "generate images from a trained run")
     q.add_argument("dir", help="a run folder")
     q.add_argument("--n", type=int, help="number of images (default: sample.n)")
+    q.add_argument("--class", dest="klass", type=int, metavar="K", help="a conditional model (cvae): draw class K only (default: every class in turn)")
     q.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="sample.delta, sample.denoise, sample.seed")
     q.add_argument("--out", required=True, help="a .png (image grid) or .npz (key `images`, (N, C, H, W) float32)")
 
@@ -182,6 +183,7 @@ def _write_npz(path: str, **arrays) -> None:
 def cmd_sample(a) -> None:
     from vaelab.checkpoint import load_run
     from vaelab.images import save_grid
+    from vaelab.models import class_labels
     from vaelab.sample import sample
 
     kind = _output_kind(a.out, (".png", ".npz"))
@@ -193,11 +195,12 @@ def cmd_sample(a) -> None:
     n = a.n if a.n is not None else s.n
     if n < 1:
         raise UserError(f"--n must be >= 1, got {n}")
-    images = sample(model, n, delta=s.delta, denoise=s.denoise, seed=s.seed)
+    labels = class_labels(model, n, a.klass)
+    images = sample(model, n, delta=s.delta, denoise=s.denoise, seed=s.seed, labels=labels)
     if kind == ".png":
         save_grid(a.out, images)
     else:
-        _write_npz(a.out, images=images)
+        _write_npz(a.out, images=images, **({"labels": labels} if labels is not None else {}))
     print(f"wrote {n} samples to {a.out}")
 
 
@@ -221,11 +224,20 @@ def cmd_reconstruct(a) -> None:
     shape = tuple(x.shape[1:])
     import torch
 
+    from vaelab.models import class_labels
+
     with torch.no_grad():
-        trained = tuple(model.decode(torch.zeros(1, model.latent_dim)).shape[1:])  # the decoder's (C, H, W)
+        trained = tuple(model.decode(torch.zeros(1, model.latent_dim), class_labels(model, 1)).shape[1:])  # the decoder's (C, H, W)
     if shape != trained:
         raise UserError(f"--input images are {shape} but the run was trained on {trained}")
-    x_hat = reconstruct(model, x)
+    labels = None
+    if model.n_classes:
+        if data.labels is None:
+            raise UserError(f"{cfg.model.name} reconstructs an image with its class: give --input an .npz with a 'labels' array")
+        labels = data.labels[: a.n]
+        if int(labels.max()) >= model.n_classes or int(labels.min()) < 0:
+            raise UserError(f"--input labels must be in 0..{model.n_classes - 1} (the model's classes)")
+    x_hat = reconstruct(model, x, labels)
     if kind == ".png":
         save_grid(a.out, interleave_rows(x, x_hat, 8), nrow=8)
     else:

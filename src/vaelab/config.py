@@ -55,7 +55,7 @@ class ModelConfig:
     """The architecture; the image shape comes from the data."""
 
     name: str = "fc2"
-    """model name (`vaelab.models.MODELS`): fc1, fc2, conv, asym, ae"""
+    """model name (`vaelab.models.MODELS`, `vaelab presets` lists them): fc1, fc2, conv, asym, ae, dense3, cnn, cvae"""
     latent_dim: int = 8
     """size of the latent code z, 1 to 2048"""
     hidden: tuple[int, ...] = ()
@@ -72,8 +72,11 @@ class ModelConfig:
     """batch normalisation after every hidden layer"""
     likelihood: Likelihood = "gaussian"
     """output likelihood: gaussian (summed squared error) or bernoulli (summed binary cross-entropy)"""
+    classes: int = 0
+    """conditional models (cvae): the number of label classes; 0 takes the training data's (its largest label + 1)"""
 
     def __post_init__(self):
+        _check(self.classes >= 0, "model.classes", f"must be >= 0, got {self.classes}")
         _check(1 <= self.latent_dim <= 2048, "model.latent_dim", f"must be in 1..2048, got {self.latent_dim}")
         for key in ("hidden", "decoder_hidden", "channels"):
             _check(all(w >= 1 for w in getattr(self, key)), f"model.{key}", "widths must be >= 1")

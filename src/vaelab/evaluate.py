@@ -19,6 +19,7 @@ import torch
 from torch.distributions import Normal
 
 from vaelab.losses import RECONSTRUCTION, gaussian_kl
+from vaelab.sample import batches, reconstruct
 
 EVALUATE_METRICS = ("recon_mse", "elbo", "nll_iw", "fid", "prdc", "class", "disentanglement")
 """what `vaelab evaluate --metrics` may name; fid, prdc and class need a labelled dataset (or an
@@ -42,12 +43,13 @@ def disentanglement(model, data_cfg, seed: int = 0, **sizes) -> dict[str, float]
 
 
 @torch.no_grad()
-def neg_elbo(model, x: torch.Tensor, *, seed: int = 0, batch_size: int = 1024) -> dict[str, float]:
+def neg_elbo(model, x: torch.Tensor, *, labels: torch.Tensor | None = None, seed: int = 0, batch_size: int = 1024) -> dict[str, float]:
     """Per-sample negative ELBO in training units (recon + KL, β = 1, without the Gaussian's
     constant) of `model` on x (N, C, H, W), one z per image.
 
     The noise comes from a private generator seeded by `seed`: the result is deterministic and the
     global RNG is untouched. An autoencoder has no KL (its figure is the reconstruction term).
+    `labels` (N,) condition a conditional model (and are ignored by the others).
 
     Returns:
         {"neg_elbo", "recon", "kl"} averaged over the images.
@@ -59,15 +61,14 @@ def neg_elbo(model, x: torch.Tensor, *, seed: int = 0, batch_size: int = 1024) -
     model.eval()
     totals = {"recon": 0.0, "kl": 0.0}
     try:
-        for xb in x.split(batch_size):
-            xb = xb.to(device)
-            mu, logvar = model.posterior_params(xb)  # (B, L), (B, L) or None
+        for xb, yb in batches(x, labels, batch_size, device):
+            mu, logvar = model.posterior_params(xb, yb)  # (B, L), (B, L) or None
             if logvar is None:
                 z, kl = mu, 0.0
             else:
                 eps = torch.randn(mu.shape, generator=g).to(device)
                 z, kl = mu + torch.exp(0.5 * logvar) * eps, gaussian_kl(mu, logvar).item()
-            totals["recon"] += recon_fn(model.decoder(z), xb).item() * len(xb)
+            totals["recon"] += recon_fn(model.logits(z, yb), xb).item() * len(xb)
             totals["kl"] += kl * len(xb)
     finally:
         model.train(was_training)
@@ -86,7 +87,7 @@ def log_likelihood(likelihood: str, logits: torch.Tensor, x: torch.Tensor) -> to
 
 
 @torch.no_grad()
-def likelihood_bounds(model, x: torch.Tensor, *, k: int = 64, seed: int = 0, batch_size: int = 256) -> dict[str, float]:
+def likelihood_bounds(model, x: torch.Tensor, *, labels: torch.Tensor | None = None, k: int = 64, seed: int = 0, batch_size: int = 256) -> dict[str, float]:
     """The ELBO (E_q log p(x|z) over the same k draws, closed-form KL) and the importance-weighted bound of Burda et al.
     2016 with k samples, as a negative log-likelihood: nll_iw = −log (1/k) Σ p(x|zᵢ) p(zᵢ) / q(zᵢ|x),
     zᵢ ~ q(z|x). nll_iw ≤ −elbo, and it tightens as k grows. Both in nats per image, averaged."""
@@ -96,13 +97,12 @@ def likelihood_bounds(model, x: torch.Tensor, *, k: int = 64, seed: int = 0, bat
     model.eval()
     elbo_sum = nll_sum = 0.0
     try:
-        for xb in x.split(batch_size):
-            xb = xb.to(device)
-            mu, logvar = model.posterior_params(xb)  # (B, L) each
+        for xb, yb in batches(x, labels, batch_size, device):
+            mu, logvar = model.posterior_params(xb, yb)  # (B, L) each
             std = torch.exp(0.5 * logvar)
             eps = torch.randn((k, *mu.shape), generator=g).to(device)  # (k, B, L)
             z = mu + std * eps  # (k, B, L)
-            logits = model.decoder(z.flatten(0, 1))  # (k·B, C, H, W)
+            logits = model.logits(z.flatten(0, 1), None if yb is None else yb.repeat(k))  # (k·B, C, H, W)
             log_px = log_likelihood(model.likelihood, logits, xb.repeat(k, 1, 1, 1)).view(k, -1)  # (k, B)
             log_pz = Normal(0.0, 1.0).log_prob(z).sum(-1)  # (k, B)
             log_qz = Normal(mu, std).log_prob(z).sum(-1)  # (k, B)
@@ -116,7 +116,7 @@ def likelihood_bounds(model, x: torch.Tensor, *, k: int = 64, seed: int = 0, bat
 
 
 @torch.no_grad()
-def image_scores(model, x: torch.Tensor, *, seed: int = 0, batch_size: int = 1024) -> dict[str, torch.Tensor]:
+def image_scores(model, x: torch.Tensor, *, labels: torch.Tensor | None = None, seed: int = 0, batch_size: int = 1024) -> dict[str, torch.Tensor]:
     """Per-image scores (N,) for anomaly detection: `neg_elbo` (training units: reconstruction term
     through one z ~ q(z|x) plus KL) and `recon_error` (summed squared error through the posterior mean)."""
     device = next(model.parameters()).device
@@ -125,30 +125,27 @@ def image_scores(model, x: torch.Tensor, *, seed: int = 0, batch_size: int = 102
     model.eval()
     out: dict[str, list] = {"neg_elbo": [], "recon_error": []}
     try:
-        for xb in x.split(batch_size):
-            xb = xb.to(device)
-            mu, logvar = model.posterior_params(xb)  # (B, L) each (logvar None for an autoencoder)
+        for xb, yb in batches(x, labels, batch_size, device):
+            mu, logvar = model.posterior_params(xb, yb)  # (B, L) each (logvar None for an autoencoder)
             z, kl = mu, torch.zeros(len(xb), device=device)
             if logvar is not None:
                 z = mu + torch.exp(0.5 * logvar) * torch.randn(mu.shape, generator=g).to(device)
                 kl = 0.5 * (mu.pow(2) + logvar.exp() - 1.0 - logvar).sum(1)
-            logits = model.decoder(z)  # (B, C, H, W)
+            logits = model.logits(z, yb)  # (B, C, H, W)
             if model.likelihood == "bernoulli":
                 rec = torch.nn.functional.binary_cross_entropy_with_logits(logits, xb, reduction="none").flatten(1).sum(1)
             else:
                 rec = (torch.sigmoid(logits) - xb).pow(2).flatten(1).sum(1)
             out["neg_elbo"].append((rec + kl).cpu())
-            out["recon_error"].append((model.decode(mu) - xb).pow(2).flatten(1).sum(1).cpu())
+            out["recon_error"].append((model.decode(mu, yb) - xb).pow(2).flatten(1).sum(1).cpu())
     finally:
         model.train(was_training)
     return {k: torch.cat(v) for k, v in out.items()}
 
 
-def recon_mse(model, x: torch.Tensor) -> float:
+def recon_mse(model, x: torch.Tensor, labels: torch.Tensor | None = None) -> float:
     """Mean squared error per pixel of the reconstructions through the posterior mean."""
-    from vaelab.sample import reconstruct
-
-    return (reconstruct(model, x) - x).pow(2).mean().item()
+    return (reconstruct(model, x, labels) - x).pow(2).mean().item()
 
 
 def evaluate_run(
@@ -200,20 +197,20 @@ def evaluate_run(
         if asked and needs & wanted:
             feature_net(train.images, None, source=cfg.data.name)  # raises the user error naming what to pass
         wanted -= needs
-    x = test.images
+    x, y = test.images, test.labels if model.n_classes else None  # a conditional model's labels
     results: dict = {"n_test": len(x), "dataset": test.name}
     if "recon_mse" in wanted:
-        results["recon_mse"] = recon_mse(model, x)
+        results["recon_mse"] = recon_mse(model, x, y)
     if model.deterministic and asked and wanted & {"elbo", "nll_iw"}:
         raise UserError(f"{run_dir} holds a deterministic autoencoder ({cfg.model.name}): it has no ELBO or likelihood bound")
     if wanted & {"elbo", "nll_iw"} and not model.deterministic:
-        bounds = likelihood_bounds(model, x, k=k, seed=seed)
+        bounds = likelihood_bounds(model, x, labels=y, k=k, seed=seed)
         results.update({m: bounds[m] for m in ("elbo", "nll_iw") if m in wanted})
         if "nll_iw" in wanted:
             results["nll_iw_k"] = k
     if wanted & {"fid", "prdc", "class"}:
         s = cfg.sample
-        fake = sample(model, len(x), delta=s.delta, denoise=s.denoise, seed=s.seed)
+        fake = sample(model, len(x), delta=s.delta, denoise=s.denoise, seed=s.seed, labels=y)  # a cvae: the test set's classes
         net = feature_net(train.images, train.labels, source=cfg.data.name) if train.labels is not None else None
         extract = extractor or net
         results["feature_net"] = getattr(extract, "name", type(extract).__name__)

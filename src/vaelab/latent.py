@@ -22,6 +22,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from vaelab.sample import batches
+
 TRAVERSAL = torch.linspace(-3.0, 3.0, 9)
 """the values each latent takes in a traversal row"""
 MAX_ROWS = 16
@@ -31,40 +33,45 @@ TSNE_POINTS = 2000
 
 
 @torch.no_grad()
-def latent_means(model, images: torch.Tensor, batch_size: int = 2048) -> torch.Tensor:
-    """μ of q(z|x) for every image: (N, C, H, W) → (N, L) on the CPU."""
+def latent_means(model, images: torch.Tensor, labels: torch.Tensor | None = None, batch_size: int = 2048) -> torch.Tensor:
+    """μ of q(z|x) for every image: (N, C, H, W) [labels (N,) for a conditional model] → (N, L) on the CPU."""
     device = next(model.parameters()).device
-    return torch.cat([model.posterior_params(x.to(device))[0].cpu() for x in images.split(batch_size)])
+    return torch.cat([model.posterior_params(x, y)[0].cpu() for x, y in batches(images, labels, batch_size, device)])
 
 
 @torch.no_grad()
-def active_dims(model, images: torch.Tensor, limit: int = MAX_ROWS) -> list[int]:
+def active_dims(model, images: torch.Tensor, labels: torch.Tensor | None = None, limit: int = MAX_ROWS) -> list[int]:
     """The latent dims with the largest mean KL over the images (all of them when L ≤ limit)."""
     if model.latent_dim <= limit or model.deterministic:
         return list(range(min(model.latent_dim, limit)))
     device = next(model.parameters()).device
-    mu, logvar = model.posterior_params(images[:2048].to(device))
+    mu, logvar = model.posterior_params(images[:2048].to(device), None if labels is None else labels[:2048].to(device))
     kl = 0.5 * (mu.pow(2) + logvar.exp() - 1.0 - logvar).mean(0)  # (L,)
     return sorted(kl.argsort(descending=True)[:limit].tolist())
 
 
 @torch.no_grad()
-def traversals(model, reference: torch.Tensor, dims: list[int], values: torch.Tensor = TRAVERSAL) -> torch.Tensor:
+def traversals(model, reference: torch.Tensor, dims: list[int], values: torch.Tensor = TRAVERSAL, label: int | None = None) -> torch.Tensor:
     """Decodes with latent d set to each value, the others at `reference` (L,): (len(dims)·V, C, H, W),
-    one row of V images per dim."""
+    one row of V images per dim (a conditional model decodes them all as class `label`)."""
     device = next(model.parameters()).device
     z = reference.repeat(len(dims) * len(values), 1)  # (D·V, L)
     for i, d in enumerate(dims):
         z[i * len(values) : (i + 1) * len(values), d] = values
-    return model.decode(z.to(device)).cpu()
+    return model.decode(z.to(device), _labels(label, len(z), device)).cpu()
 
 
 @torch.no_grad()
-def interpolation(model, mu_a: torch.Tensor, mu_b: torch.Tensor, steps: int = 10) -> torch.Tensor:
-    """Decodes of (1 − t)·μ_a + t·μ_b for t in [0, 1]: (steps, C, H, W)."""
+def interpolation(model, mu_a: torch.Tensor, mu_b: torch.Tensor, steps: int = 10, label: int | None = None) -> torch.Tensor:
+    """Decodes of (1 − t)·μ_a + t·μ_b for t in [0, 1]: (steps, C, H, W) (as class `label` for a
+    conditional model)."""
     device = next(model.parameters()).device
     t = torch.linspace(0.0, 1.0, steps)[:, None]  # (S, 1)
-    return model.decode(((1 - t) * mu_a + t * mu_b).to(device)).cpu()
+    return model.decode(((1 - t) * mu_a + t * mu_b).to(device), _labels(label, steps, device)).cpu()
+
+
+def _labels(label: int | None, n: int, device) -> torch.Tensor | None:
+    return None if label is None else torch.full((n,), int(label), dtype=torch.int64, device=device)
 
 
 def embedding(mu: torch.Tensor, seed: int = 0) -> tuple[np.ndarray, str]:
@@ -126,18 +133,22 @@ def latent_views(run_dir: Path | str, *, n: int = 0, seed: int = 0) -> dict[str,
         paths[name] = atomic_write(out / f"{name}.png", png)
 
     keep = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))[:TSNE_POINTS].sort().values
-    mu = latent_means(model, x[keep])
+    y = test.labels if model.n_classes else None  # a conditional model's encoder and decoder take them
+    pick = (lambda t, i: None if t is None else t[i])
+    mu = latent_means(model, x[keep], pick(y, keep))
     xy, how = embedding(mu, seed)
     save("latent", scatter_png(xy, None if test.labels is None else test.labels[keep], how))
-    dims = active_dims(model, x)
-    rows = traversals(model, mu[0], dims)
+    dims = active_dims(model, x, y)
+    first = None if y is None else int(y[keep[0]])  # the reference image's class
+    rows = traversals(model, mu[0], dims, label=first)
     save("traversals", png_bytes(make_grid(rows, nrow=len(TRAVERSAL))))
-    pair = interpolation(model, mu[0], mu[1])
+    pair = interpolation(model, mu[0], mu[1], label=first)
     save("interpolation", png_bytes(make_grid(pair, nrow=len(pair))))
     inputs = x[:16]
-    save("reconstructions", png_bytes(make_grid(interleave_rows(inputs, reconstruct(model, inputs), 8), nrow=8)))
+    save("reconstructions", png_bytes(make_grid(interleave_rows(inputs, reconstruct(model, inputs, pick(y, slice(0, 16))), 8), nrow=8)))
     noise = torch.rand((8, *x.shape[1:]), generator=torch.Generator().manual_seed(seed))
-    save("ood", png_bytes(make_grid(interleave_rows(noise, reconstruct(model, noise), 8), nrow=8)))
+    noise_y = torch.arange(8) % model.n_classes if model.n_classes else None  # noise presented as classes 0, 1, …
+    save("ood", png_bytes(make_grid(interleave_rows(noise, reconstruct(model, noise, noise_y), 8), nrow=8)))
     atomic_write(out / "traversal_dims.txt", " ".join(map(str, dims)) + "\n")
     write_run_report(run_dir)
     return paths

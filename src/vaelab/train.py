@@ -23,7 +23,7 @@ from vaelab.checkpoint import load_state, read_run_config, save_checkpoint
 from vaelab.config import Config
 from vaelab.data import Dataset, load_data
 from vaelab.errors import TrainingDiverged, UserError
-from vaelab.models import VAE, build_model
+from vaelab.models import VAE, build_model, fit_to_data
 from vaelab.runfolder import append_jsonl, prepare_out, read_jsonl, remove_temporary_files, write_jsonl, write_toml
 
 
@@ -107,9 +107,9 @@ def train(
     Returns:
         a Run with the trained model (in eval mode) and the per-step history.
     """
-    cfg = config
-    device = resolve_device(cfg.train.device)
-    data = data if data is not None else load_data(cfg.data)
+    device = resolve_device(config.train.device)
+    data = data if data is not None else load_data(config.data)
+    cfg = fit_to_data(config, data)  # a conditional model's classes come from the labels
     run_dir = Path(out) if out is not None else None
     torch.manual_seed(cfg.train.seed)
     model = build_model(cfg, data.shape).to(device)  # first: a config the data cannot fit writes nothing
@@ -132,27 +132,31 @@ def train(
         write_jsonl(run_dir / "metrics.jsonl", [])
 
     x = data.images.to(device)
+    y = data.labels.to(device) if model.n_classes else None  # (N,) for a conditional model
     n, b = x.shape[0], cfg.train.batch_size
     per_epoch, total = schedule(cfg, n)
     if n < 2 and (cfg.loss.variability_weight > 0 or cfg.model.batch_norm):
         raise UserError(f"the dataset holds {n} image(s); batch norm and the variability term need at least 2")
     bar = tqdm(total=total, initial=step, unit="step", disable=quiet or not sys.stderr.isatty(), dynamic_ncols=True)
     log = MetricLog(run_dir, history, start=time.perf_counter() - (history[-1]["time"] if history else 0.0), last_good=step)
-    shuffled, shuffled_epoch = None, -1
+    shuffled, shuffled_y, shuffled_epoch = None, None, -1
     autocast = precision_context(cfg.train.precision, device)
     loss_fn = torch.compile(model.loss) if cfg.train.compile else model.loss
     model.train()
     while step < total:
         epoch, i = divmod(step, per_epoch)
         if epoch != shuffled_epoch:
-            shuffled, shuffled_epoch = x[epoch_order(cfg.train.seed, epoch, n).to(device)], epoch
+            order = epoch_order(cfg.train.seed, epoch, n).to(device)
+            shuffled, shuffled_epoch = x[order], epoch
+            shuffled_y = y[order] if y is not None else None
         batch = shuffled[i * b : (i + 1) * b]  # (B, C, H, W)
+        extra = {} if y is None else {"labels": shuffled_y[i * b : (i + 1) * b]}  # (B,)
 
         with autocast:
             if cfg.train.input_noise > 0:  # a denoising VAE: noisy inputs, clean targets
-                terms = loss_fn(batch, step, inputs=batch + cfg.train.input_noise * torch.randn_like(batch))
+                terms = loss_fn(batch, step, inputs=batch + cfg.train.input_noise * torch.randn_like(batch), **extra)
             else:
-                terms = loss_fn(batch, step)
+                terms = loss_fn(batch, step, **extra)
         optimizer.zero_grad(set_to_none=True)
         terms["loss"].backward()
         optimizer.step()
@@ -225,19 +229,22 @@ def finish_run(run: Run) -> None:
     from vaelab.report import write_run_report
     from vaelab.sample import sample
 
-    s = run.config.sample
-    save_grid(run.dir / "samples.png", sample(run.model, s.n, delta=s.delta, denoise=s.denoise, seed=s.seed))
-    save_reconstructions(run.dir, run.model, run.data.images)
+    s, k = run.config.sample, run.model.n_classes
+    labels = torch.arange(k).repeat_interleave(8) if k else None  # a conditional model: one row of 8 per class
+    images = sample(run.model, len(labels) if k else s.n, delta=s.delta, denoise=s.denoise, seed=s.seed, labels=labels)
+    save_grid(run.dir / "samples.png", images, nrow=8 if k else None)
+    save_reconstructions(run.dir, run.model, run.data.images, run.data.labels)
     write_run_report(run.dir)
 
 
-def save_reconstructions(run_dir: Path, model, images: torch.Tensor) -> None:
+def save_reconstructions(run_dir: Path, model, images: torch.Tensor, labels: torch.Tensor | None = None) -> None:
     """reconstructions.png: the first 16 images, each row of 8 above its reconstructions."""
     from vaelab.images import interleave_rows, save_grid
     from vaelab.sample import reconstruct
 
     inputs = images[:16]
-    save_grid(run_dir / "reconstructions.png", interleave_rows(inputs, reconstruct(model, inputs), 8), nrow=8)
+    out = reconstruct(model, inputs, labels[:16] if labels is not None else None)
+    save_grid(run_dir / "reconstructions.png", interleave_rows(inputs, out, 8), nrow=8)
 
 
 def resume(run_dir: Path | str, *, quiet: bool = False) -> Run:

@@ -35,7 +35,7 @@ from vaelab.checkpoint import save_checkpoint
 from vaelab.config import Config
 from vaelab.data import Dataset
 from vaelab.errors import TrainingDiverged, UserError
-from vaelab.models import build_model
+from vaelab.models import build_model, fit_to_data
 from vaelab.runfolder import append_jsonl, prepare_out, write_jsonl, write_toml
 from vaelab.train import LOG_EVERY, Run, epoch_order, finish_run, precision_context, resolve_device, schedule
 
@@ -106,8 +106,8 @@ class _LossOf(nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(self, x: torch.Tensor, step: int, weights: dict, noise: float) -> dict[str, torch.Tensor]:
-        return self.model.loss(x, step, weights, inputs=x + noise * torch.randn_like(x) if noise > 0 else None)
+    def forward(self, x: torch.Tensor, step: int, weights: dict, noise: float, labels: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        return self.model.loss(x, step, weights, inputs=x + noise * torch.randn_like(x) if noise > 0 else None, labels=labels)
 
 
 def train_group(
@@ -139,6 +139,7 @@ def train_group(
     shapes = {(len(d), d.shape) for d in datas}
     if len(shapes) != 1:
         raise UserError(f"a vectorized group needs the same number and shape of images in every member, got {sorted(shapes)}")
+    configs = [fit_to_data(c, d) for c, d in zip(configs, datas)]  # a conditional model's classes
     cfg0, n_members = configs[0], len(configs)
     device = resolve_device(cfg0.train.device)
     models = []
@@ -160,26 +161,29 @@ def train_group(
     adam = StackedAdam(list(params.values()), torch.tensor([c.train.lr for c in configs]))
 
     images = [d.images.to(device) for d in datas]
+    labels = [d.labels.to(device) for d in datas] if models[0].n_classes else None  # a conditional model's
     n, b = len(datas[0]), cfg0.train.batch_size
     per_epoch, total = schedule(cfg0, n)
     torch.manual_seed(cfg0.train.seed)
     step_fn = vmap(
-        lambda p, bu, x, w, step: functional_call(base, (p, bu), (x, step, w, cfg0.train.input_noise)),
-        in_dims=(0, 0, 0, 0, None),
+        lambda p, bu, x, w, step, y: functional_call(base, (p, bu), (x, step, w, cfg0.train.input_noise, y)),
+        in_dims=(0, 0, 0, 0, None, 0 if labels else None),
         randomness="different",
     )
     autocast = precision_context(cfg0.train.precision, device)  # (train.compile applies to single runs only)
     log = _GroupLog(dirs, time.perf_counter())
     bar = tqdm(total=total, unit="step", disable=quiet or not sys.stderr.isatty(), dynamic_ncols=True, desc=f"{n_members} models")
-    shuffled, shuffled_epoch, step = None, -1, 0
+    shuffled, shuffled_y, shuffled_epoch, step = None, None, -1, 0
     while step < total:
         epoch, i = divmod(step, per_epoch)
         if epoch != shuffled_epoch:
             orders = [epoch_order(c.train.seed, epoch, n).to(device) for c in configs]
             shuffled, shuffled_epoch = torch.stack([x[o] for x, o in zip(images, orders)]), epoch  # (M, N, C, H, W)
+            shuffled_y = torch.stack([y[o] for y, o in zip(labels, orders)]) if labels else None  # (M, N)
         batch = shuffled[:, i * b : (i + 1) * b]  # (M, B, C, H, W)
+        batch_y = shuffled_y[:, i * b : (i + 1) * b] if labels else None  # (M, B)
         with autocast:
-            terms = step_fn(params, buffers, batch, weights, step)  # name → (M,)
+            terms = step_fn(params, buffers, batch, weights, step, batch_y)  # name → (M,)
         grads = torch.autograd.grad(terms["loss"].sum(), list(params.values()))
         adam.step(list(grads))
         log.add(step, epoch, terms)

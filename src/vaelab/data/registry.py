@@ -41,6 +41,17 @@ class Dataset:
         pick = (lambda t: None if t is None else t[index])
         return Dataset(pick(self.images), pick(self.labels), pick(self.factors), self.factor_names, self.name)
 
+    @staticmethod
+    def concat(parts: "list[Dataset]", name: str = "") -> "Dataset":
+        """The parts one after another; labels (factors) are kept only when every part has them."""
+        if len(parts) == 1 and not name:
+            return parts[0]
+        join = (lambda ts: torch.cat(ts) if all(t is not None for t in ts) else None)
+        factors = join([p.factors for p in parts])
+        return Dataset(
+            torch.cat([p.images for p in parts]), join([p.labels for p in parts]), factors, parts[0].factor_names if factors is not None else (), name or parts[0].name
+        )
+
 
 @dataclass(frozen=True)
 class DatasetSpec:

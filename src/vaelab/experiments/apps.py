@@ -30,6 +30,7 @@ from vaelab.data import Dataset, load_data
 from vaelab.errors import UserError
 from vaelab.evaluate import image_scores
 from vaelab.metrics.featurenet import FeatureNetConfig, LeNet, classifier_accuracy, fit_classifier
+from vaelab.models import MODELS, class_labels
 from vaelab.runfolder import atomic_write, prepare_out
 from vaelab.sample import sample
 from vaelab.train import train
@@ -73,6 +74,8 @@ def histogram_png(scores: dict[str, torch.Tensor], positive: torch.Tensor, k: in
 def run_anomaly(config: Config, out: Path | str, *, anomaly_class: int, force: bool = False, quiet: bool = False) -> dict:
     """Train on every class but `anomaly_class`; score the test images; write anomaly.json,
     scores.png and report.html into `out` (the VAE's run folder is `out/vae`). Returns the results."""
+    if MODELS[config.model.name].conditional:
+        raise UserError(f"vaelab anomaly scores images without knowing their class; model {config.model.name} needs it: use an unconditional model")
     pool, test = split(config, "vaelab anomaly")
     classes = sorted(int(c) for c in pool.labels.unique())
     if anomaly_class not in classes:
@@ -106,7 +109,8 @@ def run_anomaly(config: Config, out: Path | str, *, anomaly_class: int, force: b
 
 def run_augment(config: Config, out: Path | str, *, few: int = 100, generated: int = 1000, force: bool = False, quiet: bool = False) -> dict:
     """Classifiers trained on `few` real labelled images, with and without `generated` VAE images
-    labelled by the first; write augment.json, generated.png and report.html into `out`."""
+    labelled by the first (or, from a conditional VAE, by the class each was drawn for); write
+    augment.json, generated.png and report.html into `out`."""
     pool, test = split(config, "vaelab augment")
     if not 10 <= few <= len(pool):
         raise UserError(f"--few must be in 10..{len(pool)} (the pool's size), got {few}")
@@ -128,9 +132,10 @@ def run_augment(config: Config, out: Path | str, *, few: int = 100, generated: i
 
     real_only = classifier(x_few, y_few)
     s = config.sample
-    fake = sample(run.model, generated, delta=s.delta, denoise=s.denoise, seed=s.seed)
+    drawn = class_labels(run.model, generated)  # a conditional model: every class in turn
+    fake = sample(run.model, generated, delta=s.delta, denoise=s.denoise, seed=s.seed, labels=drawn)
     with torch.no_grad():
-        fake_labels = real_only(fake).argmax(1)
+        fake_labels = drawn if drawn is not None else real_only(fake).argmax(1)
     augmented = classifier(torch.cat([x_few, fake]), torch.cat([y_few, fake_labels]))
     results = {
         "few": few,
@@ -139,6 +144,7 @@ def run_augment(config: Config, out: Path | str, *, few: int = 100, generated: i
         "accuracy_augmented": classifier_accuracy(augmented, test.images, test.labels),
         "n_test": len(test),
         "generated_label_counts": torch.bincount(fake_labels, minlength=n_classes).tolist(),
+        "generated_labels": "conditional" if drawn is not None else "classifier",  # the cvae's classes, or the real-only classifier's guesses
     }
     atomic_write(out / "augment.json", json.dumps(results, indent=1))
     from vaelab.images import save_grid

@@ -48,6 +48,7 @@ from vaelab.metrics import (
     variability,
 )
 from vaelab.runfolder import atomic_write, prepare_out, read_csv, write_csv
+from vaelab.models import build_model, class_labels, fit_to_data
 from vaelab.sample import sample
 from vaelab.train import save_reconstructions, train
 
@@ -77,37 +78,38 @@ def _seed(base: int, r: int, g: int = 0, salt: int = 0) -> int:
     return base + 1_000_003 * salt + 10_007 * r + g
 
 
-def _subset(images: torch.Tensor, n: int, seed: int) -> torch.Tensor:
-    """n images drawn without replacement (seeded), or all of them when n >= len."""
-    if n >= images.shape[0]:
-        return images
-    return images[torch.randperm(images.shape[0], generator=torch.Generator().manual_seed(seed))[:n]]
+def _subset(data, n: int, seed: int):
+    """n images (of a tensor or a Dataset) drawn without replacement (seeded), or all of them when n >= len."""
+    if n >= len(data):
+        return data
+    index = torch.randperm(len(data), generator=torch.Generator().manual_seed(seed))[:n]
+    return data.subset(index) if isinstance(data, Dataset) else data[index]
 
 
 # ---------------------------------------------------------------------------------------------
 # Data: the original set, held-out originals, and each generation's training set.
 
 
-def original_data(cfg: Config, r: int) -> tuple[Dataset, torch.Tensor]:
-    """(D_0 for repeat r, held-out original images for the ELBO)."""
+def original_data(cfg: Config, r: int) -> tuple[Dataset, Dataset]:
+    """(D_0 for repeat r, held-out originals for the ELBO)."""
     spec = DATASETS[cfg.data.name]
     h = cfg.chain.holdout
     if spec.generative:
         original = load_data(replace(cfg.data, seed=_seed(cfg.data.seed, r)))
         heldout = load_data(replace(cfg.data, n=h, seed=_seed(cfg.data.seed, r, salt=1)))
-        return original, heldout.images
+        return original, heldout
     full = load_data(replace(cfg.data, n=0))
     n = cfg.data.n or len(full) - h
     if n < 2 or h + n > len(full):
         raise UserError(f"{cfg.data.name} holds {len(full)} images: not enough for data.n={cfg.data.n} plus chain.holdout={h}")
     order = torch.randperm(len(full), generator=torch.Generator().manual_seed(_seed(cfg.data.seed, r)))
-    return full.subset(order[h : h + n]), full.images[order[:h]]
+    return full.subset(order[h : h + n]), full.subset(order[:h])
 
 
-def training_set(cfg: Config, r: int, g: int, datasets: list[torch.Tensor]) -> torch.Tensor:
-    """T_g, the training images of VAE g, from D_0 … D_g (`datasets`) by `chain.mode`."""
+def training_set(cfg: Config, r: int, g: int, datasets: list[Dataset]) -> Dataset:
+    """T_g, the training set of VAE g, from D_0 … D_g (`datasets`) by `chain.mode`."""
     ch, original, latest = cfg.chain, datasets[0], datasets[-1]
-    n = original.shape[0]
+    n = len(original)
     if g == 0 or ch.mode == "replace":
         return latest
     if ch.mode in ("mix", "fresh"):
@@ -115,20 +117,22 @@ def training_set(cfg: Config, r: int, g: int, datasets: list[torch.Tensor]) -> t
         if ch.mode == "mix":
             real = _subset(original, n_real, _seed(cfg.data.seed, r, g, salt=2))
         else:
-            real = load_data(replace(cfg.data, n=max(n_real, 1), seed=_seed(cfg.data.seed, r, g, salt=3))).images[:n_real]
+            real = load_data(replace(cfg.data, n=max(n_real, 1), seed=_seed(cfg.data.seed, r, g, salt=3))).subset(slice(0, n_real))
         synthetic = _subset(latest, n - n_real, _seed(cfg.data.seed, r, g, salt=4))
-        return torch.cat([real, synthetic])
-    pool = torch.cat(datasets)
+        return Dataset.concat([real, synthetic])
+    pool = Dataset.concat(datasets)
     if ch.mode == "accumulate":
         return pool
     return _subset(pool, ch.budget or n, _seed(cfg.data.seed, r, g, salt=5))  # accumulate-subsample
 
 
-def generate(cfg: Config, model, n: int, r: int, g: int) -> torch.Tensor:
-    """D_{g+1}: n samples of VAE g with the config's δ and denoising, stored as 8-bit if asked."""
+def generate(cfg: Config, model, n: int, r: int, g: int) -> Dataset:
+    """D_{g+1}: n samples of VAE g with the config's δ and denoising, stored as 8-bit if asked; a
+    conditional model draws every class in turn, and its images carry those labels."""
     s = cfg.sample
-    images = sample(model, n, delta=s.delta, denoise=s.denoise, seed=_seed(s.seed, r, g))
-    return (images * 255).round() / 255 if cfg.chain.quantize else images
+    labels = class_labels(model, n)
+    images = sample(model, n, delta=s.delta, denoise=s.denoise, seed=_seed(s.seed, r, g), labels=labels)
+    return Dataset((images * 255).round() / 255 if cfg.chain.quantize else images, labels, name=f"D_{g + 1}")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -188,7 +192,10 @@ def measure(cfg: Config, images: torch.Tensor, reference: torch.Tensor, original
         k = np.arange(p.size)
         row.update(x_tv=total_variation(hx, px), y_tv=total_variation(hy, py), x_mean=float(hx @ k), y_mean=float(hy @ k))
         detail = {"x_marginal": hx.tolist(), "y_marginal": hy.tolist(), "x_true": px.tolist(), "y_true": py.tolist()}
-    row["neg_elbo"] = neg_elbo(model, heldout, seed=0)["neg_elbo"] if model is not None else math.nan
+    if model is not None:
+        row["neg_elbo"] = neg_elbo(model, heldout.images, labels=heldout.labels if model.n_classes else None, seed=0)["neg_elbo"]
+    else:
+        row["neg_elbo"] = math.nan
     return row, detail
 
 
@@ -214,10 +221,8 @@ def check_chain_config(cfg: Config) -> None:
     if ch.mode == "fresh" and not DATASETS[cfg.data.name].generative:
         generative = ", ".join(sorted(k for k, v in DATASETS.items() if v.generative))
         raise UserError(f"chain.mode=fresh draws new real images each generation: dataset {cfg.data.name} cannot (use one of: {generative})")
-    from vaelab.models import build_model
-
     original, _ = original_data(cfg, 0)  # data.n + chain.holdout fit the dataset …
-    build_model(cfg, original.shape)  # … and the model fits its images, before any folder is written
+    build_model(fit_to_data(cfg, original), original.shape)  # … and the model fits its images, before any folder is written
 
 
 def run_chain(config: Config, out: Path | str, *, resume: bool = False, force: bool = False, quiet: bool = False) -> list[dict]:
@@ -249,26 +254,26 @@ def _run_seed(cfg: Config, out: Path, r: int, rows: list[dict], quiet: bool) -> 
     done = {row["generation"] for row in rows if row["seed"] == r}
     original, heldout = original_data(cfg, r)
     n = ch.samples or len(original)
-    datasets = [original.images]
+    datasets = [original]
     keep_all = ch.mode in ("accumulate", "accumulate-subsample")
     hoods = Neighbourhoods(ch.metric_samples)
 
     def record(g: int, images, reference, model, n_train: int) -> None:
         gen_dir = seed_dir / f"gen-{g:03d}"
-        row, detail = measure(cfg, images, reference, original.images, heldout, model, hoods)
+        row, detail = measure(cfg, images.images, reference.images, original.images, heldout, model, hoods)
         row = {"seed": r, "generation": g, "n_train": n_train, **row}
-        save_grid(gen_dir / "samples.png", images[:64])
-        atomic_write(gen_dir / "occupancy.png", png_bytes(make_grid(occupancy(images)[None].float(), scale=4)))
+        save_grid(gen_dir / "samples.png", images.images[:64])
+        atomic_write(gen_dir / "occupancy.png", png_bytes(make_grid(occupancy(images.images)[None].float(), scale=4)))
         atomic_write(gen_dir / "metrics.json", json.dumps({**row, **detail}, indent=1))
         if ch.save_data:
             buf = io.BytesIO()
-            np.savez_compressed(buf, images=images.numpy())
+            np.savez_compressed(buf, images=images.images.numpy(), **({"labels": images.labels.numpy()} if images.labels is not None else {}))
             atomic_write(gen_dir / "data.npz", buf.getvalue())
         rows.append(row)
         write_table(out / "chain.csv", rows)  # after every generation: the resume point
 
     if 0 not in done:
-        record(0, original.images, original.images, None, 0)
+        record(0, original, original, None, 0)
     state = None
     for g in range(ch.generations):
         train_set = training_set(cfg, r, g, datasets)
@@ -279,7 +284,7 @@ def _run_seed(cfg: Config, out: Path, r: int, rows: list[dict], quiet: bool) -> 
             if vae_dir.exists():
                 shutil.rmtree(vae_dir)  # an unfinished VAE a kill left behind, in whatever state
             cfg_g = cfg.override({"train.seed": _seed(cfg.train.seed, r, g)})
-            data = Dataset(train_set, name=f"chain T_{g}")
+            data = replace(train_set, name=f"chain T_{g}")
             model = train(cfg_g, data, out=vae_dir, force=True, quiet=quiet, init=state, finish=False).model
             finish_vae(vae_dir, model, train_set)
         generated = generate(cfg, model, n, r, g)
@@ -289,10 +294,10 @@ def _run_seed(cfg: Config, out: Path, r: int, rows: list[dict], quiet: bool) -> 
         state = {k: v.detach().clone() for k, v in model.state_dict().items()} if ch.init == "finetune" else None
 
 
-def finish_vae(vae_dir: Path, model, train_set: torch.Tensor) -> None:
+def finish_vae(vae_dir: Path, model, train_set: Dataset) -> None:
     """A chain VAE's pictures, without the per-run report (`vaelab report DIR` builds it from the
     files), and without the optimizer state: a chain resumes per generation, never mid-VAE."""
-    save_reconstructions(vae_dir, model, train_set)
+    save_reconstructions(vae_dir, model, train_set.images, train_set.labels)
     (vae_dir / "state.safetensors").unlink(missing_ok=True)
 
 

@@ -38,7 +38,8 @@ from vaelab.errors import TrainingDiverged, UserError
 from vaelab.evaluate import disentanglement, neg_elbo, recon_mse
 from vaelab.experiments.study import open_study
 from vaelab.metrics import class_distribution, decoder_mse, feature_net, fid, fit_linear_map, pmi
-from vaelab.models import build_model
+from vaelab.latent import latent_means
+from vaelab.models import MODELS, build_model, fit_to_data
 from vaelab.runfolder import read_csv, write_csv
 from vaelab.sample import sample
 from vaelab.train import Run, train
@@ -181,12 +182,13 @@ class Probe:
     def __init__(self, model, test: Dataset, cfg: Config):
         self.model, self.test, self.cfg = model, test, cfg
         self.device = next(model.parameters()).device
+        self.labels = test.labels if model.n_classes else None
+        """what a conditional model takes with the test images (None for the others)"""
 
     @functools.cached_property
     def recovery(self) -> tuple[Any, dict[str, float]]:
         t = self.test
-        with torch.no_grad():
-            mu = torch.cat([self.model.posterior_params(x.to(self.device))[0].cpu() for x in t.images.split(4096)])  # (N, L)
+        mu = latent_means(self.model, t.images, self.labels)  # (N, L)
         order = torch.randperm(len(t), generator=torch.Generator().manual_seed(self.cfg.data.seed))
         cut = max(1, min(len(t) - 1, round(FIT_FRACTION * len(t))))
         fit_idx, test_idx = order[:cut], order[cut:]
@@ -205,7 +207,7 @@ class Probe:
     def samples(self) -> torch.Tensor:
         """As many prior samples as test images (sample.delta, sample.denoise, sample.seed)."""
         s = self.cfg.sample
-        return sample(self.model, len(self.test), delta=s.delta, denoise=s.denoise, seed=s.seed)
+        return sample(self.model, len(self.test), delta=s.delta, denoise=s.denoise, seed=s.seed, labels=self.labels)
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
@@ -224,7 +226,7 @@ class SweepMetric:
 
 
 def _recon_mse(p: Probe) -> dict[str, float]:
-    return {"recon_mse": recon_mse(p.model, p.test.images)}
+    return {"recon_mse": recon_mse(p.model, p.test.images, p.labels)}
 
 
 def _disentanglement(p: Probe) -> dict[str, float]:
@@ -247,7 +249,7 @@ SWEEP_METRICS: dict[str, SweepMetric] = {
     "decoder_mse": SweepMetric(
         ("decoder_mse",), lambda p: {"decoder_mse": decoder_mse(p.decode, p.recovery[0], p.test.factors, p.test.images)}, needs_factors=True
     ),
-    "neg_elbo": SweepMetric(("neg_elbo",), lambda p: {"neg_elbo": neg_elbo(p.model, p.test.images)["neg_elbo"]}),
+    "neg_elbo": SweepMetric(("neg_elbo",), lambda p: {"neg_elbo": neg_elbo(p.model, p.test.images, labels=p.labels)["neg_elbo"]}),
     "recon_mse": SweepMetric(("recon_mse",), _recon_mse),
     "fid": SweepMetric(("fid",), lambda p: {"fid": fid(p.feature_net(p.test.images), p.feature_net(p.samples))}, needs_labels=True),
     "class": SweepMetric(("class_tv", "class_entropy"), _class_spread, needs_labels=True),
@@ -292,6 +294,8 @@ def check_metrics(cell: Cell) -> None:
         can = ", ".join(sorted(k for k, v in DATASETS.items() if v.truth is not None))
         raise UserError(f"sweep.metrics disentanglement needs a dataset that renders chosen factors; {cfg.data.name} cannot (use one of: {can})")
     needs = [m for m in cfg.sweep.metrics if SWEEP_METRICS[m].needs_factors]
+    if "decoder_mse" in needs and MODELS[cfg.model.name].conditional:
+        raise UserError(f"sweep.metrics decoder_mse decodes latents alone, and model {cfg.model.name} also needs a label: leave decoder_mse out")
     if needs and test.factors is None:
         raise UserError(
             f"sweep.metrics {', '.join(needs)} need ground-truth factors, and dataset {cfg.data.name} has none "
@@ -350,7 +354,7 @@ def run_sweep(
     cells = sweep_cells(cfg, axes)
     check_metrics(cells[0])
     datas0 = load_data(cells[0].config.data)
-    build_model(cells[0].config, datas0.shape)  # the model fits the data before any folder is written
+    build_model(fit_to_data(cells[0].config, datas0), datas0.shape)  # the model fits the data before any folder is written
     out = Path(out)
     open_study(cfg, out, resume=resume, force=force)
     cols = columns(axes, cfg)
@@ -424,7 +428,7 @@ def _row(cell: Cell, result: Run | TrainingDiverged) -> dict:
     test = _dataset(test_config(cfg)) if cfg.sweep.metrics else None
     if test is not None:
         torch.manual_seed(cfg.train.seed)
-        untrained = build_model(cfg, test.shape).eval()
+        untrained = build_model(fit_to_data(cfg, _dataset(cfg.data)), test.shape).eval()
         row.update({f"{k}_untrained": v for k, v in measure(untrained, test, cfg).items()})
     if isinstance(result, TrainingDiverged):
         print(f"{cell.name}: {result}", flush=True)

@@ -9,10 +9,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable
 
+import torch
 from torch import nn
 
 from vaelab.errors import UserError
 from vaelab.models.conv import build_asym, build_conv
+from vaelab.models.cvae import build_cvae
 from vaelab.models.mlp import build_ae, build_dense
 from vaelab.models.vae import VAE
 
@@ -34,6 +36,8 @@ class ModelSpec:
     defaults: dict = field(default_factory=dict)
     n_hidden: int | None = None
     """exact number of encoder hidden layers the model requires, or None for any"""
+    conditional: bool = False
+    """the model takes class labels (`model.classes` of them) wherever it takes images"""
 
     def default(self, key: str, hidden: tuple[int, ...] = ()):
         if key == "decoder_hidden":
@@ -59,16 +63,52 @@ MODELS: dict[str, ModelSpec] = {
         "small CNN VAE: 5x5 convs of 16 and 32 channels, 2x2 pooling, dense 64 (the MNIST study's CNN; 442k weights on 28x28 at z = 16)",
         {"hidden": (64,), "channels": (16, 32), "kernel": 5, "pool": True},
     ),
+    "cvae": ModelSpec(
+        build_cvae, "conditional VAE (dense, 3 layers each way like dense3): encoder and decoder take the class label", {"hidden": (392, 196)}, conditional=True
+    ),
 }
 
 
 def build_model(cfg, shape: tuple[int, int, int]) -> VAE:
     """The model `cfg.model.name` names, for images of shape (C, H, W)."""
+    if MODELS[cfg.model.name].conditional and cfg.model.classes < 1:
+        raise UserError(f"model {cfg.model.name} needs model.classes (or labelled training data to take it from)")
     return MODELS[cfg.model.name].build(cfg, tuple(shape))
+
+
+def fit_to_data(cfg, data):
+    """`cfg` with `model.classes` taken from the data's labels when the model is conditional and
+    leaves it 0; a UserError when such a model meets data without labels, or labels out of range."""
+    name = cfg.model.name
+    if not MODELS[name].conditional:
+        return cfg
+    if data.labels is None:
+        raise UserError(f"model {name} conditions on class labels, but dataset {data.name or cfg.data.name} has none (use fontdigits, digits, mnist, fashion, or an array/images dataset with labels)")
+    low, top = (int(data.labels.min()), int(data.labels.max()) + 1) if len(data.labels) else (0, 1)
+    if low < 0:
+        raise UserError(f"model {name}: class labels must be >= 0, dataset {data.name or cfg.data.name} has {low}")
+    if cfg.model.classes == 0:
+        return cfg.override({"model.classes": top})
+    if top > cfg.model.classes:
+        raise UserError(f"model.classes={cfg.model.classes} but dataset {data.name or cfg.data.name} has label {top - 1}")
+    return cfg
+
+
+def class_labels(model, n: int, klass: int | None = None) -> torch.Tensor | None:
+    """The labels to sample a conditional model with: n of class `klass`, or every class in turn
+    (0, 1, …, K − 1, 0, …) when None; None for an unconditional model (UserError with a `klass`)."""
+    k = getattr(model, "n_classes", 0)
+    if not k:
+        if klass is not None:
+            raise UserError("--class: this model is not conditional (train a cvae to sample by class)")
+        return None
+    if klass is not None and not 0 <= klass < k:
+        raise UserError(f"--class must be in 0..{k - 1} (the model knows {k} classes), got {klass}")
+    return torch.full((n,), klass, dtype=torch.int64) if klass is not None else torch.arange(n) % k
 
 
 def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-__all__ = ["MODELS", "ModelSpec", "VAE", "build_model", "count_parameters"]
+__all__ = ["MODELS", "ModelSpec", "VAE", "build_model", "class_labels", "count_parameters", "fit_to_data"]

@@ -27,44 +27,53 @@ class VAE(nn.Module):
         deterministic: a plain autoencoder (no sampling, no KL).
     """
 
+    n_classes = 0
+    """classes a conditional model (cvae) takes as `labels`; 0: none, and `labels` is ignored"""
+
     def __init__(self, encoder: nn.Module, decoder: nn.Module, latent_dim: int, likelihood: str, loss_cfg, deterministic: bool = False):
         super().__init__()
         self.encoder, self.decoder = encoder, decoder
         self.latent_dim, self.likelihood, self.loss_cfg = latent_dim, likelihood, loss_cfg
         self.deterministic = deterministic
 
-    def posterior_params(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """x (B, C, H, W) → μ (B, L), log σ² (B, L) (None for an autoencoder)."""
+    def posterior_params(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """x (B, C, H, W) [labels (B,)] → μ (B, L), log σ² (B, L) (None for an autoencoder)."""
         h = self.encoder(x)  # (B, 2L) or (B, L)
         if self.deterministic:
             return h, None
         mu, logvar = h.chunk(2, dim=1)  # (B, L), (B, L)
         return mu, logvar
 
-    def encode(self, x: torch.Tensor) -> Normal:
+    def encode(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> Normal:
         """q(z|x) as a diagonal Normal with batch shape (B, L); an autoencoder's has a tiny scale."""
-        mu, logvar = self.posterior_params(x)
+        mu, logvar = self.posterior_params(x, labels)
         scale = torch.full_like(mu, 1e-6) if logvar is None else torch.exp(0.5 * logvar)
         return Normal(mu, scale)
 
-    def decode(self, z: torch.Tensor) -> torch.Tensor:
-        """z (B, L) → the likelihood's mean x̂ (B, C, H, W) in [0, 1]."""
-        return torch.sigmoid(self.decoder(z))
+    def logits(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        """z (B, L) [labels (B,)] → the decoder's logits (B, C, H, W)."""
+        return self.decoder(z)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def decode(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        """z (B, L) [labels (B,)] → the likelihood's mean x̂ (B, C, H, W) in [0, 1]."""
+        return torch.sigmoid(self.logits(z, labels))
+
+    def forward(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         """Reconstruction through the posterior mean: x (B, C, H, W) → x̂ (B, C, H, W)."""
-        return self.decode(self.posterior_params(x)[0])
+        return self.decode(self.posterior_params(x, labels)[0], labels)
 
-    def loss(self, x: torch.Tensor, step: int = 0, weights: dict | None = None, inputs: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+    def loss(
+        self, x: torch.Tensor, step: int = 0, weights: dict | None = None, inputs: torch.Tensor | None = None, labels: torch.Tensor | None = None
+    ) -> dict[str, torch.Tensor]:
         """Named loss terms for a batch x (B, C, H, W) at training step `step`; `loss` is the total.
 
         `weights` (recon_weight, beta, variability_weight; floats or 0-d tensors) replaces the loss
         config's, as a vectorized group does for each member; the KL schedule still applies.
         `inputs` (B, C, H, W), when given, is what the encoder sees (e.g. x plus noise) while the
-        reconstruction is still measured against x."""
-        mu, logvar = self.posterior_params(x if inputs is None else inputs)
+        reconstruction is still measured against x. `labels` (B,) condition a conditional model."""
+        mu, logvar = self.posterior_params(x if inputs is None else inputs, labels)
         z = mu if logvar is None else mu + torch.exp(0.5 * logvar) * torch.randn_like(mu)  # (B, L)
-        logits = self.decoder(z)  # (B, C, H, W)
+        logits = self.logits(z, labels)  # (B, C, H, W)
         c = self.loss_cfg
         w = weights or {"recon_weight": c.recon_weight, "beta": c.beta, "variability_weight": c.variability_weight}
         return vae_terms(
