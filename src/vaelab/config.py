@@ -55,7 +55,7 @@ class ModelConfig:
     """The architecture; the image shape comes from the data."""
 
     name: str = "fc2"
-    """model name (`vaelab.models.MODELS`, `vaelab presets` lists them): fc1, fc2, conv, asym, ae, dense3, cnn, cvae"""
+    """model name (`vaelab.models.MODELS`, `vaelab presets` lists them): fc1, fc2, conv, asym, ae, dense3, cnn, cvae, vqvae"""
     latent_dim: int = 8
     """size of the latent code z, 1 to 2048"""
     hidden: tuple[int, ...] = ()
@@ -74,9 +74,20 @@ class ModelConfig:
     """output likelihood: gaussian (summed squared error) or bernoulli (summed binary cross-entropy)"""
     classes: int = 0
     """conditional models (cvae): the number of label classes; 0 takes the training data's (its largest label + 1)"""
+    codebook_size: int = 64
+    """vqvae: the number K of codebook vectors (each of latent_dim numbers)"""
+    codebook_ema: bool = False
+    """vqvae: update the codebook as a moving average of its assigned encoder outputs instead of by a loss term"""
+    commitment: float = 0.25
+    """vqvae: weight of the commitment term ‖z_e − sg(z_q)‖² (the paper's β)"""
+    prior_steps: int = 2000
+    """vqvae: Adam steps fitting the autoregressive prior over code grids after training"""
 
     def __post_init__(self):
         _check(self.classes >= 0, "model.classes", f"must be >= 0, got {self.classes}")
+        _check(self.codebook_size >= 2, "model.codebook_size", f"must be >= 2, got {self.codebook_size}")
+        _check(self.commitment >= 0, "model.commitment", f"must be >= 0, got {self.commitment}")
+        _check(self.prior_steps >= 0, "model.prior_steps", f"must be >= 0, got {self.prior_steps}")
         _check(1 <= self.latent_dim <= 2048, "model.latent_dim", f"must be in 1..2048, got {self.latent_dim}")
         for key in ("hidden", "decoder_hidden", "channels"):
             _check(all(w >= 1 for w in getattr(self, key)), f"model.{key}", "widths must be >= 1")

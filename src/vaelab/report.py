@@ -189,7 +189,8 @@ def run_section(run_dir: Path | str, title: str = "Training run") -> Section:
         atomic_write(run_dir / "loss.png", png)
         parts.append("<h3>Loss terms</h3>" + img(png, "every term per step, and its moving average", pixelated=False))
     pictures = []
-    for name, caption in (("samples.png", "samples from the prior"), ("reconstructions.png", "inputs (odd rows) and their reconstructions (even rows)")):
+    per_class = "; one row per class, 0 at the top" if cfg.get("model", {}).get("classes") else ""
+    for name, caption in (("samples.png", f"samples from the prior{per_class}"), ("reconstructions.png", "inputs (odd rows) and their reconstructions (even rows)")):
         if (run_dir / name).is_file():
             pictures.append(img((run_dir / name).read_bytes(), caption))
     if pictures:

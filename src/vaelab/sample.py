@@ -9,12 +9,13 @@ import torch
 def sample(
     model, n: int, *, delta: float = 0.0, denoise: float = 0.0, seed: int = 0, labels: torch.Tensor | None = None, batch_size: int = 4096
 ) -> torch.Tensor:
-    """Draw n images: z ~ N(0, (1 + δ)² I), the decoder mean as the image, then optional denoising.
+    """Draw n images: z from the model's prior (N(0, (1 + δ)² I) for a VAE), the decoder mean as the
+    image, then optional denoising.
 
     Arguments:
         model: a trained model with `latent_dim` and `decode`.
         n: number of images.
-        delta: δ, widening the prior (the chain study's mitigation); 0 is the plain prior.
+        delta: δ, widening the prior (the chain study's mitigation; a VQ-VAE's prior temperature 1 + δ); 0 is the plain prior.
         denoise: threshold; every pixel below denoise × (max over all n images) is set to 0.
         seed: seed of the prior draws (a private generator: the global RNG is untouched).
         labels: (n,) the classes of a conditional model's images; every class in turn when None
@@ -26,7 +27,7 @@ def sample(
 
     device = next(model.parameters()).device
     g = torch.Generator().manual_seed(seed)
-    z = torch.randn(n, model.latent_dim, generator=g) * (1.0 + delta)  # (n, L)
+    z = model.prior_sample(n, g, delta)  # (n, L)
     labels = labels if labels is not None else class_labels(model, n)
     was_training = model.training
     model.eval()

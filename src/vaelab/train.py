@@ -175,6 +175,8 @@ def train(
             log.last_good = step
     bar.close()
     log.flush_check()
+    if model.after_training(x, cfg.train.seed) and run_dir is not None:  # a stage after the loop (a VQ-VAE's prior)
+        save_checkpoint(run_dir, model, optimizer, step, data.shape)
     seconds = time.perf_counter() - log.start
     model.eval()
     run = Run(cfg, model, data, run_dir, history, seconds)

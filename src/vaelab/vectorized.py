@@ -35,7 +35,7 @@ from vaelab.checkpoint import save_checkpoint
 from vaelab.config import Config
 from vaelab.data import Dataset
 from vaelab.errors import TrainingDiverged, UserError
-from vaelab.models import build_model, fit_to_data
+from vaelab.models import MODELS, build_model, fit_to_data
 from vaelab.runfolder import append_jsonl, prepare_out, write_jsonl, write_toml
 from vaelab.train import LOG_EVERY, Run, epoch_order, finish_run, precision_context, resolve_device, schedule
 
@@ -45,7 +45,7 @@ WEIGHTS = ("recon_weight", "beta", "variability_weight")
 
 def group_key(cfg: Config) -> tuple | None:
     """What configs must share to train in one group; None when `cfg` cannot be vectorized."""
-    if cfg.model.batch_norm:
+    if cfg.model.batch_norm or not MODELS[cfg.model.name].vectorizable:
         return None
     d, t, s = cfg.to_dict(), cfg.train, cfg.loss
     return (

@@ -15,6 +15,7 @@ from torch import nn
 from vaelab.errors import UserError
 from vaelab.models.conv import build_asym, build_conv
 from vaelab.models.cvae import build_cvae
+from vaelab.models.vqvae import build_vqvae
 from vaelab.models.mlp import build_ae, build_dense
 from vaelab.models.vae import VAE
 
@@ -38,6 +39,9 @@ class ModelSpec:
     """exact number of encoder hidden layers the model requires, or None for any"""
     conditional: bool = False
     """the model takes class labels (`model.classes` of them) wherever it takes images"""
+    vectorizable: bool = True
+    """members can train stacked in one vmap (`vaelab.vectorized`); False for models that update
+    buffers in place while training"""
 
     def default(self, key: str, hidden: tuple[int, ...] = ()):
         if key == "decoder_hidden":
@@ -65,6 +69,12 @@ MODELS: dict[str, ModelSpec] = {
     ),
     "cvae": ModelSpec(
         build_cvae, "conditional VAE (dense, 3 layers each way like dense3): encoder and decoder take the class label", {"hidden": (392, 196)}, conditional=True
+    ),
+    "vqvae": ModelSpec(
+        build_vqvae,
+        "VQ-VAE: conv encoder to a grid of codes (H/4 x W/4) from a codebook of model.codebook_size, a GRU prior over the codes for sampling",
+        {"hidden": (), "channels": (32, 64)},
+        vectorizable=False,
     ),
 }
 

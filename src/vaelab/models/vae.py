@@ -50,6 +50,15 @@ class VAE(nn.Module):
         scale = torch.full_like(mu, 1e-6) if logvar is None else torch.exp(0.5 * logvar)
         return Normal(mu, scale)
 
+    def prior_sample(self, n: int, generator: torch.Generator, delta: float = 0.0) -> torch.Tensor:
+        """n latent codes (n, L) from the prior N(0, (1 + δ)² I), drawn on the CPU with `generator`."""
+        return torch.randn(n, self.latent_dim, generator=generator) * (1.0 + delta)
+
+    def after_training(self, images: torch.Tensor, seed: int) -> dict[str, float]:
+        """A stage after the training loop (a VQ-VAE fits its code prior here); returns its figures,
+        {} when there is none."""
+        return {}
+
     def logits(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         """z (B, L) [labels (B,)] → the decoder's logits (B, C, H, W)."""
         return self.decoder(z)
