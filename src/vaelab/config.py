@@ -55,7 +55,7 @@ class ModelConfig:
     """The architecture; the image shape comes from the data."""
 
     name: str = "fc2"
-    """model name (`vaelab.models.MODELS`, `vaelab presets` lists them): fc1, fc2, conv, asym, ae, dense3, cnn, cvae, vqvae"""
+    """model name (`vaelab.models.MODELS`, `vaelab presets` lists them): fc1, fc2, conv, asym, ae, dense3, cnn, cvae, vqvae, introvae"""
     latent_dim: int = 8
     """size of the latent code z, 1 to 2048"""
     hidden: tuple[int, ...] = ()
@@ -82,12 +82,18 @@ class ModelConfig:
     """vqvae: weight of the commitment term ‖z_e − sg(z_q)‖² (the paper's β)"""
     prior_steps: int = 2000
     """vqvae: Adam steps fitting the autoregressive prior over code grids after training"""
+    margin: float = 20.0
+    """introvae: the KL m (nats per image) the encoder pushes generated images' codes out to"""
+    adversarial_weight: float = 0.25
+    """introvae: weight α of the adversarial KL terms (the paper's 0.25)"""
 
     def __post_init__(self):
         _check(self.classes >= 0, "model.classes", f"must be >= 0, got {self.classes}")
         _check(self.codebook_size >= 2, "model.codebook_size", f"must be >= 2, got {self.codebook_size}")
         _check(self.commitment >= 0, "model.commitment", f"must be >= 0, got {self.commitment}")
         _check(self.prior_steps >= 0, "model.prior_steps", f"must be >= 0, got {self.prior_steps}")
+        _check(self.margin >= 0, "model.margin", f"must be >= 0, got {self.margin}")
+        _check(self.adversarial_weight >= 0, "model.adversarial_weight", f"must be >= 0, got {self.adversarial_weight}")
         _check(1 <= self.latent_dim <= 2048, "model.latent_dim", f"must be in 1..2048, got {self.latent_dim}")
         for key in ("hidden", "decoder_hidden", "channels"):
             _check(all(w >= 1 for w in getattr(self, key)), f"model.{key}", "widths must be >= 1")

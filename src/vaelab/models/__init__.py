@@ -15,6 +15,7 @@ from torch import nn
 from vaelab.errors import UserError
 from vaelab.models.conv import build_asym, build_conv
 from vaelab.models.cvae import build_cvae
+from vaelab.models.introvae import build_introvae
 from vaelab.models.vqvae import build_vqvae
 from vaelab.models.mlp import build_ae, build_dense
 from vaelab.models.vae import VAE
@@ -74,6 +75,12 @@ MODELS: dict[str, ModelSpec] = {
         build_vqvae,
         "VQ-VAE: conv encoder to a grid of codes (H/4 x W/4) from a codebook of model.codebook_size, a GRU prior over the codes for sampling",
         {"hidden": (), "channels": (32, 64)},
+        vectorizable=False,
+    ),
+    "introvae": ModelSpec(
+        build_introvae,
+        "IntroVAE: the cnn's networks trained introspectively (the encoder's KL as the discriminator; model.margin, model.adversarial_weight)",
+        {"hidden": (64,), "channels": (16, 32), "kernel": 5, "pool": True},
         vectorizable=False,
     ),
 }

@@ -1,0 +1,70 @@
+"""`introvae`: the introspective VAE (Huang, Li, He, Sun & Tan 2018, "IntroVAE: Introspective
+Variational Autoencoders for Photographic Image Synthesis").
+
+The encoder doubles as the discriminator, through its KL: it keeps real images' codes near the
+prior, L_REG(x) = KL(q(z|x) ‖ N(0, I)), and pushes the codes of generated images — reconstructions
+x_r = G(z), z ~ q(z|x), and prior samples x_p = G(z_p), z_p ~ N(0, I) — out to a KL of at least the
+margin m; the decoder (the generator) pulls those KLs down. With L_AE the reconstruction term:
+
+    encoder:   L_REG(x) + α·Σ_s [m − L_REG(ng(s))]⁺ + β·L_AE        s ∈ {x_r, x_p}
+    generator: α·Σ_s L_REG(s), through a frozen encoder         + β·L_AE
+
+(ng: no gradient; β = `loss.recon_weight`, α = `model.adversarial_weight`, m = `model.margin`;
+the paper's α = 0.25, β = 0.5.) Both are one loss for one Adam here: every term reaches only the
+parameters whose objective it belongs to (the generator's KL terms go through the encoder with its
+weights detached, from a decoder pass on a detached z), and Adam is per parameter, so this equals
+the paper's two optimizers with one learning rate, updated together rather than one after the other.
+
+The networks are the `cnn` model's (conv encoder to (μ, log σ²), transposed-conv decoder).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch.func import functional_call
+
+from vaelab.losses import RECONSTRUCTION, gaussian_kl, kl_weight
+from vaelab.models.conv import ConvDecoder, ConvEncoder
+from vaelab.models.vae import VAE
+
+
+def kl_per_image(h: torch.Tensor) -> torch.Tensor:
+    """encoder output (B, 2L) [μ, log σ²] → KL(q ‖ N(0, I)) per image (B,)."""
+    mu, logvar = h.chunk(2, dim=1)
+    return 0.5 * (mu.pow(2) + logvar.exp() - 1.0 - logvar).sum(1)
+
+
+class IntroVAE(VAE):
+    def __init__(self, encoder, decoder, latent_dim, likelihood, loss_cfg, margin: float, adversarial_weight: float):
+        super().__init__(encoder, decoder, latent_dim, likelihood, loss_cfg)
+        self.margin, self.alpha = margin, adversarial_weight
+
+    def frozen_kl(self, x: torch.Tensor) -> torch.Tensor:
+        """KL per image (B,) through the encoder with its weights detached: gradients reach x only."""
+        weights = {k: v.detach() for k, v in self.encoder.named_parameters()}
+        return kl_per_image(functional_call(self.encoder, weights, (x,)))
+
+    def loss(self, x, step=0, weights=None, inputs=None, labels=None):
+        c = self.loss_cfg
+        w = weights or {"recon_weight": c.recon_weight, "beta": c.beta}
+        mu, logvar = self.posterior_params(x if inputs is None else inputs)  # (B, L) each
+        z = mu + torch.exp(0.5 * logvar) * torch.randn_like(mu)  # (B, L)
+        z_p = torch.randn_like(z)  # (B, L) prior draws
+        recon = RECONSTRUCTION[self.likelihood](self.decoder(z), x)
+        kl = gaussian_kl(mu, logvar)
+        # the generator's images, from detached codes: their gradients reach the decoder only
+        fakes = torch.sigmoid(self.decoder(torch.cat([z.detach(), z_p])))  # (2B, C, H, W): x_r, x_p
+        kl_fake = kl_per_image(self.encoder(fakes.detach()))  # (2B,) the encoder's view, as discriminator
+        hinge = F.relu(self.margin - kl_fake).view(2, -1).mean(1).sum()  # Σ_s mean [m − L_REG(s)]⁺
+        pull = self.frozen_kl(fakes).view(2, -1).mean(1).sum()  # Σ_s mean L_REG(s), for the generator
+        beta = kl_weight(c.kl_schedule, step, w["beta"], c.warmup_steps)
+        total = w["recon_weight"] * recon + beta * kl + self.alpha * (hinge + pull)
+        return {"loss": total, "recon": recon, "kl": kl, "kl_fake": kl_fake.mean().detach(), "hinge": hinge.detach()}
+
+
+def build_introvae(cfg, shape) -> IntroVAE:
+    m = cfg.model
+    encoder = ConvEncoder(shape, m.channels, m.kernel, m.pool, m.hidden, 2 * m.latent_dim, m.batch_norm)
+    decoder = ConvDecoder(m.latent_dim, m.decoder_hidden, shape, m.channels, m.kernel, m.pool, m.batch_norm)
+    return IntroVAE(encoder, decoder, m.latent_dim, m.likelihood, cfg.loss, m.margin, m.adversarial_weight)
