@@ -55,15 +55,16 @@ class Killed(Exception):
     pass
 
 
-def test_resume_equals_an_uninterrupted_run_bitwise(tmp_path, monkeypatch):
-    cfg = load_config(overrides={**SMALL, "train.steps": 50, "train.checkpoint_every": 10, "loss.variability_weight": 0.5})
+@pytest.mark.parametrize("extra", [{}, {"train.debias": True}])  # debias: the epoch's weights come back from the state
+def test_resume_equals_an_uninterrupted_run_bitwise(tmp_path, monkeypatch, extra):
+    cfg = load_config(overrides={**SMALL, "train.steps": 50, "train.checkpoint_every": 10, "loss.variability_weight": 0.5, **extra})
     train(cfg, out=tmp_path / "full", quiet=True)
 
     real = train_mod.save_checkpoint
     calls = []
 
-    def dying_save(run_dir, model, optimizer, step, shape):
-        real(run_dir, model, optimizer, step, shape)
+    def dying_save(run_dir, model, optimizer, step, shape, extra=None):
+        real(run_dir, model, optimizer, step, shape, extra)
         calls.append(step)
         if step == 20:
             raise Killed  # the process dies right after its second checkpoint

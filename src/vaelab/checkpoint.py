@@ -15,17 +15,19 @@ from vaelab.models import build_model
 from vaelab.runfolder import load_tensors, read_toml, save_tensors
 
 
-def save_checkpoint(run_dir: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, step: int, image_shape) -> None:
+def save_checkpoint(run_dir: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, step: int, image_shape, extra: dict | None = None) -> None:
     """Write model.safetensors, then state.safetensors (weights too, optimizer, RNG, step).
 
     Each file is written atomically and the state last, so the state alone commits a checkpoint:
     a kill between the two renames leaves a state that resume can use by itself. The model's header
-    records the image shape (C, H, W) it was built for."""
+    records the image shape (C, H, W) it was built for. `extra` tensors (the training loop's own
+    state, e.g. the epoch's debiasing weights) go into the state as `extra.<name>`."""
     state = {f"optim.{i}.{k}": (v if torch.is_tensor(v) else torch.tensor(v)) for i, s in optimizer.state_dict()["state"].items() for k, v in s.items()}
     state["rng.cpu"] = torch.get_rng_state()
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         state["rng.cuda"] = torch.cuda.get_rng_state()
     state["step"] = torch.tensor(step, dtype=torch.int64)
+    state.update({f"extra.{k}": v for k, v in (extra or {}).items()})
     state.update({f"model.{k}": v for k, v in model.state_dict().items()})
     shape = ",".join(str(int(v)) for v in image_shape)
     save_tensors(run_dir / "model.safetensors", model.state_dict(), step=step, image_shape=shape)
@@ -70,6 +72,12 @@ def load_state(run_dir: Path, optimizer: torch.optim.Optimizer, model: torch.nn.
     if "rng.cuda" in tensors and torch.cuda.is_available():
         torch.cuda.set_rng_state(tensors["rng.cuda"])
     return int(tensors["step"])
+
+
+def load_extra(run_dir: Path) -> dict[str, torch.Tensor]:
+    """The `extra` tensors of the last checkpoint's state (see save_checkpoint), by name."""
+    tensors, _ = load_tensors(run_dir / "state.safetensors")
+    return {k[len("extra.") :]: v for k, v in tensors.items() if k.startswith("extra.")}
 
 
 def read_run_config(run_dir: Path | str) -> Config:

@@ -151,6 +151,10 @@ class TrainConfig:
     """steps between checkpoints (resume restarts from the last one)"""
     input_noise: float = 0.0
     """std of Gaussian noise added to the encoder's input each step (the loss still reconstructs the clean image)"""
+    debias: bool = False
+    """draw each epoch's batches by the inverse density of the training images' latent codes (the debiasing VAE; `vaelab.debias`) instead of a shuffle"""
+    debias_smoothing: float = 0.01
+    """α in the debiasing weights Π_d 1/(Q̂_d + α): smaller debiases harder, large is uniform"""
 
     def __post_init__(self):
         _check(self.epochs >= 1 or self.steps >= 1, "train.epochs", "or train.steps must be >= 1")
@@ -160,6 +164,7 @@ class TrainConfig:
         _check(self.lr > 0, "train.lr", f"must be > 0, got {self.lr}")
         _check(self.seed >= 0, "train.seed", f"must be >= 0, got {self.seed}")
         _check(self.input_noise >= 0, "train.input_noise", f"must be >= 0, got {self.input_noise}")
+        _check(self.debias_smoothing > 0, "train.debias_smoothing", f"must be > 0, got {self.debias_smoothing}")
         _check(self.checkpoint_every >= 1, "train.checkpoint_every", f"must be >= 1, got {self.checkpoint_every}")
         ok = self.device in ("cpu", "cuda", "auto") or (
             self.device.startswith("cuda:") and self.device[5:].isdigit()
@@ -234,7 +239,7 @@ class ChainConfig:
         _check(self.metric_samples >= 6, "chain.metric_samples", f"must be >= 6 (k = 5 neighbours), got {self.metric_samples}")
 
 
-SweepMetric = Literal["pmi", "decoder_mse", "neg_elbo", "recon_mse", "fid", "class", "disentanglement"]
+SweepMetric = Literal["pmi", "decoder_mse", "neg_elbo", "recon_mse", "fid", "class", "disentanglement", "rare"]
 
 
 @dataclass(frozen=True)
@@ -246,7 +251,7 @@ class SweepConfig:
     seeds: int = 1
     """R: repeats of every cell (train.seed and data.seed + r)"""
     metrics: tuple[SweepMetric, ...] = ()
-    """measured after training: pmi, decoder_mse (need factors), neg_elbo, recon_mse, fid, class (need labels), disentanglement (points, sprites)"""
+    """measured after training: pmi, decoder_mse (need factors), neg_elbo, recon_mse, fid, class (need labels), disentanglement (points, sprites), rare (skewed sprites)"""
     pmi_fit: Literal["lstsq", "sgd"] = "lstsq"
     """how pmi fits its linear map: least squares, or the study's 3 epochs of SGD"""
     test_n: int = 0

@@ -169,6 +169,8 @@ def write_csv(path: Path | str, rows: Iterable[Mapping[str, Any]], columns: Iter
 
 
 def _cell(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"  # as TOML and --set/--grid write them
     if isinstance(v, float):
         return "" if math.isnan(v) else repr(v)
     return str(v)

@@ -19,9 +19,10 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from vaelab.checkpoint import load_state, read_run_config, save_checkpoint
+from vaelab.checkpoint import load_extra, load_state, read_run_config, save_checkpoint
 from vaelab.config import Config
 from vaelab.data import Dataset, load_data
+from vaelab.debias import debiased_order
 from vaelab.errors import TrainingDiverged, UserError
 from vaelab.models import VAE, build_model, fit_to_data
 from vaelab.runfolder import append_jsonl, prepare_out, read_jsonl, remove_temporary_files, write_jsonl, write_toml
@@ -76,6 +77,19 @@ def make_optimizer(model, lr: float) -> torch.optim.Optimizer:
         return torch.optim.Adam(params, lr=lr)
 
 
+@torch.no_grad()
+def latent_weights(model, x: torch.Tensor, y: torch.Tensor | None, smoothing: float) -> torch.Tensor:
+    """The debiasing weights (N,) of the images x from the model's latent means (`vaelab.debias`)."""
+    from vaelab.debias import debias_weights
+    from vaelab.latent import latent_means
+
+    model.eval()
+    try:
+        return debias_weights(latent_means(model, x, y), smoothing)
+    finally:
+        model.train()
+
+
 def epoch_order(seed: int, epoch: int, n: int) -> torch.Tensor:
     """The shuffle of epoch `epoch`: a permutation of range(n) that depends only on (seed, epoch)."""
     return torch.randperm(n, generator=torch.Generator().manual_seed(seed * 1_000_003 + epoch))
@@ -124,8 +138,10 @@ def train(
     optimizer = make_optimizer(model, cfg.train.lr)
     step = 0
     history: list[dict] = []
+    loop_state: dict[str, torch.Tensor] = {}  # the loop's own state in a checkpoint: the epoch's debiasing weights
     if resume and run_dir is not None and (run_dir / "state.safetensors").is_file():
         step = load_state(run_dir, optimizer, model)
+        loop_state = load_extra(run_dir)
         history = [r for r in read_jsonl(run_dir / "metrics.jsonl") if r["step"] < step]
         write_jsonl(run_dir / "metrics.jsonl", history)  # drop rows logged after the checkpoint
     elif run_dir is not None:
@@ -146,17 +162,22 @@ def train(
     while step < total:
         epoch, i = divmod(step, per_epoch)
         if epoch != shuffled_epoch:
-            order = epoch_order(cfg.train.seed, epoch, n).to(device)
+            if cfg.train.debias:  # draws by the inverse density of the codes, weighed once per epoch
+                if int(loop_state.get("debias_epoch", -1)) != epoch:
+                    loop_state = {"debias_weights": latent_weights(model, x, y, cfg.train.debias_smoothing), "debias_epoch": torch.tensor(epoch)}
+                order = debiased_order(loop_state["debias_weights"], cfg.train.seed, epoch).to(device)
+            else:
+                order = epoch_order(cfg.train.seed, epoch, n).to(device)
             shuffled, shuffled_epoch = x[order], epoch
             shuffled_y = y[order] if y is not None else None
         batch = shuffled[i * b : (i + 1) * b]  # (B, C, H, W)
-        extra = {} if y is None else {"labels": shuffled_y[i * b : (i + 1) * b]}  # (B,)
+        cond = {} if y is None else {"labels": shuffled_y[i * b : (i + 1) * b]}  # (B,)
 
         with autocast:
             if cfg.train.input_noise > 0:  # a denoising VAE: noisy inputs, clean targets
-                terms = loss_fn(batch, step, inputs=batch + cfg.train.input_noise * torch.randn_like(batch), **extra)
+                terms = loss_fn(batch, step, inputs=batch + cfg.train.input_noise * torch.randn_like(batch), **cond)
             else:
-                terms = loss_fn(batch, step, **extra)
+                terms = loss_fn(batch, step, **cond)
         optimizer.zero_grad(set_to_none=True)
         terms["loss"].backward()
         optimizer.step()
@@ -171,7 +192,7 @@ def train(
         if checkpoint:
             if not all(torch.isfinite(p).all() for p in model.parameters()):
                 raise TrainingDiverged(f"training diverged: non-finite weights after step {step - 1} (try a lower train.lr)")
-            save_checkpoint(run_dir, model, optimizer, step, data.shape)
+            save_checkpoint(run_dir, model, optimizer, step, data.shape, loop_state)
             log.last_good = step
     bar.close()
     log.flush_check()

@@ -45,7 +45,7 @@ WEIGHTS = ("recon_weight", "beta", "variability_weight")
 
 def group_key(cfg: Config) -> tuple | None:
     """What configs must share to train in one group; None when `cfg` cannot be vectorized."""
-    if cfg.model.batch_norm or not MODELS[cfg.model.name].vectorizable:
+    if cfg.model.batch_norm or cfg.train.debias or not MODELS[cfg.model.name].vectorizable:
         return None
     d, t, s = cfg.to_dict(), cfg.train, cfg.loss
     return (

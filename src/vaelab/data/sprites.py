@@ -123,6 +123,15 @@ def factor_pmfs(p: SpritesParams) -> tuple[np.ndarray, ...]:
     return tuple(pmfs)
 
 
+def rare_mask(p: SpritesParams, factors: torch.Tensor) -> torch.Tensor:
+    """Which items (N,) of factors (N, 5) lie in the skewed factor's rare region: the values drawn
+    less often than a uniform draw would (probability below 1/K)."""
+    i = SPRITE_FACTOR_NAMES.index(p.skew_factor)
+    pmf = factor_pmfs(p)[i]
+    rare = torch.from_numpy(pmf < 1.0 / len(pmf))  # (K,)
+    return rare[factors[:, i].long()]
+
+
 # ---------------------------------------------------------------------------------------------
 # Rendering.
 

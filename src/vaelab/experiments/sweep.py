@@ -37,11 +37,11 @@ from vaelab.data import DATASETS, Dataset, load_data, test_data_config
 from vaelab.errors import TrainingDiverged, UserError
 from vaelab.evaluate import disentanglement, neg_elbo, recon_mse
 from vaelab.experiments.study import open_study
-from vaelab.metrics import class_distribution, decoder_mse, feature_net, fid, fit_linear_map, pmi
+from vaelab.metrics import class_distribution, decoder_mse, feature_net, fid, fit_linear_map, pmi, prdc
 from vaelab.latent import latent_means
 from vaelab.models import MODELS, build_model, fit_to_data
 from vaelab.runfolder import read_csv, write_csv
-from vaelab.sample import sample
+from vaelab.sample import reconstruct, sample
 from vaelab.train import Run, train
 from vaelab.vectorized import group_key, train_group
 
@@ -133,6 +133,8 @@ def sweep_axes(cfg: Config, grid: list[str] | tuple[str, ...] = ()) -> list[Axis
 
 
 def _format(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
     if isinstance(v, float):
         return repr(v)[:-2] if repr(v).endswith(".0") else repr(v)
     if isinstance(v, (list, tuple)):
@@ -240,6 +242,24 @@ def _class_spread(p: Probe) -> dict[str, float]:
     return {k: spread[k] for k in ("class_tv", "class_entropy")}
 
 
+def _rare(p: Probe) -> dict[str, float]:
+    """The rare region of a skewed sprites set (`sprites.rare_mask`), on test images drawn without
+    the skew: reconstruction error there and elsewhere, and how well the samples cover it."""
+    from vaelab.data.sprites import rare_mask
+
+    params = p.cfg.data.params
+    test = _dataset(replace(test_config(p.cfg), params=replace(params, skew_factor="none", skew=1.0)))
+    rare = rare_mask(params, test.factors)
+    err = (reconstruct(p.model, test.images, test.labels if p.model.n_classes else None) - test.images).pow(2).flatten(1).mean(1)  # (N,) per pixel
+    scores = prdc(test.images[rare].flatten(1), p.samples.flatten(1), k=5)
+    return {
+        "rare_recon_mse": err[rare].mean().item(),
+        "common_recon_mse": err[~rare].mean().item(),
+        "rare_recall": scores["recall"],
+        "rare_coverage": scores["coverage"],
+    }
+
+
 DISENTANGLEMENT = ("beta_vae", "factor_vae", "mig", "dci_disentanglement", "dci_completeness", "dci_informativeness", "sap", "modularity", "explicitness")
 """the columns of the disentanglement metric (vaelab.metrics.disentanglement.all_scores)"""
 
@@ -254,6 +274,7 @@ SWEEP_METRICS: dict[str, SweepMetric] = {
     "fid": SweepMetric(("fid",), lambda p: {"fid": fid(p.feature_net(p.test.images), p.feature_net(p.samples))}, needs_labels=True),
     "class": SweepMetric(("class_tv", "class_entropy"), _class_spread, needs_labels=True),
     "disentanglement": SweepMetric(DISENTANGLEMENT, lambda p: _disentanglement(p)),
+    "rare": SweepMetric(("rare_recon_mse", "common_recon_mse", "rare_recall", "rare_coverage"), _rare),
 }
 TRAIN_COLUMNS = ("train_loss", "train_recon", "train_kl", "train_seconds")
 """every row: the last 100 steps' mean loss, reconstruction and KL terms, and training seconds"""
@@ -293,6 +314,8 @@ def check_metrics(cell: Cell) -> None:
     if "disentanglement" in cfg.sweep.metrics and DATASETS[cfg.data.name].truth is None:
         can = ", ".join(sorted(k for k, v in DATASETS.items() if v.truth is not None))
         raise UserError(f"sweep.metrics disentanglement needs a dataset that renders chosen factors; {cfg.data.name} cannot (use one of: {can})")
+    if "rare" in cfg.sweep.metrics and getattr(cfg.data.params, "skew_factor", "none") == "none":
+        raise UserError("sweep.metrics rare measures the rare region of a skewed dataset: use data.name = sprites with data.skew_factor and data.skew < 1")
     needs = [m for m in cfg.sweep.metrics if SWEEP_METRICS[m].needs_factors]
     if "decoder_mse" in needs and MODELS[cfg.model.name].conditional:
         raise UserError(f"sweep.metrics decoder_mse decodes latents alone, and model {cfg.model.name} also needs a label: leave decoder_mse out")
