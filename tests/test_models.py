@@ -27,13 +27,14 @@ def test_shapes_and_one_backward_step(name, likelihood):
     model = build_model(cfg, (1, 24, 24))
     x, y = torch.rand(6, 1, 24, 24), labels_for(name, 6)
     q = model.encode(x, y)
-    assert isinstance(q, Normal) and q.mean.shape == (6, 5) and q.stddev.shape == (6, 5)
+    L = model.latent_dim  # 5, or 5 per cell of a VQ-VAE's code grid
+    assert L % 5 == 0 and isinstance(q, Normal) and q.mean.shape == (6, L) and q.stddev.shape == (6, L)
     x_hat = model.decode(q.mean, y)
     assert x_hat.shape == (6, 1, 24, 24) and x_hat.min() >= 0 and x_hat.max() <= 1
     terms = model.loss(x, step=0, labels=y)
     assert terms["loss"].shape == () and torch.isfinite(terms["loss"])
     terms["loss"].backward()
-    grads = [p.grad for p in model.parameters()]
+    grads = [p.grad for n, p in model.named_parameters() if not n.startswith("prior.")]  # a VQ-VAE's prior trains after
     assert all(g is not None and torch.isfinite(g).all() for g in grads)
     assert any(g.abs().sum() > 0 for g in grads)
 
@@ -44,7 +45,7 @@ def test_loss_falls_on_points(name, likelihood):
     # conv models with 8 filters instead of 32: the same structure, a quarter of the time; a
     # conditional model on the bundled digits (points have no labels)
     data = {"data.name": "digits", "data.n": 0} if MODELS[name].conditional else {"data.n": 2000}
-    cfg = cfg_for(name, likelihood, **{"train.steps": 200, "train.batch_size": 32, "model.channels": [8], **data})
+    cfg = cfg_for(name, likelihood, **{"train.steps": 200, "train.batch_size": 32, "model.channels": [8], "model.prior_steps": 20, **data})
     run = train(cfg, quiet=True)
     losses = [r["loss"] for r in run.history]
     assert len(losses) == 200

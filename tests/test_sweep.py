@@ -273,7 +273,7 @@ def test_one_seed_adds_no_suffix_and_no_grid_is_one_cell():
 
 def test_cell_names_spell_lists_and_strings_and_use_whole_keys_where_short_ones_clash():
     assert [c.name for c in cells_of(["model.hidden=[32,16],[64,8]"])] == ["cell-hidden=32-16", "cell-hidden=64-8"]
-    assert [c.name for c in cells_of(["model.batch_norm=true,false"])] == ["cell-batch_norm=True", "cell-batch_norm=False"]
+    assert [c.name for c in cells_of(["model.batch_norm=true,false"])] == ["cell-batch_norm=true", "cell-batch_norm=false"]
     names = [c.name for c in cells_of(["train.seed=1,2", "data.seed=3", "loss.beta=2"])]
     assert names == ["cell-train.seed=1,data.seed=3,beta=2", "cell-train.seed=2,data.seed=3,beta=2"]
 
@@ -337,7 +337,7 @@ def test_batch_norm_cells_train_alone():
     cells = cells_of(["model.batch_norm=true,false", "loss.beta=1,2"], "data.n=100")
     groups = [[c.name for c in g] for g in plan_groups(cells, "auto")]
     assert sorted(groups) == sorted(
-        [["cell-batch_norm=False,beta=1", "cell-batch_norm=False,beta=2"], ["cell-batch_norm=True,beta=1"], ["cell-batch_norm=True,beta=2"]]
+        [["cell-batch_norm=false,beta=1", "cell-batch_norm=false,beta=2"], ["cell-batch_norm=true,beta=1"], ["cell-batch_norm=true,beta=2"]]
     )
 
 
@@ -377,7 +377,7 @@ def test_columns_are_cell_seed_keys_metrics_baselines_and_training_terms():
         "train_loss", "train_recon", "train_kl", "train_seconds",
     ]  # fmt: skip
     assert columns(sweep_axes(load_config(PRESET)), load_config(PRESET)) == COLUMNS
-    assert {m: s.needs_factors for m, s in SWEEP_METRICS.items()} == {"pmi": True, "decoder_mse": True, "neg_elbo": False, "recon_mse": False, "fid": False, "class": False, "disentanglement": False}
+    assert {m: s.needs_factors for m, s in SWEEP_METRICS.items()} == {"pmi": True, "decoder_mse": True, "neg_elbo": False, "recon_mse": False, "fid": False, "class": False, "disentanglement": False, "rare": False}
     assert {m for m, s in SWEEP_METRICS.items() if s.needs_labels} == {"fid", "class"}
 
 
