@@ -155,6 +155,15 @@ def test_more_dims_are_embedded_by_tsne_into_n_by_2_deterministically_for_a_seed
     assert (labels[d.argmin(1)] == labels).all()
 
 
+def test_a_collapsed_posterior_is_drawn_not_embedded():
+    # every image with the same code: t-SNE's PCA initialisation would divide by zero (and its
+    # Barnes-Hut code crashed the process on the NaNs that followed)
+    xy, how = embedding(torch.full((50, 16), 0.25))
+    assert xy.shape == (50, 2) and np.isfinite(xy).all() and "collapsed" in how
+    xy, how = embedding(torch.full((20, 4), float("nan")))
+    assert np.isfinite(xy).all() and "collapsed" in how
+
+
 def test_tsne_copes_with_a_handful_of_points():
     mu, _ = three_clusters(n=4)
     xy, _ = embedding(mu)  # perplexity must stay below the number of points

@@ -77,6 +77,10 @@ def _labels(label: int | None, n: int, device) -> torch.Tensor | None:
 def embedding(mu: torch.Tensor, seed: int = 0) -> tuple[np.ndarray, str]:
     """2-D coordinates of latent means (N, L) and how they were made."""
     m = mu.double().numpy()
+    if not np.isfinite(m).all():
+        m = np.nan_to_num(m, nan=0.0, posinf=0.0, neginf=0.0)
+    if float(m.std(0).max()) < 1e-9:  # every image has the same code (a collapsed posterior): nothing to embed
+        return np.stack([np.arange(len(m)), np.zeros(len(m))], 1), "latent means (all equal: the posterior has collapsed) against image index"
     if m.shape[1] == 1:
         return np.stack([np.arange(len(m)), m[:, 0]], 1), "z (one latent dim) against image index"
     if m.shape[1] == 2:
