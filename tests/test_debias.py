@@ -77,6 +77,8 @@ def test_training_with_debias_draws_the_rare_pattern_far_more_often(tmp_path):
     stored = load_extra(tmp_path / "run")  # the last epoch's weights, as the loop drew by them
     drawn = debiased_order(stored["debias_weights"], cfg.train.seed, int(stored["debias_epoch"]))
     assert rare[drawn].float().mean() > 0.25  # 5% of the data, a quarter or more of the draws
+    ess = 1.0 / stored["debias_weights"].double().pow(2).sum().item()  # the effective sample size, logged per step
+    assert run.history[-1]["debias_ess"] == pytest.approx(ess, rel=1e-5) and 1 <= ess < len(data)
 
 
 def test_rare_mask_is_the_values_rarer_than_uniform():

@@ -166,6 +166,7 @@ def train(
                 if int(loop_state.get("debias_epoch", -1)) != epoch:
                     loop_state = {"debias_weights": latent_weights(model, x, y, cfg.train.debias_smoothing), "debias_epoch": torch.tensor(epoch)}
                 order = debiased_order(loop_state["debias_weights"], cfg.train.seed, epoch).to(device)
+                ess = 1.0 / loop_state["debias_weights"].double().pow(2).sum().float()  # how many distinct images the draws are worth
             else:
                 order = epoch_order(cfg.train.seed, epoch, n).to(device)
             shuffled, shuffled_epoch = x[order], epoch
@@ -178,6 +179,8 @@ def train(
                 terms = loss_fn(batch, step, inputs=batch + cfg.train.input_noise * torch.randn_like(batch), **cond)
             else:
                 terms = loss_fn(batch, step, **cond)
+        if cfg.train.debias:  # logged with the terms: the epoch's effective sample size
+            terms["debias_ess"] = ess
         optimizer.zero_grad(set_to_none=True)
         terms["loss"].backward()
         optimizer.step()
