@@ -201,3 +201,11 @@ def test_sweep_trains_and_measures_cvaes_with_their_labels(npz, tmp_path):
     for row in rows:
         assert row["recon_mse"] < 0.01 < row["recon_mse_untrained"]
         assert row["neg_elbo"] < 0.2 * row["neg_elbo_untrained"]
+
+
+def test_reconstruct_input_without_labels_or_with_a_class_too_many(run, tmp_path):
+    d = pattern_data(20)
+    np.savez(tmp_path / "nolabels.npz", images=d.images.numpy())
+    user_error(cli("reconstruct", run.dir, "--input", tmp_path / "nolabels.npz", "--out", tmp_path / "r.png"), "cvae", "labels")
+    np.savez(tmp_path / "extra.npz", images=d.images.numpy(), labels=np.full(20, K))
+    user_error(cli("reconstruct", run.dir, "--input", tmp_path / "extra.npz", "--out", tmp_path / "r.png"), "model.classes=4", "label 4")

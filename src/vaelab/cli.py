@@ -224,20 +224,15 @@ def cmd_reconstruct(a) -> None:
     shape = tuple(x.shape[1:])
     import torch
 
-    from vaelab.models import class_labels
+    from vaelab.models import class_labels, fit_to_data
 
     with torch.no_grad():
         trained = tuple(model.decode(torch.zeros(1, model.latent_dim), class_labels(model, 1)).shape[1:])  # the decoder's (C, H, W)
     if shape != trained:
         raise UserError(f"--input images are {shape} but the run was trained on {trained}")
-    labels = None
-    if model.n_classes:
-        if data.labels is None:
-            raise UserError(f"{cfg.model.name} reconstructs an image with its class: give --input an .npz with a 'labels' array")
-        labels = data.labels[: a.n]
-        if int(labels.max()) >= model.n_classes or int(labels.min()) < 0:
-            raise UserError(f"--input labels must be in 0..{model.n_classes - 1} (the model's classes)")
-    x_hat = reconstruct(model, x, labels)
+    data = data.subset(slice(0, a.n))
+    fit_to_data(cfg, data)  # a conditional model needs labels within its classes
+    x_hat = reconstruct(model, x, data.labels if model.n_classes else None)
     if kind == ".png":
         save_grid(a.out, interleave_rows(x, x_hat, 8), nrow=8)
     else:

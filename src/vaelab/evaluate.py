@@ -18,7 +18,7 @@ from typing import Callable
 import torch
 from torch.distributions import Normal
 
-from vaelab.losses import RECONSTRUCTION, gaussian_kl
+from vaelab.losses import RECONSTRUCTION, gaussian_kl, kl_per_image
 from vaelab.sample import batches, reconstruct
 
 EVALUATE_METRICS = ("recon_mse", "elbo", "nll_iw", "fid", "prdc", "class", "disentanglement")
@@ -108,7 +108,7 @@ def likelihood_bounds(model, x: torch.Tensor, *, labels: torch.Tensor | None = N
             log_qz = Normal(mu, std).log_prob(z).sum(-1)  # (k, B)
             log_w = log_px + log_pz - log_qz
             nll_sum -= (torch.logsumexp(log_w, 0) - math.log(k)).sum().item()
-            kl = 0.5 * (mu.pow(2) + logvar.exp() - 1.0 - logvar).sum(1)  # (B,)
+            kl = kl_per_image(mu, logvar)  # (B,)
             elbo_sum += (log_px.mean(0) - kl).sum().item()  # E_q[log p(x|z)] over the k draws
     finally:
         model.train(was_training)
@@ -130,7 +130,7 @@ def image_scores(model, x: torch.Tensor, *, labels: torch.Tensor | None = None, 
             z, kl = mu, torch.zeros(len(xb), device=device)
             if logvar is not None:
                 z = mu + torch.exp(0.5 * logvar) * torch.randn(mu.shape, generator=g).to(device)
-                kl = 0.5 * (mu.pow(2) + logvar.exp() - 1.0 - logvar).sum(1)
+                kl = kl_per_image(mu, logvar)
             logits = model.logits(z, yb)  # (B, C, H, W)
             if model.likelihood == "bernoulli":
                 rec = torch.nn.functional.binary_cross_entropy_with_logits(logits, xb, reduction="none").flatten(1).sum(1)

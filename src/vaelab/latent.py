@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from vaelab.models import class_labels
 from vaelab.sample import batches
 
 TRAVERSAL = torch.linspace(-3.0, 3.0, 9)
@@ -58,7 +59,7 @@ def traversals(model, reference: torch.Tensor, dims: list[int], values: torch.Te
     z = reference.repeat(len(dims) * len(values), 1)  # (D·V, L)
     for i, d in enumerate(dims):
         z[i * len(values) : (i + 1) * len(values), d] = values
-    return model.decode(z.to(device), _labels(label, len(z), device)).cpu()
+    return model.decode(z.to(device), class_labels(model, len(z), label)).cpu()
 
 
 @torch.no_grad()
@@ -67,11 +68,7 @@ def interpolation(model, mu_a: torch.Tensor, mu_b: torch.Tensor, steps: int = 10
     conditional model)."""
     device = next(model.parameters()).device
     t = torch.linspace(0.0, 1.0, steps)[:, None]  # (S, 1)
-    return model.decode(((1 - t) * mu_a + t * mu_b).to(device), _labels(label, steps, device)).cpu()
-
-
-def _labels(label: int | None, n: int, device) -> torch.Tensor | None:
-    return None if label is None else torch.full((n,), int(label), dtype=torch.int64, device=device)
+    return model.decode(((1 - t) * mu_a + t * mu_b).to(device), class_labels(model, steps, label)).cpu()
 
 
 def embedding(mu: torch.Tensor, seed: int = 0) -> tuple[np.ndarray, str]:

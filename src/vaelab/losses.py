@@ -34,15 +34,20 @@ def recon_bernoulli(logits: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
 RECONSTRUCTION = {"gaussian": recon_gaussian, "bernoulli": recon_bernoulli}
 
 
-def gaussian_kl(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
-    """KL(N(mu, diag(exp(logvar))) ‖ N(0, I)) in closed form, summed over latent dims, batch mean.
+def kl_per_image(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+    """KL(N(mu, diag(exp(logvar))) ‖ N(0, I)) in closed form per image, summed over latent dims.
 
     Arguments:
         mu, logvar: (B, L).
     Returns:
-        scalar.
+        (B,).
     """
-    return 0.5 * (mu.pow(2) + logvar.exp() - 1.0 - logvar).sum(1).mean()
+    return 0.5 * (mu.pow(2) + logvar.exp() - 1.0 - logvar).sum(1)
+
+
+def gaussian_kl(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+    """`kl_per_image` averaged over the batch: a scalar."""
+    return kl_per_image(mu, logvar).mean()
 
 
 def mean_pair_sqdist(x: torch.Tensor) -> torch.Tensor:

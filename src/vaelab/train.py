@@ -22,7 +22,7 @@ from tqdm import tqdm
 from vaelab.checkpoint import load_extra, load_state, read_run_config, save_checkpoint
 from vaelab.config import Config
 from vaelab.data import Dataset, load_data
-from vaelab.debias import debiased_order
+from vaelab.debias import debias_weights, debiased_order
 from vaelab.errors import TrainingDiverged, UserError
 from vaelab.models import VAE, build_model, fit_to_data
 from vaelab.runfolder import append_jsonl, prepare_out, read_jsonl, remove_temporary_files, write_jsonl, write_toml
@@ -80,7 +80,6 @@ def make_optimizer(model, lr: float) -> torch.optim.Optimizer:
 @torch.no_grad()
 def latent_weights(model, x: torch.Tensor, y: torch.Tensor | None, smoothing: float) -> torch.Tensor:
     """The debiasing weights (N,) of the images x from the model's latent means (`vaelab.debias`)."""
-    from vaelab.debias import debias_weights
     from vaelab.latent import latent_means
 
     model.eval()
@@ -200,7 +199,7 @@ def train(
     bar.close()
     log.flush_check()
     if model.after_training(x, cfg.train.seed) and run_dir is not None:  # a stage after the loop (a VQ-VAE's prior)
-        save_checkpoint(run_dir, model, optimizer, step, data.shape)
+        save_checkpoint(run_dir, model, optimizer, step, data.shape, loop_state)
     seconds = time.perf_counter() - log.start
     model.eval()
     run = Run(cfg, model, data, run_dir, history, seconds)

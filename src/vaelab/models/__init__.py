@@ -16,9 +16,9 @@ from vaelab.errors import UserError
 from vaelab.models.conv import build_asym, build_conv
 from vaelab.models.cvae import build_cvae
 from vaelab.models.introvae import build_introvae
-from vaelab.models.vqvae import build_vqvae
 from vaelab.models.mlp import build_ae, build_dense
 from vaelab.models.vae import VAE
+from vaelab.models.vqvae import build_vqvae
 
 
 GENERIC = {"channels": (32,), "kernel": 3, "pool": False}
@@ -100,7 +100,7 @@ def fit_to_data(cfg, data):
     if not MODELS[name].conditional:
         return cfg
     if data.labels is None:
-        raise UserError(f"model {name} conditions on class labels, but dataset {data.name or cfg.data.name} has none (use fontdigits, digits, mnist, fashion, or an array/images dataset with labels)")
+        raise UserError(f"model {name} conditions on class labels, but dataset {data.name or cfg.data.name} has none (use fontdigits, digits, mnist, fashion-mnist, sprites, or an array file with labels)")
     low, top = (int(data.labels.min()), int(data.labels.max()) + 1) if len(data.labels) else (0, 1)
     if low < 0:
         raise UserError(f"model {name}: class labels must be >= 0, dataset {data.name or cfg.data.name} has {low}")

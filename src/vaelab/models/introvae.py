@@ -24,15 +24,14 @@ import torch
 import torch.nn.functional as F
 from torch.func import functional_call
 
-from vaelab.losses import RECONSTRUCTION, gaussian_kl, kl_weight
+from vaelab.losses import RECONSTRUCTION, gaussian_kl, kl_per_image, kl_weight
 from vaelab.models.conv import ConvDecoder, ConvEncoder
 from vaelab.models.vae import VAE
 
 
-def kl_per_image(h: torch.Tensor) -> torch.Tensor:
+def encoder_kl(h: torch.Tensor) -> torch.Tensor:
     """encoder output (B, 2L) [μ, log σ²] → KL(q ‖ N(0, I)) per image (B,)."""
-    mu, logvar = h.chunk(2, dim=1)
-    return 0.5 * (mu.pow(2) + logvar.exp() - 1.0 - logvar).sum(1)
+    return kl_per_image(*h.chunk(2, dim=1))
 
 
 class IntroVAE(VAE):
@@ -43,7 +42,7 @@ class IntroVAE(VAE):
     def frozen_kl(self, x: torch.Tensor) -> torch.Tensor:
         """KL per image (B,) through the encoder with its weights detached: gradients reach x only."""
         weights = {k: v.detach() for k, v in self.encoder.named_parameters()}
-        return kl_per_image(functional_call(self.encoder, weights, (x,)))
+        return encoder_kl(functional_call(self.encoder, weights, (x,)))
 
     def loss(self, x, step=0, weights=None, inputs=None, labels=None):
         c = self.loss_cfg
@@ -55,7 +54,7 @@ class IntroVAE(VAE):
         kl = gaussian_kl(mu, logvar)
         # the generator's images, from detached codes: their gradients reach the decoder only
         fakes = torch.sigmoid(self.decoder(torch.cat([z.detach(), z_p])))  # (2B, C, H, W): x_r, x_p
-        kl_fake = kl_per_image(self.encoder(fakes.detach()))  # (2B,) the encoder's view, as discriminator
+        kl_fake = encoder_kl(self.encoder(fakes.detach()))  # (2B,) the encoder's view, as discriminator
         hinge = F.relu(self.margin - kl_fake).view(2, -1).mean(1).sum()  # Σ_s mean [m − L_REG(s)]⁺
         pull = self.frozen_kl(fakes).view(2, -1).mean(1).sum()  # Σ_s mean L_REG(s), for the generator
         beta = kl_weight(c.kl_schedule, step, w["beta"], c.warmup_steps)

@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from vaelab.errors import UserError
+from vaelab.losses import RECONSTRUCTION
 from vaelab.models.vae import VAE
 
 EMA_DECAY = 0.99
@@ -160,8 +161,7 @@ class VQVAE(VAE):
         logits = self.decoder(self._to_grid(z_st, len(x)))
         c = self.loss_cfg
         w = weights or {"recon_weight": c.recon_weight}
-        recon = F.binary_cross_entropy_with_logits(logits, x, reduction="none") if self.likelihood == "bernoulli" else (torch.sigmoid(logits) - x).pow(2)
-        terms = {"recon": recon.flatten(1).sum(1).mean()}
+        terms = {"recon": RECONSTRUCTION[self.likelihood](logits, x)}
         per_image = (lambda t: t.pow(2).sum() / len(x))  # summed over the grid, mean over images
         terms["commitment"] = per_image(z_e - z_q.detach())
         total = w["recon_weight"] * terms["recon"] + self.commitment * terms["commitment"]
