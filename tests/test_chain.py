@@ -260,7 +260,9 @@ def test_chain_csv_has_one_row_per_seed_and_generation_with_every_column(replace
             assert not math.isnan(row[m]) or (m == "neg_elbo" and g == 0), (s, g, m)
     assert rows[(0, 0)]["variability"] != rows[(1, 0)]["variability"]  # each repeat has its own D_0
     for s in (0, 1):
-        assert sorted(p.name for p in (replace2 / f"seed-{s}").iterdir()) == ["gen-000", "gen-001", "gen-002"]
+        assert sorted(p.name for p in (replace2 / f"seed-{s}").iterdir()) == ["chain.csv", "gen-000", "gen-001", "gen-002"]
+        own = (replace2 / f"seed-{s}/chain.csv").read_text().splitlines()  # the seed's resume point: its lines of chain.csv
+        assert own == [lines[0], *(line for line in lines[1:] if line.startswith(f"{s},"))]
         assert (replace2 / f"seed-{s}/gen-001/vae/model.safetensors").is_file()
         assert not (replace2 / f"seed-{s}/gen-002/vae").exists()  # the last dataset has no VAE
 

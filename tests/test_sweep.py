@@ -657,6 +657,7 @@ def test_resume_with_the_stored_config_clears_a_half_written_cell(auto, tmp_path
     with open(d / "sweep.csv", "w", newline="") as f:
         csv.writer(f, lineterminator="\n").writerows(r for r in rows if r[0] != half)
     (d / half / "junk.txt").write_text("left by a killed process")
+    (d / half / "row.json").unlink()  # a cell's task writes its row last: a killed one has none
     kept = {n: stamp(d / n / "model.safetensors") for n in CELLS if n != half}
     r = cli("sweep", "--out", d, "--resume", "--quiet")  # no --preset/--set/--grid: the stored config
     assert r.rc == 0, r.err
@@ -664,6 +665,23 @@ def test_resume_with_the_stored_config_clears_a_half_written_cell(auto, tmp_path
     assert len(jsonl(d / half / "metrics.jsonl")) == STEPS
     assert [row["cell"] for row in csv_rows(d)] == list(CELLS)
     assert {n: stamp(d / n / "model.safetensors") for n in kept} == kept
+
+
+def test_resume_takes_a_finished_cells_row_from_its_folder(auto, tmp_path):
+    # the task wrote its row.json, the driver was killed before it merged the row into sweep.csv
+    d = tmp_path / "unmerged"
+    shutil.copytree(auto[0], d)
+    late = "cell-beta=0.5,mu=3"
+    original = (d / "sweep.csv").read_text()
+    with open(d / "sweep.csv", newline="") as f:
+        rows = list(csv.reader(f))
+    with open(d / "sweep.csv", "w", newline="") as f:
+        csv.writer(f, lineterminator="\n").writerows(r for r in rows if r[0] != late)
+    kept = {n: stamp(d / n / "model.safetensors") for n in CELLS}
+    r = cli("sweep", "--out", d, "--resume", "--quiet")
+    assert r.rc == 0, r.err
+    assert {n: stamp(d / n / "model.safetensors") for n in CELLS} == kept  # nothing retrained
+    assert (d / "sweep.csv").read_text() == original  # the row came back exactly as it was written
 
 
 def test_resume_of_a_complete_sweep_trains_nothing(auto, tmp_path):

@@ -60,6 +60,10 @@ def build_parser() -> Parser:
     def verb(name: str, help: str) -> Parser:
         return sub.add_parser(name, help=help, description=help, epilog=VERB_EXAMPLES[name], formatter_class=fmt)
 
+    def backend_args(q: Parser, what: str) -> None:
+        q.add_argument("--backend", choices=("local", "ray"), default="local", help=f"local: {what} one after another here (default); ray: as Ray tasks (pip install 'vaelab[ray]'), the folder on a filesystem every worker sees")
+        q.add_argument("--address", help="the Ray cluster to join (default: $RAY_ADDRESS, else a local Ray runtime)")
+
     def config_args(q: Parser) -> None:
         q.add_argument("--preset", help="a shipped preset (see `vaelab presets`)")
         q.add_argument("--config", help="a TOML file with config sections, over the preset")
@@ -78,6 +82,7 @@ def build_parser() -> Parser:
     q.add_argument("--out", help="the chain's folder (or the comparison's)")
     q.add_argument("--resume", action="store_true", help="continue the chain in --out from its first unfinished generation")
     q.add_argument("--force", action="store_true", help="overwrite an existing folder at --out")
+    backend_args(q, "the seeds")
     q.add_argument("--quiet", action="store_true", help="no progress bars")
 
     q = verb("sweep", "train one model per cell of a grid over config keys, measure each, and report")
@@ -88,6 +93,7 @@ def build_parser() -> Parser:
     q.add_argument("--force", action="store_true", help="overwrite an existing folder at --out")
     q.add_argument("--vectorize", choices=("auto", "off"), default="auto", help="auto: cells sharing an architecture train together as one stacked model (default); off: one by one")
     q.add_argument("--yes", action="store_true", help="run a sweep of more than 10,000 cells")
+    backend_args(q, "the cells (or groups of vectorized cells)")
     q.add_argument("--quiet", action="store_true", help="no progress output")
 
     q = verb("sample", "generate images from a trained run")
@@ -314,7 +320,7 @@ def cmd_chain(a) -> None:
     if a.words:
         if a.words[0] != "compare" or len(a.words) < 2:
             raise UserError(f"unexpected {' '.join(a.words)!r}: use `vaelab chain compare DIR DIR … --out DIR`")
-        if a.preset or a.config or a.set or a.resume:
+        if a.preset or a.config or a.set or a.resume or a.backend != "local" or a.address:
             raise UserError("vaelab chain compare takes chain folders and --out only")
         print(f"wrote {compare_chains(a.words[1:], a.out, force=a.force)}")
         return
@@ -322,7 +328,7 @@ def cmd_chain(a) -> None:
         cfg = read_run_config(a.out)  # the stored config
     else:
         cfg = load_config(a.preset, a.config, a.set)
-    rows = run_chain(cfg, a.out, resume=a.resume, force=a.force, quiet=a.quiet)
+    rows = run_chain(cfg, a.out, resume=a.resume, force=a.force, quiet=a.quiet, backend=a.backend, address=a.address)
     last = max(r["generation"] for r in rows)
     final = [r["variability"] for r in rows if r["generation"] == last]
     print(f"{last} generations; variability {rows[0]['variability']:.3f} → {sum(final) / len(final):.3f}; report: {Path(a.out) / 'report.html'}")
@@ -339,7 +345,7 @@ def cmd_sweep(a) -> None:
         cfg = read_run_config(a.out)  # the stored config, grid included
     else:
         cfg = load_config(a.preset, a.config, a.set)
-    rows = run_sweep(cfg, a.out, grid=a.grid, resume=a.resume, force=a.force, quiet=a.quiet, vectorize=a.vectorize, yes=a.yes)
+    rows = run_sweep(cfg, a.out, grid=a.grid, resume=a.resume, force=a.force, quiet=a.quiet, vectorize=a.vectorize, yes=a.yes, backend=a.backend, address=a.address)
     print(f"{len(rows)} cells; table: {Path(a.out) / 'sweep.csv'}; report: {Path(a.out) / 'report.html'}")
 
 

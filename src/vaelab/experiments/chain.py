@@ -34,6 +34,7 @@ from vaelab.config import Config
 from vaelab.data import DATASETS, Dataset, load_data
 from vaelab.errors import UserError
 from vaelab.evaluate import neg_elbo
+from vaelab.experiments.backends import check_backend, check_visible, run_tasks, task_gpus
 from vaelab.experiments.study import open_study
 from vaelab.images import make_grid, png_bytes, save_grid
 from vaelab.metrics import (
@@ -225,7 +226,9 @@ def check_chain_config(cfg: Config) -> None:
     build_model(fit_to_data(cfg, original), original.shape)  # … and the model fits its images, before any folder is written
 
 
-def run_chain(config: Config, out: Path | str, *, resume: bool = False, force: bool = False, quiet: bool = False) -> list[dict]:
+def run_chain(
+    config: Config, out: Path | str, *, resume: bool = False, force: bool = False, quiet: bool = False, backend: str = "local", address: str | None = None
+) -> list[dict]:
     """Run (or resume) a chain into `out`; returns the rows of chain.csv.
 
     Arguments:
@@ -234,24 +237,53 @@ def run_chain(config: Config, out: Path | str, *, resume: bool = False, force: b
         resume: continue the chain in `out` (its stored config must equal `config`, except for a
             larger chain.generations, which extends a finished chain).
         force: overwrite an existing chain folder at `out`.
+        backend: where the seeds run (`vaelab.experiments.backends.BACKENDS`: local, ray).
+        address: the Ray cluster to join (backend ray; else RAY_ADDRESS, else a local Ray runtime).
     """
     cfg, out = config, Path(out)
     check_chain_config(cfg)
+    check_backend(backend, address)
     open_study(cfg, out, resume=resume, force=force, growable=("chain.generations",))
-    rows = read_table(out / "chain.csv") if resume else []
+    rows = all_rows(out) if resume else []
     start = time.perf_counter()
-    for r in range(cfg.chain.seeds):
-        _run_seed(cfg, out, r, rows, quiet)
+
+    def finished(_: int, seed_rows: list[dict]) -> None:
+        seeds = {row["seed"] for row in seed_rows}
+        rows[:] = [row for row in rows if row["seed"] not in seeds] + seed_rows
+        write_table(out / "chain.csv", rows)
+
+    marker = (out / "config.toml").read_bytes()
+    live = backend == "local"  # one process: chain.csv itself is the resume point after every generation
+    tasks = [(cfg, out, r, [row for row in rows if row["seed"] == r], quiet or not live, marker, live) for r in range(cfg.chain.seeds)]
+    run_tasks(run_seed, tasks, finished, backend=backend, address=address, gpus=task_gpus(cfg.train.device))
     from vaelab.report import write_chain_report
 
     write_chain_report(out, seconds=time.perf_counter() - start)
-    return rows
+    return sorted(rows, key=lambda r: (r["seed"], r["generation"]))
 
 
-def _run_seed(cfg: Config, out: Path, r: int, rows: list[dict], quiet: bool) -> None:
+SEED_TABLE = "chain.csv"
+"""each seed folder's own rows of chain.csv: the seed's resume point, written after every generation"""
+
+
+def all_rows(out: Path) -> list[dict]:
+    """The rows of a chain folder: its chain.csv, and any seed's newer rows (written by a task the
+    driver did not hear back from)."""
+    rows = {(r["seed"], r["generation"]): r for r in read_table(out / "chain.csv")}
+    for table in sorted(out.glob(f"seed-*/{SEED_TABLE}")):
+        rows.update({(r["seed"], r["generation"]): r for r in read_table(table)})
+    return list(rows.values())
+
+
+def run_seed(cfg: Config, out: Path, r: int, rows: list[dict], quiet: bool, marker: bytes, live: bool = False) -> list[dict]:
+    """One task: run (or continue) seed r's chain in `out` (whose config.toml holds `marker`) from
+    its finished `rows`; returns the seed's rows. `live` also rewrites the chain's chain.csv after
+    every generation (only the one process that owns it may)."""
+    check_visible(out, marker)
     ch = cfg.chain
     seed_dir = out / f"seed-{r}"
-    done = {row["generation"] for row in rows if row["seed"] == r}
+    rows = list(rows)
+    done = {row["generation"] for row in rows}
     original, heldout = original_data(cfg, r)
     n = ch.samples or len(original)
     datasets = [original]
@@ -270,7 +302,9 @@ def _run_seed(cfg: Config, out: Path, r: int, rows: list[dict], quiet: bool) -> 
             np.savez_compressed(buf, images=images.images.numpy(), **({"labels": images.labels.numpy()} if images.labels is not None else {}))
             atomic_write(gen_dir / "data.npz", buf.getvalue())
         rows.append(row)
-        write_table(out / "chain.csv", rows)  # after every generation: the resume point
+        write_table(seed_dir / SEED_TABLE, rows)  # after every generation: the seed's resume point
+        if live:
+            write_table(out / "chain.csv", all_rows(out))
 
     if 0 not in done:
         record(0, original, original, None, 0)
@@ -292,6 +326,7 @@ def _run_seed(cfg: Config, out: Path, r: int, rows: list[dict], quiet: bool) -> 
             record(g + 1, generated, train_set, model, len(train_set))
         datasets = [*datasets, generated] if keep_all else [datasets[0], generated]
         state = {k: v.detach().clone() for k, v in model.state_dict().items()} if ch.init == "finetune" else None
+    return rows
 
 
 def finish_vae(vae_dir: Path, model, train_set: Dataset) -> None:

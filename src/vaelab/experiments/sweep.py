@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import functools
 import itertools
+import json
 import math
 import shutil
 import time
@@ -36,11 +37,12 @@ from vaelab.config import Config, parse_value
 from vaelab.data import DATASETS, Dataset, load_data, test_data_config
 from vaelab.errors import TrainingDiverged, UserError
 from vaelab.evaluate import disentanglement, neg_elbo, recon_mse
+from vaelab.experiments.backends import check_backend, check_visible, run_tasks, task_gpus
 from vaelab.experiments.study import open_study
 from vaelab.metrics import class_distribution, decoder_mse, feature_net, fid, fit_linear_map, pmi, prdc
 from vaelab.latent import latent_means
 from vaelab.models import MODELS, build_model, fit_to_data
-from vaelab.runfolder import read_csv, write_csv
+from vaelab.runfolder import atomic_write, read_csv, write_csv
 from vaelab.sample import reconstruct, sample
 from vaelab.train import Run, train
 from vaelab.vectorized import group_key, train_group
@@ -201,9 +203,9 @@ class Probe:
     def train_data(self) -> Dataset:
         return _dataset(self.cfg.data)
 
-    @functools.cached_property
+    @property
     def feature_net(self):
-        return feature_net(self.train_data.images, self.train_data.labels, source=self.cfg.data.name)
+        return _feature_net(self.cfg.data)
 
     @functools.cached_property
     def samples(self) -> torch.Tensor:
@@ -299,6 +301,13 @@ def _dataset(data_cfg) -> Dataset:
     return load_data(data_cfg)
 
 
+@functools.lru_cache(maxsize=2)
+def _feature_net(data_cfg):
+    """The FID feature net of a training set (trained once, then cached on disk and here)."""
+    data = _dataset(data_cfg)
+    return feature_net(data.images, data.labels, source=data_cfg.name)
+
+
 def check_metrics(cell: Cell) -> None:
     """The test set loads, and has factors where a metric needs them (before anything is written)."""
     cfg = cell.config
@@ -355,6 +364,8 @@ def run_sweep(
     quiet: bool = False,
     vectorize: str = "auto",
     yes: bool = False,
+    backend: str = "local",
+    address: str | None = None,
 ) -> list[dict]:
     """Run (or resume) a sweep into `out`; returns the rows of sweep.csv.
 
@@ -366,10 +377,13 @@ def run_sweep(
         force: overwrite an existing sweep folder at `out`.
         vectorize: "auto" trains compatible cells together as one stacked model; "off" one by one.
         yes: allow more than 10,000 cells × seeds.
+        backend: where the training groups run (`vaelab.experiments.backends.BACKENDS`: local, ray).
+        address: the Ray cluster to join (backend ray; else RAY_ADDRESS, else a local Ray runtime).
     """
     if vectorize not in ("auto", "off"):
         raise UserError(f"--vectorize must be auto or off, got {vectorize!r}")
     axes = sweep_axes(config, grid)
+    check_backend(backend, address)
     cfg = config.override({"sweep.grid": [f"{a.key}={','.join(map(_grid_text, a.values))}" for a in axes]}) if grid else config
     n_cells = math.prod(len(a.values) for a in axes) * cfg.sweep.seeds
     if n_cells > MAX_CELLS and not yes:
@@ -382,16 +396,26 @@ def run_sweep(
     open_study(cfg, out, resume=resume, force=force)
     cols = columns(axes, cfg)
     rows = read_table(out / "sweep.csv", axes) if resume else []
-    done = {(r["cell"]) for r in rows}
+    known = {r["cell"] for r in rows}
+    rows += [row for c in cells if c.name not in known and (row := _finished_row(out, c)) is not None]  # written by a task the driver did not hear back from
+    done = {r["cell"] for r in rows}
     todo = [c for c in cells if c.name not in done]
+    if any(SWEEP_METRICS[m].needs_labels for m in cfg.sweep.metrics) and todo:
+        _feature_net(cfg.data)  # trained (or loaded from the cache) once here, not by every task at once
     start = time.perf_counter()
-    for group in plan_groups(todo, vectorize):
-        results = _train(group, out, quiet)
-        for cell, result in zip(group, results):
-            rows.append(_row(cell, result))
+
+    def finished(_: int, group_rows: list[dict]) -> None:
+        rows.extend(group_rows)
         write_csv(out / "sweep.csv", _ordered(rows, cells), cols)
         if not quiet:
             print(f"{len(rows)}/{len(cells)} cells done ({time.perf_counter() - start:.0f} s)", flush=True)
+
+    marker = (out / "config.toml").read_bytes()
+    groups = plan_groups(todo, vectorize)
+    quiet_tasks = quiet or backend != "local"  # progress bars from many workers would interleave
+    tasks = [(g, out, quiet_tasks, marker) for g in groups]
+    run_tasks(run_group, tasks, finished, backend=backend, address=address, gpus=task_gpus(cfg.train.device))
+    write_csv(out / "sweep.csv", _ordered(rows, cells), cols)  # rows that came back from the cells' folders, or none yet
     from vaelab.report import write_sweep_report
 
     write_sweep_report(out)
@@ -430,6 +454,25 @@ def plan_groups(cells: list[Cell], vectorize: str = "auto") -> list[list[Cell]]:
 def _pixels(data_cfg) -> int:
     """Pixels per image of a dataset (from a handful of its images)."""
     return math.prod(load_data(replace(data_cfg, n=min(data_cfg.n or 8, 8))).shape)
+
+
+ROW_FILE = "row.json"
+"""a finished cell's row of sweep.csv, written into its folder by the task that trained it"""
+
+
+def run_group(group: list[Cell], out: Path, quiet: bool, marker: bytes) -> list[dict]:
+    """One task: train a group of cells into `out` (whose config.toml holds `marker`), measure
+    them, and write each cell's row into its folder; returns the rows."""
+    check_visible(out, marker)
+    rows = [_row(c, r) for c, r in zip(group, _train(group, out, quiet))]
+    for c, row in zip(group, rows):
+        atomic_write(out / c.name / ROW_FILE, json.dumps(row))
+    return rows
+
+
+def _finished_row(out: Path, cell: Cell) -> dict | None:
+    path = out / cell.name / ROW_FILE
+    return json.loads(path.read_text()) if path.is_file() else None
 
 
 def _train(group: list[Cell], out: Path, quiet: bool) -> list[Run | TrainingDiverged]:
