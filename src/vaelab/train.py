@@ -22,6 +22,7 @@ from tqdm import tqdm
 from vaelab.checkpoint import load_extra, load_state, read_run_config, save_checkpoint
 from vaelab.config import Config
 from vaelab.data import Dataset, load_data
+from vaelab.data.stream import ImageStream
 from vaelab.debias import debias_weights, debiased_order
 from vaelab.errors import TrainingDiverged, UserError
 from vaelab.models import VAE, build_model, fit_to_data
@@ -146,7 +147,10 @@ def train(
     elif run_dir is not None:
         write_jsonl(run_dir / "metrics.jsonl", [])
 
-    x = data.images.to(device)
+    streamed = isinstance(data.images, ImageStream)  # on disk: each batch is read when it is due
+    if streamed and cfg.train.debias:
+        raise UserError("train.debias weighs every image each epoch, which streamed data (data.stream) cannot afford: set data.stream=off or train.debias=false")
+    x = data.images if streamed else data.images.to(device)
     y = data.labels.to(device) if model.n_classes else None  # (N,) for a conditional model
     n, b = x.shape[0], cfg.train.batch_size
     per_epoch, total = schedule(cfg, n)
@@ -166,11 +170,13 @@ def train(
                     loop_state = {"debias_weights": latent_weights(model, x, y, cfg.train.debias_smoothing), "debias_epoch": torch.tensor(epoch)}
                 order = debiased_order(loop_state["debias_weights"], cfg.train.seed, epoch).to(device)
                 ess = 1.0 / loop_state["debias_weights"].double().pow(2).sum().float()  # how many distinct images the draws are worth
+            elif streamed:  # chunk by chunk (vaelab.data.stream)
+                order = x.epoch_order(cfg.train.seed, epoch)
             else:
                 order = epoch_order(cfg.train.seed, epoch, n).to(device)
-            shuffled, shuffled_epoch = x[order], epoch
-            shuffled_y = y[order] if y is not None else None
-        batch = shuffled[i * b : (i + 1) * b]  # (B, C, H, W)
+            shuffled, shuffled_epoch = (order if streamed else x[order]), epoch
+            shuffled_y = y[order.to(y.device)] if y is not None else None
+        batch = x[shuffled[i * b : (i + 1) * b]].to(device) if streamed else shuffled[i * b : (i + 1) * b]  # (B, C, H, W)
         cond = {} if y is None else {"labels": shuffled_y[i * b : (i + 1) * b]}  # (B,)
 
         with autocast:

@@ -17,8 +17,8 @@ from typing import Literal
 import numpy as np
 import torch
 
-from vaelab.data.bundled import NoParams
 from vaelab.data.registry import Dataset, check_factors, check_images, check_labels, register, take
+from vaelab.data.stream import ImageStream, npy_stream, should_stream
 from vaelab.errors import UserError
 
 IDX_FILES = {
@@ -97,6 +97,14 @@ def fashion_mnist(p: IdxParams, n: int, seed: int, path: str) -> Dataset:
 class ArrayParams:
     key: str = "images"
     """the .npz entry holding the images (labels and factors are read from `labels`, `factors`)"""
+    stream: Literal["auto", "on", "off"] = "auto"
+    """auto: stream a .npy file from disk (memmap, shuffled in chunks) when its images would take over a quarter of this machine's memory as float32; on: always (a .npy file); off: never"""
+
+
+@dataclass(frozen=True)
+class ImagesParams:
+    stream: Literal["auto", "on", "off"] = "auto"
+    """auto: decode the PNGs chunk by chunk during training when they would take over a quarter of this machine's memory as float32; on: always; off: never"""
 
 
 @register("array", ArrayParams, "a user's .npz/.npy file of images (N, H, W) or (N, C, H, W)", path_hint="a .npz or .npy file")
@@ -106,6 +114,12 @@ def array(p: ArrayParams, n: int, seed: int, path: str) -> Dataset:
         raise UserError(f"data.path {file} does not exist")
     labels = factors = None
     try:
+        if file.suffix == ".npy" and p.stream != "off":
+            stream = npy_stream(file, check_images)
+            if stream is not None and should_stream(p.stream, len(stream), 4 * math.prod(stream.image_shape)):
+                return take(Dataset(stream, name="array"), n, seed, str(file))
+        elif p.stream == "on":
+            raise UserError(f"data.stream=on reads images from a .npy file (numpy.save), and {file} is not one: save its images with numpy.save")
         loaded = np.load(file, allow_pickle=False)
         if isinstance(loaded, np.ndarray):
             images = loaded
@@ -132,32 +146,43 @@ def array(p: ArrayParams, n: int, seed: int, path: str) -> Dataset:
     return take(data, n, seed, str(file))
 
 
-@register("images", NoParams, "a folder of PNG files (all the same size and channel count)", path_hint="a folder of .png files")
-def images(p: NoParams, n: int, seed: int, path: str) -> Dataset:
-    from PIL import Image, UnidentifiedImageError
-
+@register("images", ImagesParams, "a folder of PNG files (all the same size and channel count)", path_hint="a folder of .png files")
+def images(p: ImagesParams, n: int, seed: int, path: str) -> Dataset:
     folder = Path(path).expanduser()
     if not folder.is_dir():
         raise UserError(f"data.path {folder} is not a folder")
     files = sorted(f for f in folder.iterdir() if f.suffix.lower() == ".png")
     if not files:
         raise UserError(f"data.path {folder} holds no .png files")
-    arrays = []
-    for f in files:
-        try:
-            with Image.open(f) as im:
-                im.load()
-                a = np.asarray(im)
-                if im.mode in ("I;16", "I;16B", "I"):
-                    a = a.astype(np.uint16)
-                elif im.mode == "P":
-                    a = np.asarray(im.convert("RGBA"))
-        except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
-            raise UserError(f"{f}: not a readable PNG ({e})") from None
-        a = a[:, :, None] if a.ndim == 2 else a  # (H, W, C)
-        if arrays and (a.shape != arrays[0].shape or a.dtype != arrays[0].dtype):
-            raise UserError(f"{f}: shape {a.shape} {a.dtype} differs from {files[0].name}'s {arrays[0].shape} {arrays[0].dtype}")
-        arrays.append(a)
-    stacked = np.stack(arrays).transpose(0, 3, 1, 2)  # (N, H, W, C) → (N, C, H, W)
-    data = Dataset(torch.from_numpy(check_images(stacked, str(folder))), name="images")
-    return take(data, n, seed, str(folder))
+    first = _read_png(files[0])
+
+    def read(start: int, stop: int) -> np.ndarray:
+        arrays = [first if i == 0 else _read_png(files[i]) for i in range(start, stop)]
+        for f, a in zip(files[start:stop], arrays):
+            if a.shape != first.shape or a.dtype != first.dtype:
+                raise UserError(f"{f}: shape {a.shape} {a.dtype} differs from {files[0].name}'s {first.shape} {first.dtype}")
+        if not arrays:
+            return np.empty((0, first.shape[2], *first.shape[:2]), np.float32)
+        return check_images(np.stack(arrays).transpose(0, 3, 1, 2), str(folder))  # (N, H, W, C) → (N, C, H, W)
+
+    shape = (first.shape[2], *first.shape[:2])
+    if should_stream(p.stream, len(files), 4 * math.prod(shape)):
+        return take(Dataset(ImageStream(len(files), shape, read, str(folder)), name="images"), n, seed, str(folder))
+    return take(Dataset(torch.from_numpy(read(0, len(files))), name="images"), n, seed, str(folder))
+
+
+def _read_png(f: Path) -> np.ndarray:
+    """One PNG as (H, W, C)."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(f) as im:
+            im.load()
+            a = np.asarray(im)
+            if im.mode in ("I;16", "I;16B", "I"):
+                a = a.astype(np.uint16)
+            elif im.mode == "P":
+                a = np.asarray(im.convert("RGBA"))
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+        raise UserError(f"{f}: not a readable PNG ({e})") from None
+    return a[:, :, None] if a.ndim == 2 else a  # (H, W, C)

@@ -35,6 +35,7 @@ import torch
 
 from vaelab.config import Config, parse_value
 from vaelab.data import DATASETS, Dataset, load_data, test_data_config
+from vaelab.data.stream import ImageStream
 from vaelab.errors import TrainingDiverged, UserError
 from vaelab.evaluate import disentanglement, neg_elbo, recon_mse
 from vaelab.experiments.backends import check_backend, check_visible, run_tasks, task_gpus
@@ -480,12 +481,16 @@ def _train(group: list[Cell], out: Path, quiet: bool) -> list[Run | TrainingDive
         if (out / c.name).exists():
             shutil.rmtree(out / c.name)  # an unfinished cell a kill left behind
     datas = [load_data(c.config.data) for c in group]
-    if len(group) == 1:
-        try:
-            return [train(group[0].config, datas[0], out=out / group[0].name, quiet=quiet)]
-        except TrainingDiverged as e:
-            return [e]
+    if len(group) == 1 or any(isinstance(d.images, ImageStream) for d in datas):  # streamed data: one model at a time
+        return [_train_one(c, d, out, quiet) for c, d in zip(group, datas)]
     return train_group([c.config for c in group], datas, [out / c.name for c in group], quiet=quiet)
+
+
+def _train_one(cell: Cell, data: Dataset, out: Path, quiet: bool) -> Run | TrainingDiverged:
+    try:
+        return train(cell.config, data, out=out / cell.name, quiet=quiet)
+    except TrainingDiverged as e:
+        return e
 
 
 def _row(cell: Cell, result: Run | TrainingDiverged) -> dict:
