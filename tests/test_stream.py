@@ -145,3 +145,21 @@ def test_bad_streaming_requests_are_one_line_errors(tmp_path):
     user_error(r, "train.debias", "data.stream")
     r = cli("train", "--set", "data.name=array", "--set", f"data.path={path}", "--set", "data.stream=sometimes", "--out", tmp_path / "r3")
     user_error(r, "data.stream", "auto")
+
+
+def test_a_subset_of_a_file_is_the_same_images_whether_cut_before_or_after_loading(tmp_path):
+    # data.n < N: array cuts the raw rows first (only those become float32), as take would after
+    from vaelab.data.registry import take
+
+    path, _ = npy(tmp_path, n=400)
+    np.savez(tmp_path / "both.npz", images=np.load(path), labels=np.arange(400) % 7)
+    for file in (path, tmp_path / "both.npz"):
+        whole = data(file, "off")
+        part = data(file, "off", **{"data.n": 123, "data.seed": 5})
+        ref = take(whole, 123, 5, str(file))
+        assert torch.equal(part.images, ref.images) and len(part) == 123
+        assert (part.labels is None) == (whole.labels is None)
+        if part.labels is not None:
+            assert torch.equal(part.labels, ref.labels)
+    streamed = data(path, "on", **{"data.n": 123, "data.seed": 5})  # a streamed file's subset is taken the same way
+    assert torch.equal(streamed.images, data(path, "off", **{"data.n": 123, "data.seed": 5}).images)

@@ -17,7 +17,7 @@ from typing import Literal
 import numpy as np
 import torch
 
-from vaelab.data.registry import Dataset, check_factors, check_images, check_labels, register, take
+from vaelab.data.registry import Dataset, check_factors, check_images, check_labels, register, take, take_index
 from vaelab.data.stream import ImageStream, npy_stream, should_stream
 from vaelab.errors import UserError
 
@@ -120,7 +120,7 @@ def array(p: ArrayParams, n: int, seed: int, path: str) -> Dataset:
                 return take(Dataset(stream, name="array"), n, seed, str(file))
         elif p.stream == "on":
             raise UserError(f"data.stream=on reads images from a .npy file (numpy.save), and {file} is not one: save its images with numpy.save")
-        loaded = np.load(file, allow_pickle=False)
+        loaded = np.load(file, mmap_mode="r" if file.suffix == ".npy" else None, allow_pickle=False)  # a .npy: only the rows kept are read
         if isinstance(loaded, np.ndarray):
             images = loaded
         else:
@@ -134,16 +134,18 @@ def array(p: ArrayParams, n: int, seed: int, path: str) -> Dataset:
         raise
     except (ValueError, OSError, EOFError, zlib.error, zipfile.BadZipFile, tokenize.TokenError) as e:
         raise UserError(f"{file}: not a readable .npy/.npz file ({e})") from None
-    images = check_images(images, str(file))
-    n_all = images.shape[0]
-    data = Dataset(
-        torch.from_numpy(images),
-        None if labels is None else torch.from_numpy(check_labels(labels, n_all, str(file))),
-        None if factors is None else torch.from_numpy(check_factors(factors, n_all, str(file))),
-        () if factors is None else tuple(f"f{i}" for i in range(check_factors(factors, n_all, str(file)).shape[1])),
+    n_all = images.shape[0] if images.ndim else 0
+    labels = None if labels is None else check_labels(labels, n_all, str(file))
+    factors = None if factors is None else check_factors(factors, n_all, str(file))
+    index = take_index(n_all, n, seed, str(file)) if n_all else None  # subset first: only the kept images become float32
+    pick = (lambda a: a if a is None or index is None else a[index])  # noqa: E731
+    return Dataset(
+        torch.from_numpy(check_images(np.asarray(pick(images)), str(file))),
+        None if labels is None else torch.from_numpy(pick(labels)),
+        None if factors is None else torch.from_numpy(pick(factors)),
+        () if factors is None else tuple(f"f{i}" for i in range(factors.shape[1])),
         "array",
     )
-    return take(data, n, seed, str(file))
 
 
 @register("images", ImagesParams, "a folder of PNG files (all the same size and channel count)", path_hint="a folder of .png files")

@@ -131,13 +131,17 @@ def test_data_config(cfg: Any, n: int = 0, default_n: int = 2000) -> Any:
 
 def take(data: Dataset, n: int, seed: int, source: str) -> Dataset:
     """A seeded random subset of n images (all of them when n is 0), order preserved."""
-    total = len(data)
+    index = take_index(len(data), n, seed, source)
+    return data if index is None else data.subset(torch.from_numpy(index))
+
+
+def take_index(total: int, n: int, seed: int, source: str) -> np.ndarray | None:
+    """The sorted indices `take` keeps of `total` images (None: all of them)."""
     if n == 0 or n == total:
-        return data
+        return None
     if n > total:
         raise UserError(f"data.n={n} but {source} holds only {total} images")
-    index = np.sort(np.random.default_rng(seed).permutation(total)[:n])
-    return data.subset(torch.from_numpy(index))
+    return np.sort(np.random.default_rng(seed).permutation(total)[:n])
 
 
 def check_images(images: np.ndarray, source: str) -> np.ndarray:
