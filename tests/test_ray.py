@@ -95,13 +95,23 @@ def test_a_ray_chain_writes_the_local_chains_table(local_chain, tmp_path):
         assert table(out / f"seed-{s}/chain.csv")[1:] == [r for r in table(local_chain / "chain.csv")[1:] if r[0] == str(s)]
 
 
+def _parent(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("PPid:"):
+            return int(line.split()[1])
+    return 0
+
+
 def _task_pids(name: str) -> list[int]:
-    """Ray workers now running a task of this function (Ray titles them `ray::NAME`)."""
+    """Workers of this process's Ray runtime now running a task of this function (Ray titles
+    them `ray::NAME`; this process started the raylet, the raylet the workers). Other Ray
+    runtimes on the machine are left alone."""
     pids = []
     for p in Path("/proc").iterdir():
         try:
             if p.name.isdigit() and (p / "cmdline").read_bytes().split(b"\0")[0] == f"ray::{name}".encode():
-                pids.append(int(p.name))
+                if _parent(_parent(int(p.name))) == os.getpid():
+                    pids.append(int(p.name))
         except OSError:
             pass
     return pids
@@ -173,3 +183,28 @@ def test_address_without_the_ray_backend_is_a_user_error(tmp_path):
     r = cli("sweep", "--preset", "bias-robustness", "--out", tmp_path / "s", "--address", "127.0.0.1:6379")
     user_error(r, "--address", "--backend ray")
     assert not (tmp_path / "s").exists()
+
+
+def _closed_port() -> int:
+    """A loopback port nothing listens on (bound, then released)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_an_unreachable_cluster_is_a_user_error_before_anything_is_written(tmp_path, monkeypatch):
+    # the module's runtime is up; a fresh process would try to join the address, so test the check itself
+    from vaelab.experiments import backends
+
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    port = _closed_port()
+    r = cli("sweep", "--preset", "bias-robustness", "--out", tmp_path / "s", "--backend", "ray", "--address", f"127.0.0.1:{port}")
+    user_error(r, f"127.0.0.1:{port}", "cannot reach the Ray cluster")
+    assert not (tmp_path / "s").exists()
+    monkeypatch.setenv("RAY_ADDRESS", f"ray://127.0.0.1:{port}")  # the environment's address is checked the same way
+    r = cli("chain", "--preset", "chain-fc2", "--out", tmp_path / "c", "--backend", "ray")
+    user_error(r, f"ray://127.0.0.1:{port}", "RAY_ADDRESS")
+    assert not (tmp_path / "c").exists()
+    backends.check_backend("ray", "auto")  # forms other than host:port are left to Ray

@@ -93,6 +93,21 @@ def check_backend(backend: str, address: str | None) -> None:
             import ray  # noqa: F401
         except ImportError:
             raise UserError("--backend ray needs Ray: pip install 'vaelab[ray]'") from None
+        where = address or os.environ.get("RAY_ADDRESS")
+        if where and not ray.is_initialized():
+            _check_reachable(where)
+
+
+def _check_reachable(address: str) -> None:
+    """A cluster address of the form [ray://]host:port answers on its port (Ray itself waits
+    minutes on a wrong one); "auto" and other forms are left to Ray."""
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    if not host or not port.isdigit():
+        return
+    try:
+        socket.create_connection((host, int(port)), timeout=5).close()
+    except OSError as e:
+        raise UserError(f"cannot reach the Ray cluster at {address} ({e.strerror or e}): check --address / RAY_ADDRESS, or leave both unset for a local Ray runtime") from None
 
 
 def run_tasks(
