@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.vaelab-installed
 TORCH_VERSION ?= 2.13.0
 
-.PHONY: demo test bench install clean
+.PHONY: demo test bench bench-env install clean
 
 install: $(STAMP)
 
@@ -29,8 +29,32 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest -q
 
-bench: $(STAMP)
-	for b in bench/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+# `make bench`: every benchmark in bench/ (bench/all.py runs them and prints one table).
+# It first builds the pythae environment (bench-env); `make bench PYTHAE_ENV=` skips that (then
+# the pythae row says the environment is missing). `make bench BENCH_ARGS=--quick`: smoke sizes.
+PYTHAE_ENV ?= bench-env
+bench: $(STAMP) $(PYTHAE_ENV)
+	$(PY) bench/all.py $(BENCH_ARGS)
+
+# bench/.venv-pythae: pythae 0.1.2 for bench/pythae_compare.py, apart from vaelab's environment.
+# The same pinned torch first (an unpinned one would pull gigabytes of CUDA packages), then pythae
+# with torch pinned again on the same command line, so pip cannot replace it; the last line checks
+# it did not. The stamp makes a second `make bench-env` a no-op.
+BENCH_VENV := bench/.venv-pythae
+BENCH_STAMP := $(BENCH_VENV)/.pythae-installed
+PYTHAE_VERSION ?= 0.1.2
+
+bench-env: $(BENCH_STAMP)
+
+$(BENCH_STAMP):
+	rm -rf $(BENCH_VENV)
+	$(PYTHON) -m venv $(BENCH_VENV) || python3 -m venv $(BENCH_VENV)
+	$(BENCH_VENV)/bin/python -m pip install --upgrade pip setuptools wheel
+	$(BENCH_VENV)/bin/python -m pip install "torch==$(TORCH_VERSION)"
+	$(BENCH_VENV)/bin/python -m pip install "torch==$(TORCH_VERSION)" "pythae==$(PYTHAE_VERSION)"
+	$(BENCH_VENV)/bin/python -m pip check
+	$(BENCH_VENV)/bin/python -c "import torch, pythae.models, importlib.metadata as m; assert torch.__version__.split('+')[0] == '$(TORCH_VERSION)', torch.__version__; print('pythae', m.version('pythae'), 'torch', torch.__version__)"
+	touch $(BENCH_STAMP)
 
 clean:
-	rm -rf $(VENV) runs build src/*.egg-info
+	rm -rf $(VENV) $(BENCH_VENV) runs build src/*.egg-info

@@ -34,7 +34,8 @@ What it measures
     metrics.jsonl; the same span in the hand-written loop), their throughput in images trained per
     second (generations x epochs x 5,000 / whole seconds) and the load average. The last line is
     `ratio: X.XX`: median vaelab throughput / median hand-written throughput (= median hand-written
-    seconds / median vaelab seconds). Target: >= 1.0.
+    seconds / median vaelab seconds), after a `row: vaelab=...; reference=...` line with the two
+    medians for bench/all.py's table. Target: >= 1.0.
 
     The timings are wall-clock: on a small machine other busy processes move single rounds by far
     more than the gap being measured (the load average is printed before, during and after), and
@@ -47,7 +48,8 @@ How to run (from the repository root)
     .venv/bin/python bench/chain.py                # 3 rounds of a 3-generation, 2-epoch chain
     .venv/bin/python bench/chain.py --rounds 5
     .venv/bin/python bench/chain.py --threads 1
-    .venv/bin/python bench/chain.py --quick        # smoke check: 1 round of 1 generation, 1 epoch
+    .venv/bin/python bench/chain.py --quick        # smoke check: 1 round (no warm-up) of 1 generation,
+                                                   # 1 epoch, 256 images, 100 per metric set and held out
 """
 
 from __future__ import annotations
@@ -78,7 +80,10 @@ N, GENERATIONS, EPOCHS = 5000, 3, 2
 CHANNELS, KERNEL, HIDDEN, LATENT, K_NN, PAIRS, SUBSET_SEED = 32, 3, 115, 8, 5, 10_000, 11
 
 
-def make_config(generations: int, epochs: int):
+QUICK = {"data.n": 256, "chain.holdout": 100, "chain.metric_samples": 100}  # --quick: a tiny chain
+
+
+def make_config(generations: int, epochs: int, quick: bool = False):
     return load_config(
         "chain-conv",
         overrides={
@@ -86,6 +91,7 @@ def make_config(generations: int, epochs: int):
             "data.n": N,
             "train.epochs": epochs,
             "train.device": "cpu",
+            **(QUICK if quick else {}),
         },
     )
 
@@ -267,17 +273,18 @@ def main() -> None:
     ap.add_argument("--generations", type=int, default=GENERATIONS, help=f"VAEs in the chain (default {GENERATIONS})")
     ap.add_argument("--epochs", type=int, default=EPOCHS, help=f"epochs per VAE (default {EPOCHS})")
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads for both sides (default: torch's default)")
-    ap.add_argument("--quick", action="store_true", help="smoke check: 1 round of 1 generation, 1 epoch")
+    ap.add_argument("--quick", action="store_true", help="smoke check: 1 round (no warm-up) of 1 generation, 1 epoch, 256 images")
     args = ap.parse_args()
     rounds, gens, epochs = (1, 1, 1) if args.quick else (args.rounds, args.generations, args.epochs)
+    warmups = 0 if args.quick else 1
     if rounds < 1 or gens < 1 or epochs < 1 or args.threads < 0:
         ap.error("--rounds, --generations and --epochs must be >= 1, --threads >= 0")
     if args.threads:
         torch.set_num_threads(args.threads)
     threads = torch.get_num_threads()  # fixed for the whole process: the same for both sides
 
-    cfg = make_config(gens, epochs)
-    m, ch = cfg.model, cfg.chain
+    cfg = make_config(gens, epochs, args.quick)
+    m, ch, n = cfg.model, cfg.chain, cfg.data.n
     expected = (m.name, m.channels, m.kernel, m.hidden, m.decoder_hidden, m.latent_dim, m.pool, m.batch_norm, m.likelihood)
     if expected != ("conv", (CHANNELS,), KERNEL, (HIDDEN,), (HIDDEN,), LATENT, False, False, "gaussian"):
         raise SystemExit(f"the chain-conv preset no longer matches the hand-written model: {expected}")
@@ -286,16 +293,16 @@ def main() -> None:
     plain = (ch.mode, ch.init, ch.seeds, ch.samples, ch.quantize, cfg.sample.delta, cfg.sample.denoise)
     if plain != ("replace", "scratch", 1, 0, True, 0.0, 0.0):
         raise SystemExit(f"the chain-conv preset's chain is no longer the plain one: {ch}, {cfg.sample}")
-    if N % cfg.train.batch_size == 1:
+    if n % cfg.train.batch_size == 1:
         raise SystemExit("vaelab drops a last batch of one image; the hand-written loop does not")
-    images = gens * epochs * N
+    images = gens * epochs * n
     print(
-        f"chain-conv chain: {gens} generation(s) x {epochs} epoch(s) x {N} points images, batch {cfg.train.batch_size} "
+        f"chain-conv chain: {gens} generation(s) x {epochs} epoch(s) x {n} points images, batch {cfg.train.batch_size} "
         f"= {images} images trained per chain; metrics on D_0..D_{gens} ({ch.metric_samples} per set for PRDC, "
         f"{ch.holdout} held out for the ELBO)"
     )
     print(f"torch {torch.__version__}, CPU, {threads} thread(s) on {os.cpu_count()} core(s); "
-          f"{rounds} timed round(s) after 1 warm-up round, vaelab first in each")
+          f"{rounds} timed round(s) after {warmups} warm-up round(s), vaelab first in each")
     print(f"load average before (1, 5, 15 min): {', '.join(f'{v:.2f}' for v in os.getloadavg())}")
     print("seconds: 'whole' = the whole chain, 'loop' = inside the training loops; img/s = images trained / whole seconds")
     print(f"{'round':>7}  {'vaelab whole':>12}  {'loop':>6}  {'hand whole':>10}  {'loop':>6}  "
@@ -305,7 +312,7 @@ def main() -> None:
     results: dict[str, list[tuple[float, float]]] = {"vaelab": [], "hand": []}
     loads = []
     try:
-        for r in range(rounds + 1):
+        for r in range(rounds + warmups):
             out = base / f"round-{r}"
             vw, vl, vrows = run_vaelab(cfg, out)
             shutil.rmtree(out)
@@ -313,10 +320,10 @@ def main() -> None:
             load = os.getloadavg()[0]
             if r == 0:
                 diff, where = largest_difference(vrows, hrows)
-            label = "warm-up" if r == 0 else str(r)
+            label = "warm-up" if r < warmups else str(r + 1 - warmups)
             print(f"{label:>7}  {vw:12.1f}  {vl:6.1f}  {hw:10.1f}  {hl:6.1f}  "
                   f"{images / vw:12.1f}  {images / hw:10.1f}  {hw / vw:5.2f}  {load:5.2f}", flush=True)
-            if r > 0:
+            if r >= warmups:
                 results["vaelab"].append((vw, vl))
                 results["hand"].append((hw, hl))
                 loads.append(load)
@@ -329,12 +336,13 @@ def main() -> None:
     print(f"{'median':>7}  {vw:12.1f}  {vl:6.1f}  {hw:10.1f}  {hl:6.1f}  {images / vw:12.1f}  {images / hw:10.1f}")
     print(f"load average after (1, 5, 15 min): {', '.join(f'{v:.2f}' for v in os.getloadavg())}; "
           f"1-min load during the timed rounds: {min(loads):.2f} to {max(loads):.2f} on {os.cpu_count()} core(s)")
-    print(f"same work: largest |vaelab - hand-written| over every chain.csv metric of the warm-up round = {diff:.3g}"
+    print(f"same work: largest |vaelab - hand-written| over every chain.csv metric of the first round = {diff:.3g}"
           + (f" ({where})" if diff > 0 else ""))
     print(f"outside the training loops (median s): vaelab {vw - vl:.1f}, hand-written {hw - hl:.1f}; "
           f"loop-only ratio {hl / vl:.2f}; median of per-round ratios {paired:.2f}")
     print(f"median images trained/s: vaelab {images / vw:.1f}, hand-written {images / hw:.1f}")
     print("ratio = median vaelab images/s / median hand-written images/s (whole chain):")
+    print(f"row: vaelab={images / vw:,.1f} images trained/s; reference={images / hw:,.1f} images trained/s (hand-written chain)")
     print(f"ratio: {hw / vw:.2f}")
 
 

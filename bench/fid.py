@@ -11,13 +11,15 @@ What it measures
     * reference: the same features (extracted again), then NumPy/SciPy the straightforward way:
       `np.cov` and `scipy.linalg.sqrtm(C1 @ C2)`, as most FID scripts do.
 
-    Both values are printed (they agree to ~1e-6 relative). Alternating rounds; the last line is
-    `ratio: X.XX` = median reference seconds / median vaelab seconds (> 1: vaelab is faster).
-    Target: vaelab under 20 s per FID on 2 CPU cores.
+    Both values are printed (they agree to ~1e-6 relative). Alternating rounds; the line before
+    the last is `row: vaelab=...; reference=...` (median seconds per FID, for bench/all.py's
+    table), the last is `ratio: X.XX` = median reference seconds / median vaelab seconds (> 1:
+    vaelab is faster). Target: vaelab under 20 s per FID on 2 CPU cores.
 
 How to run (from the repository root)
     .venv/bin/python bench/fid.py
-    .venv/bin/python bench/fid.py --quick      # smoke check: 1,000 images, 1 round
+    .venv/bin/python bench/fid.py --quick      # smoke check: 500 images, 1 round, a feature net
+                                               # of 20 steps on 1,000 images (not cached)
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ import torch
 from vaelab.config import load_config
 from vaelab.data import load_data
 from vaelab.metrics import feature_net, fid
+from vaelab.metrics.featurenet import FeatureNetConfig
 
 
 def reference_fid(a: np.ndarray, b: np.ndarray) -> float:
@@ -51,15 +54,18 @@ def main() -> None:
     ap = argparse.ArgumentParser(description="FID of 10,000 vs 10,000 images: vaelab against NumPy/SciPy")
     ap.add_argument("--n", type=int, default=10000, help="images per set (default 10,000)")
     ap.add_argument("--rounds", type=int, default=3, help="timed rounds (default 3)")
-    ap.add_argument("--quick", action="store_true", help="smoke check: 1,000 images, 1 round")
+    ap.add_argument("--quick", action="store_true", help="smoke check: 500 images, 1 round, a feature net of 20 steps")
     args = ap.parse_args()
-    n, rounds = (1000, 1) if args.quick else (args.n, args.rounds)
+    n, rounds = (500, 1) if args.quick else (args.n, args.rounds)
     data = lambda seed, m: load_data(load_config(overrides={"data.name": "fontdigits", "data.n": m, "data.seed": seed}).data)  # noqa: E731
-    train, real, fake = data(0, 20000 if not args.quick else 2000), data(1, n).images, data(2, n).images
+    train, real, fake = data(0, 20000 if not args.quick else 1000), data(1, n).images, data(2, n).images
     fake = (fake + 0.2 * torch.randn(fake.shape, generator=torch.Generator().manual_seed(0))).clamp(0, 1)
     cache = os.environ.get("VAELAB_CACHE") or tempfile.mkdtemp()
     t0 = time.perf_counter()
-    net = feature_net(train.images, train.labels, source="fontdigits", cache=cache)
+    if args.quick:  # a barely trained net in a throw-away folder: the smoke check times the same calls
+        net = feature_net(train.images, train.labels, FeatureNetConfig(steps=20), source="fontdigits", cache=tempfile.mkdtemp())
+    else:
+        net = feature_net(train.images, train.labels, source="fontdigits", cache=cache)
     print(f"feature net: {net.name}; ready in {time.perf_counter() - t0:.1f} s (trained once, then cached)")
     print(f"{n} vs {n} images {tuple(real.shape[1:])}; torch {torch.__version__}, {torch.get_num_threads()} thread(s) on {os.cpu_count()} core(s)")
     fr, ff = net(real), net(fake)
@@ -83,6 +89,7 @@ def main() -> None:
         ref.append(time.perf_counter() - t0)
         print(f"round {r + 1}: vaelab {ours[-1]:.2f} s (FID {value:.4f}), reference {ref[-1]:.2f} s (FID {expected:.4f})")
     print(f"median seconds: vaelab {statistics.median(ours):.2f}, NumPy/SciPy {statistics.median(ref):.2f}")
+    print(f"row: vaelab={statistics.median(ours):.2f} s per FID; reference={statistics.median(ref):.2f} s per FID (NumPy/SciPy)")
     print(f"ratio: {statistics.median(ref) / statistics.median(ours):.2f}")
 
 

@@ -12,14 +12,16 @@ What it measures
     Both build each member from the same seed and data; the final mean loss of each member is
     printed for the two paths (they agree in distribution, not bitwise: see vaelab.vectorized).
     Each round prints samples/s (images processed by all 16 models ÷ seconds of the whole call).
-    The last line is `ratio: X.XX`, median vectorized samples/s ÷ median sequential samples/s.
+    The line before the last is `row: vaelab=...; reference=...` (the two medians, for
+    bench/all.py's table; on a GPU a `machine:` line names it), the last is `ratio: X.XX`, median
+    vectorized samples/s ÷ median sequential samples/s.
     Target: >= 1.5 on 2 CPU cores; >= 10 on a GPU (`--device cuda`).
 
 How to run (from the repository root)
     .venv/bin/python bench/sweep.py                 # 5 rounds
     .venv/bin/python bench/sweep.py --threads 1     # one CPU thread for both paths
     .venv/bin/python bench/sweep.py --device cuda   # on a GPU machine
-    .venv/bin/python bench/sweep.py --quick         # smoke check: 1 round, 20 steps
+    .venv/bin/python bench/sweep.py --quick         # smoke check: 1 round of 4 VAEs, 10 steps
 """
 
 from __future__ import annotations
@@ -40,7 +42,7 @@ from vaelab.vectorized import train_group
 MEMBERS, N, BATCH = 16, 5000, 32
 
 
-def configs(steps: int, device: str):
+def configs(steps: int, device: str, members: int = MEMBERS):
     base = load_config(
         overrides={
             "data.name": "points",
@@ -51,7 +53,7 @@ def configs(steps: int, device: str):
             "train.device": device,
         }
     )
-    betas = np.geomspace(0.1, 8, MEMBERS)
+    betas = np.geomspace(0.1, 8, members)
     return [base.override({"loss.beta": float(b), "train.seed": i}) for i, b in enumerate(betas)]
 
 
@@ -61,23 +63,25 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=157, help="training steps per model (default 157: one epoch)")
     ap.add_argument("--device", default="cpu", help="cpu or cuda")
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's default)")
-    ap.add_argument("--quick", action="store_true", help="smoke check: 1 round of 20 steps")
+    ap.add_argument("--quick", action="store_true", help="smoke check: 1 round of 4 VAEs, 10 steps")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    rounds, steps = (1, 20) if args.quick else (args.rounds, args.steps)
-    cfgs = configs(steps, args.device)
+    rounds, steps, members = (1, 10, 4) if args.quick else (args.rounds, args.steps, MEMBERS)
+    cfgs = configs(steps, args.device, members)
     data = load_data(cfgs[0].data)
-    datas = [data] * MEMBERS
-    samples = MEMBERS * steps * BATCH
-    print(f"{MEMBERS} fc1 VAEs (576-115-8), β from 0.1 to 8, {N} points images, batch {BATCH}, {steps} steps each")
+    datas = [data] * members
+    samples = members * steps * BATCH
+    print(f"{members} fc1 VAEs (576-115-8), β from 0.1 to 8, {N} points images, batch {BATCH}, {steps} steps each")
     device = torch.cuda.get_device_name() if args.device.startswith("cuda") else f"CPU, {torch.get_num_threads()} thread(s) on {os.cpu_count()} core(s)"
+    if args.device.startswith("cuda"):
+        print(f"machine: {device}")  # for bench/all.py's table
     print(f"torch {torch.__version__}, {device}; load average before: {os.getloadavg()[0]:.2f}")
     print(f"{'round':>7}  {'vectorized':>10}  {'sequential':>10}  {'ratio':>5}   samples/s")
     vec, seq = [], []
     for r in range(rounds + 1):
         t0 = time.perf_counter()
-        group = train_group(cfgs, datas, [None] * MEMBERS, quiet=True)
+        group = train_group(cfgs, datas, [None] * members, quiet=True)
         if args.device.startswith("cuda"):
             torch.cuda.synchronize()
         tv = time.perf_counter() - t0
@@ -94,6 +98,7 @@ def main() -> None:
             seq.append(samples / ts)
     print(f"load average after: {os.getloadavg()[0]:.2f}")
     print(f"median samples/s: vectorized {statistics.median(vec):.0f}, sequential {statistics.median(seq):.0f}")
+    print(f"row: vaelab={statistics.median(vec):,.0f} samples/s (vectorized); reference={statistics.median(seq):,.0f} samples/s (sequential)")
     print(f"ratio: {statistics.median(vec) / statistics.median(seq):.2f}")
 
 

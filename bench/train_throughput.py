@@ -1,29 +1,40 @@
 """Training throughput: vaelab's trainer against a minimal hand-written PyTorch loop (CPU).
 
 What it measures
-    The 576-256-8 dense VAE (`fc1`, hidden [256], latent 8) on 20,000 `points` images (24x24),
-    batch 128, 3 epochs (157 steps per epoch; the last batch of each epoch holds 32 images), on
-    the CPU, trained two ways in one process:
+    `--model mlp` (the default): the 576-256-8 dense VAE (`fc1`, hidden [256], latent 8) on
+    20,000 `points` images (24x24), batch 128, 3 epochs (157 steps per epoch; the last batch of
+    each epoch holds 32 images), on the CPU.
+
+    `--model conv`: vaelab's `conv` model as the chain study has it (channels [32], kernel 3, no
+    pooling, hidden [115], latent 8: Conv2d(1->32, 3x3) -> ReLU -> flatten 32*22*22 -> 115 -> ReLU
+    -> 16 = (mu, log sigma^2); decoder 8 -> 115 -> ReLU -> 32*22*22 -> ReLU -> ConvTranspose2d(32->1,
+    3x3), 3,581,343 weights) on the same 20,000 images (kept as (N, 1, 24, 24)), batch 128,
+    1 epoch per run by default (a conv step costs about 20x the mlp's on the CPU).
+
+    Either model is trained two ways in one process:
 
     * vaelab: `vaelab.train.train(cfg, data, out=None, quiet=True)` (in memory, no files), with
       the data built once by `vaelab.data.load_data`;
-    * hand-written: the same architecture as plain `nn.Sequential`s, the same loss (squared error
-      of sigmoid(logits) against x summed over pixels, batch mean, + the closed-form Gaussian KL
-      summed over latent dims, batch mean), Adam lr 1e-3, one shuffle per epoch by indexing the
-      whole tensor (the same permutations as vaelab's), batches as slices, the same number of
-      steps and the same `torch.manual_seed`.
+    * hand-written: the same architecture as plain `nn.Sequential`s (layer for layer, so the
+      parameter shapes and count match vaelab's model: checked, and the count printed), the same
+      loss (squared error of sigmoid(logits) against x summed over pixels, batch mean, + the
+      closed-form Gaussian KL summed over latent dims, batch mean), Adam lr 1e-3, one shuffle per
+      epoch by indexing the whole tensor (the same permutations as vaelab's), batches as slices,
+      the same number of steps and the same `torch.manual_seed`.
 
     Both start from the same seed and consume the RNG in the same order. The hand-written loop uses
     plain `torch.optim.Adam`; vaelab uses Adam's fused kernel (the same update in one pass per
     parameter), so the weights agree to rounding only: the warm-up round prints the largest
-    parameter difference (about 5e-3 after 471 steps; 0 with plain Adam on both sides).
+    parameter difference (mlp: about 5e-3 after 471 steps; 0 with plain Adam on both sides).
 
     After one warm-up round of each, the two alternate (vaelab, then hand-written) for `--rounds`
     rounds with the same torch thread count. Each round prints samples/s (images processed ÷
     seconds) for both, timed two ways: the whole call (model construction, optimizer, loop) and
     the loop only (vaelab's `run.seconds`; the same span of the hand-written function). The two
-    differ by well under 1%; the ratio uses the whole call. The last line is `ratio: X.XX`:
-    median vaelab samples/s ÷ median hand-written samples/s (whole call). Target: >= 0.95.
+    differ by well under 1%; the ratio uses the whole call. The line before the last is `row:
+    vaelab=...; reference=...` (the medians, for bench/all.py's table), the last is `ratio: X.XX`:
+    median vaelab samples/s ÷ median hand-written samples/s (whole call). Target (issue 7): >= 1.0
+    for both models.
 
     The timings are wall-clock: on a small machine other busy processes (the load average is
     printed before and after) move single rounds by far more than the gap being measured, and
@@ -31,10 +42,11 @@ What it measures
     `--threads 1`, when the machine is not quiet.
 
 How to run (from the repository root)
-    .venv/bin/python bench/train_throughput.py             # 9 rounds of 3 epochs each
+    .venv/bin/python bench/train_throughput.py             # mlp: 9 rounds of 3 epochs each
     .venv/bin/python bench/train_throughput.py --rounds 11
     .venv/bin/python bench/train_throughput.py --threads 1
-    .venv/bin/python bench/train_throughput.py --quick     # smoke check: 2 rounds of 1 epoch
+    .venv/bin/python bench/train_throughput.py --model conv   # conv: 5 rounds of 1 epoch each
+    .venv/bin/python bench/train_throughput.py --quick     # smoke check: 1 round of 1 epoch on 2,000 images (conv: 512)
 """
 
 from __future__ import annotations
@@ -53,15 +65,22 @@ from vaelab.data import load_data
 from vaelab.train import train
 
 N, BATCH, HIDDEN, LATENT, LR, SEED = 20000, 128, 256, 8, 1e-3, 0
+CONV_CHANNELS, CONV_KERNEL, CONV_HIDDEN = 32, 3, 115  # the conv model: the chain study's
+QUICK_N = {"mlp": 2000, "conv": 512}  # images per run with --quick
+DEFAULTS = {"mlp": (9, 3), "conv": (5, 1)}  # (rounds, epochs) per model
 
 
-def make_config(epochs: int):
+def make_config(epochs: int, model: str = "mlp", n: int = N):
+    arch = (
+        {"model.name": "fc1", "model.hidden": [HIDDEN]}
+        if model == "mlp"
+        else {"model.name": "conv", "model.channels": [CONV_CHANNELS], "model.kernel": CONV_KERNEL, "model.pool": False, "model.hidden": [CONV_HIDDEN]}
+    )
     return load_config(
         overrides={
             "data.name": "points",
-            "data.n": N,
-            "model.name": "fc1",
-            "model.hidden": [HIDDEN],
+            "data.n": n,
+            **arch,
             "model.latent_dim": LATENT,
             "train.batch_size": BATCH,
             "train.epochs": epochs,
@@ -72,6 +91,25 @@ def make_config(epochs: int):
     )
 
 
+def hand_model(model: str, shape: tuple[int, int, int]) -> tuple[nn.Module, nn.Module]:
+    """(encoder, decoder) of the hand-written VAE: the same layers as vaelab's fc1 or conv."""
+    if model == "mlp":
+        d = shape[0] * shape[1] * shape[2]
+        encoder = nn.Sequential(nn.Linear(d, HIDDEN), nn.ReLU(), nn.Linear(HIDDEN, 2 * LATENT))
+        decoder = nn.Sequential(nn.Linear(LATENT, HIDDEN), nn.ReLU(), nn.Linear(HIDDEN, d))
+        return encoder, decoder
+    c, h, w = shape[0], shape[1] - CONV_KERNEL + 1, shape[2] - CONV_KERNEL + 1  # 1, 22, 22
+    encoder = nn.Sequential(
+        nn.Conv2d(c, CONV_CHANNELS, CONV_KERNEL), nn.ReLU(), nn.Flatten(),
+        nn.Linear(CONV_CHANNELS * h * w, CONV_HIDDEN), nn.ReLU(), nn.Linear(CONV_HIDDEN, 2 * LATENT),
+    )  # fmt: skip
+    decoder = nn.Sequential(
+        nn.Linear(LATENT, CONV_HIDDEN), nn.ReLU(), nn.Linear(CONV_HIDDEN, CONV_CHANNELS * h * w), nn.ReLU(),
+        nn.Unflatten(1, (CONV_CHANNELS, h, w)), nn.ConvTranspose2d(CONV_CHANNELS, c, CONV_KERNEL),
+    )  # fmt: skip
+    return encoder, decoder
+
+
 def run_vaelab(cfg, data) -> tuple[float, float, int, list[torch.Tensor]]:
     """(whole-call seconds, loop seconds, steps, trained parameters) for one vaelab run."""
     t0 = time.perf_counter()
@@ -80,14 +118,14 @@ def run_vaelab(cfg, data) -> tuple[float, float, int, list[torch.Tensor]]:
     return whole, run.seconds, len(run.history), [p.detach() for p in run.model.parameters()]
 
 
-def run_hand(images: torch.Tensor, epochs: int) -> tuple[float, float, int, list[torch.Tensor]]:
+def run_hand(images: torch.Tensor, epochs: int, model: str = "mlp") -> tuple[float, float, int, list[torch.Tensor]]:
     """(whole-call seconds, loop seconds, steps, trained parameters) for one hand-written run."""
     t0 = time.perf_counter()
     torch.manual_seed(SEED)
-    x = images.reshape(images.shape[0], -1)  # (N, 576), a view
-    n, d = x.shape
-    encoder = nn.Sequential(nn.Linear(d, HIDDEN), nn.ReLU(), nn.Linear(HIDDEN, 2 * LATENT))
-    decoder = nn.Sequential(nn.Linear(LATENT, HIDDEN), nn.ReLU(), nn.Linear(HIDDEN, d))
+    # mlp: (N, 576), a view; conv: the (N, 1, 24, 24) images as they are
+    x = images.reshape(images.shape[0], -1) if model == "mlp" else images
+    n = x.shape[0]
+    encoder, decoder = hand_model(model, tuple(images.shape[1:]))
     params = [*encoder.parameters(), *decoder.parameters()]
     optimizer = torch.optim.Adam(params, lr=LR)
     per_epoch = math.ceil(n / BATCH)
@@ -98,11 +136,11 @@ def run_hand(images: torch.Tensor, epochs: int) -> tuple[float, float, int, list
         order = torch.randperm(n, generator=torch.Generator().manual_seed(SEED * 1_000_003 + epoch))
         shuffled = x[order]
         for i in range(per_epoch):
-            batch = shuffled[i * BATCH : (i + 1) * BATCH]  # (B, 576)
+            batch = shuffled[i * BATCH : (i + 1) * BATCH]  # mlp (B, 576); conv (B, 1, 24, 24)
             mu, logvar = encoder(batch).chunk(2, dim=1)  # (B, 8), (B, 8)
             z = mu + torch.exp(0.5 * logvar) * torch.randn_like(mu)
-            logits = decoder(z)  # (B, 576)
-            recon = (torch.sigmoid(logits) - batch).pow(2).sum(1).mean()
+            logits = decoder(z)  # the shape of batch
+            recon = (torch.sigmoid(logits) - batch).pow(2).flatten(1).sum(1).mean()  # flatten(1): a no-op for mlp
             kl = 0.5 * (mu.pow(2) + logvar.exp() - 1.0 - logvar).sum(1).mean()
             loss = recon + kl
             optimizer.zero_grad(set_to_none=True)
@@ -117,25 +155,33 @@ def main() -> None:
     ap = argparse.ArgumentParser(
         description="vaelab's trainer vs a hand-written PyTorch loop: samples/s and their ratio (CPU)."
     )
-    ap.add_argument("--rounds", type=int, default=9, help="timed rounds after the warm-up round (default 9)")
-    ap.add_argument("--epochs", type=int, default=3, help="epochs per training run (default 3)")
+    ap.add_argument("--model", choices=("mlp", "conv"), default="mlp", help="mlp: fc1 576-256-8 (default); conv: the chain study's conv VAE")
+    ap.add_argument("--rounds", type=int, default=None, help="timed rounds after the warm-up round (default: mlp 9, conv 5)")
+    ap.add_argument("--epochs", type=int, default=None, help="epochs per training run (default: mlp 3, conv 1)")
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads for both sides (default: torch's default)")
-    ap.add_argument("--quick", action="store_true", help="smoke check: at most 2 rounds of 1 epoch")
+    ap.add_argument("--quick", action="store_true", help="smoke check: 1 round of 1 epoch on 2,000 images (conv: 512)")
     args = ap.parse_args()
-    rounds, epochs = (min(args.rounds, 2), 1) if args.quick else (args.rounds, args.epochs)
+    default_rounds, default_epochs = DEFAULTS[args.model]
+    rounds = args.rounds if args.rounds is not None else default_rounds
+    epochs = args.epochs if args.epochs is not None else default_epochs
+    rounds, epochs, n = (1, 1, QUICK_N[args.model]) if args.quick else (rounds, epochs, N)
     if rounds < 1 or epochs < 1 or args.threads < 0:
         ap.error("--rounds and --epochs must be >= 1, --threads >= 0")
     if args.threads:
         torch.set_num_threads(args.threads)
     threads = torch.get_num_threads()  # fixed for the whole process: the same for both sides
 
-    cfg = make_config(epochs)
+    cfg = make_config(epochs, args.model, n)
     data = load_data(cfg.data)
     images = data.images
     samples = epochs * images.shape[0]
     expected_steps = epochs * math.ceil(images.shape[0] / BATCH)
+    if args.model == "mlp":
+        arch = f"fc1 576-{HIDDEN}-{LATENT} VAE"
+    else:
+        arch = f"conv VAE (Conv2d 1->{CONV_CHANNELS} {CONV_KERNEL}x{CONV_KERNEL}, {CONV_HIDDEN}, latent {LATENT}; transposed-conv decoder)"
     print(
-        f"fc1 576-{HIDDEN}-{LATENT} VAE, {images.shape[0]} points images {tuple(images.shape[1:])}, batch {BATCH}, "
+        f"{arch}, {images.shape[0]} points images {tuple(images.shape[1:])}, batch {BATCH}, "
         f"{epochs} epoch(s) = {expected_steps} steps = {samples} samples per run"
     )
     print(f"torch {torch.__version__}, CPU, {threads} thread(s) on {os.cpu_count()} core(s); "
@@ -148,12 +194,14 @@ def main() -> None:
     max_diff = 0.0
     for r in range(rounds + 1):
         vw, vl, vs, vp = run_vaelab(cfg, data)
-        hw, hl, hs, hp = run_hand(images, epochs)
+        hw, hl, hs, hp = run_hand(images, epochs, args.model)
         if vs != expected_steps or hs != expected_steps:
             raise SystemExit(f"step counts differ: vaelab {vs}, hand-written {hs}, expected {expected_steps}")
         if r == 0:
             if [p.shape for p in vp] != [p.shape for p in hp]:
                 raise SystemExit("the two models have different parameter shapes")
+            n_vaelab, n_hand = sum(p.numel() for p in vp), sum(p.numel() for p in hp)
+            print(f"parameters: vaelab {n_vaelab:,}, hand-written {n_hand:,} (the same {len(vp)} tensors, shape for shape)")
             max_diff = max((a - b).abs().max().item() for a, b in zip(vp, hp))
         v, h = (samples / vw, samples / vl), (samples / hw, samples / hl)
         label = "warm-up" if r == 0 else str(r)
@@ -171,6 +219,7 @@ def main() -> None:
           f"hand-written {med['hand'][0]:.0f} (loop only {med['hand'][1]:.0f})")
     print(f"loop-only ratio: {med['vaelab'][1] / med['hand'][1]:.2f}; median of per-round ratios: {paired:.2f}")
     print("ratio = median vaelab samples/s / median hand-written samples/s, whole call:")
+    print(f"row: vaelab={med['vaelab'][0]:,.0f} samples/s; reference={med['hand'][0]:,.0f} samples/s (hand-written loop)")
     print(f"ratio: {med['vaelab'][0] / med['hand'][0]:.2f}")
 
 

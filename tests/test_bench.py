@@ -1,0 +1,115 @@
+"""The benchmarks in bench/ as smoke tests: each runs with --quick as a real process and must exit
+0 with a `row:` line and a final `ratio:` line (their figures are not asserted); bench/all.py's
+table is checked on made-up output, and once end to end on one quick benchmark.
+
+The processes run with OMP_NUM_THREADS=1: on a 2-core machine shared with other work, two
+spinning OpenMP threads make these tiny runs several times slower. pythae_compare works with or
+without bench/.venv-pythae (`make bench-env`); without it, it prints `ratio: n/a`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import io
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+BENCH = ROOT / "bench"
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+
+
+def load(name: str):
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", BENCH / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+ALL = load("all")
+RUNS = [(script, args) for script, args, _, _ in ALL.plan()]
+
+
+def test_every_benchmark_is_planned():
+    scripts = {p.name for p in BENCH.glob("*.py") if not p.name.startswith("_") and p.name != "all.py"}
+    assert {s for s, _ in RUNS} == scripts
+    assert ("train_throughput.py", ["--model", "conv"]) in RUNS
+
+
+@pytest.mark.parametrize("script,args", RUNS, ids=[ALL.run_name(s, a) for s, a in RUNS])
+def test_benchmark_quick(script, args):
+    proc = subprocess.run(
+        [sys.executable, str(BENCH / script), *args, "--quick"], cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=300
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    lines = [line for line in proc.stdout.splitlines() if line.strip()]
+    assert lines[-1].startswith("ratio: "), lines[-5:]
+    assert ALL.ROW.match(lines[-2]), lines[-5:]
+
+
+def test_pythae_compare_without_its_environment(tmp_path, monkeypatch):
+    module = load("pythae_compare")
+    monkeypatch.setattr(module, "PYTHAE_PYTHON", tmp_path / "no-such-venv" / "bin" / "python")
+    monkeypatch.setattr(module, "ROOT", tmp_path)
+    monkeypatch.setattr(sys, "argv", ["pythae_compare.py", "--quick"])
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        module.main()  # returns (exit 0) before training anything
+    lines = out.getvalue().splitlines()
+    assert "make bench-env" in lines[0]
+    assert lines[-2] == "row: vaelab=n/a; reference=pythae env missing: make bench-env"
+    assert lines[-1] == "ratio: n/a"
+
+
+def test_all_table_from_made_up_output():
+    ok = "\n".join([
+        "fc1 576-256-8 VAE, 20000 points images", "  round  vaelab  hand", "      1   32000  31000",
+        "row: vaelab=32,755 samples/s; reference=31,731 samples/s (hand-written loop)", "ratio: 1.03", "",
+    ])  # fmt: skip
+    r = ALL.parse_output(ALL.Result("train_throughput", "MLP | loop", "≥ 1.0"), ok, 0, "AMD EPYC, 2 cores")
+    assert (r.vaelab, r.reference, r.ratio, r.machine, r.failed) == (
+        "32,755 samples/s", "31,731 samples/s (hand-written loop)", "1.03", "AMD EPYC, 2 cores", False)  # fmt: skip
+
+    gpu = "machine: NVIDIA H200\ntarget: >= 10\nrow: vaelab=1 samples/s; reference=2 samples/s\nratio: 0.50\n"
+    g = ALL.parse_output(ALL.Result("sweep", "vectorized vs sequential", "≥ 1.5"), gpu, 0, "AMD EPYC, 2 cores")
+    assert (g.machine, g.target, g.ratio) == ("NVIDIA H200", ">= 10", "0.50")
+
+    bare = ALL.parse_output(ALL.Result("memory", "streaming", "-"), "peak_rss_gib: 0.4\nsamples_per_s: 2000\n", 0, "cpu")
+    assert (bare.vaelab, bare.reference, bare.ratio, bare.failed) == ("samples_per_s: 2000", "-", "-", False)
+
+    crash = "starting\nTraceback (most recent call last):\nRuntimeError: boom\n"
+    f = ALL.parse_output(ALL.Result("chain", "chain", "≥ 1.0"), crash, 1, "cpu")
+    assert f.failed and f.ratio == "failed (exit 1)" and f.vaelab == "RuntimeError: boom"
+
+    missing = "pythae environment missing\nrow: vaelab=n/a; reference=pythae env missing: make bench-env\nratio: n/a\n"
+    m = ALL.parse_output(ALL.Result("pythae_compare", "vs pythae", "≥ 1.3"), missing, 0, "cpu")
+    assert (m.reference, m.ratio, m.failed) == ("pythae env missing: make bench-env", "n/a", False)
+
+    for x in (r, g, bare, f, m):
+        x.date = "2026-01-01"
+    table = ALL.table([r, g, bare, f, m]).splitlines()
+    assert table[0] == "| benchmark | compares | vaelab | reference | ratio | target | machine | date |"
+    assert table[1] == "|---|---|---|---|---|---|---|---|"
+    assert table[2] == (
+        "| train_throughput | MLP \\| loop | 32,755 samples/s | 31,731 samples/s (hand-written loop) | 1.03 | ≥ 1.0 "
+        "| AMD EPYC, 2 cores | 2026-01-01 |"
+    )
+    assert "| failed (exit 1) |" in table[5]
+    assert all(line.count(" | ") == 7 for line in table[2:])  # the escaped | does not add a column
+
+
+def test_all_runs_and_tabulates_one_quick_benchmark():
+    proc = subprocess.run(
+        [sys.executable, str(BENCH / "all.py"), "--quick", "--only", "sweep"], cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=300
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    lines = proc.stdout.splitlines()
+    assert "== bench/sweep.py --quick" in lines
+    rows = [line for line in lines if line.startswith("| sweep |")]
+    assert len(rows) == 1 and ALL.cpu_name() in rows[0]
