@@ -208,3 +208,23 @@ def test_an_unreachable_cluster_is_a_user_error_before_anything_is_written(tmp_p
     user_error(r, f"ray://127.0.0.1:{port}", "RAY_ADDRESS")
     assert not (tmp_path / "c").exists()
     backends.check_backend("ray", "auto")  # forms other than host:port are left to Ray
+
+
+def test_a_runtime_the_backend_starts_runs_its_workers_at_normal_priority(tmp_path):
+    # Ray's default worker niceness (15) let any other busy process starve a study's tasks
+    import subprocess
+    import sys
+
+    (tmp_path / "nicetask.py").write_text("import os\n\ndef niceness():\n    return os.nice(0)\n")
+    code = (
+        "from nicetask import niceness\n"
+        "from vaelab.experiments.backends import run_tasks\n"
+        "out = {}\n"
+        "run_tasks(niceness, [()], lambda i, r: out.update({i: r}), backend='ray')\n"
+        "print('niceness', out[0])\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(tmp_path), "RAY_AUTH_MODE": "disabled"}
+    env.pop("RAY_ADDRESS", None)
+    r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.strip().splitlines()[-1] == f"niceness {os.nice(0)}"  # the driver's own priority

@@ -49,7 +49,10 @@ def _ray(fn: Callable, tasks: Sequence[tuple], done: Callable[[int, Any], None],
     if started:
         where = address or os.environ.get("RAY_ADDRESS")
         try:
-            ray.init(address=where, include_dashboard=False, log_to_driver=True, configure_logging=False)
+            # a runtime started here runs its workers at normal priority: Ray's default (nice 15)
+            # lets every other process on a shared machine starve the training tasks
+            system = None if where else {"worker_niceness": 0}
+            ray.init(address=where, include_dashboard=False, log_to_driver=True, configure_logging=False, _system_config=system)
         except (ConnectionError, RuntimeError, ValueError) as e:
             raise UserError(f"cannot join the Ray cluster at {where}: {str(e).splitlines()[0]}") from None
     try:
