@@ -20,6 +20,7 @@ import tomllib
 from pathlib import Path
 
 import pytest
+import torch
 from clihelp import one_thread  # noqa: F401  (registers the module-wide one-thread fixture)
 from clihelp import cli, user_error
 
@@ -27,6 +28,7 @@ from vaelab.checkpoint import load_run
 from vaelab.config import load_config
 from vaelab.data import load_data
 from vaelab.errors import UserError
+from vaelab.models import build_model, fit_to_data
 from vaelab.experiments import sweep
 from vaelab.experiments.sweep import (
     MAX_GROUP,
@@ -856,3 +858,22 @@ def test_the_beta_disentangle_preset_runs_on_tiny_settings_with_traversals(tmp_p
         assert (d / row["cell"] / "latent" / "traversals.png").is_file()
     html = (d / "report.html").read_text()
     assert "Latent traversals per cell" in html and html.count("beta=") >= 2
+
+
+def test_the_untrained_baseline_is_measured_once_per_model_data_and_seed(tmp_path, monkeypatch):
+    # β does not touch an untrained model; data.mu is part of its data config: 4 cells, 2 baselines
+    monkeypatch.setattr(sweep, "_UNTRAINED", {})
+    calls = []
+    real = sweep.measure
+    monkeypatch.setattr(sweep, "measure", lambda model, test, cfg: calls.append(model.training) or real(model, test, cfg))
+    cfg = load_config(PRESET, overrides=TINY)
+    rows = run_sweep(cfg, tmp_path / "s", grid=GRID, quiet=True, vectorize="off")
+    assert len(calls) == 4 + 2  # every trained cell, and one untrained model per data.mu
+    for mu in (0, 3):  # the reused baseline is the one a fresh untrained model of that cell scores
+        same = [r for r in rows if r["data.mu"] == mu]
+        assert same[0]["pmi_untrained"] == same[1]["pmi_untrained"]
+        c = cfg.override({"data.mu": float(mu)})
+        test = sweep._dataset(sweep.test_config(c))
+        torch.manual_seed(c.train.seed)
+        fresh = build_model(fit_to_data(c, load_data(c.data)), test.shape).eval()
+        assert real(fresh, test, c)["decoder_mse"] == same[1]["decoder_mse_untrained"]

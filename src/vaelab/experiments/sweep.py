@@ -493,14 +493,30 @@ def _train_one(cell: Cell, data: Dataset, out: Path, quiet: bool) -> Run | Train
         return e
 
 
+_UNTRAINED: dict = {}
+"""untrained figures by what they depend on (see untrained_figures)"""
+
+
+def untrained_figures(cfg: Config, test: Dataset) -> dict[str, float]:
+    """The metrics of the untrained model of `cfg` (the baseline of every plot), measured once per
+    process for cells that differ only in loss weights or training settings: an untrained model
+    depends on the model, data, sampling and metric settings and on train.seed alone. Measured
+    under a forked RNG, so the caller's random state is the same whether it was measured or reused."""
+    key = (cfg.model, cfg.data, cfg.sample, cfg.sweep, cfg.train.seed, cfg.train.device)
+    if key not in _UNTRAINED:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(cfg.train.seed)
+            untrained = build_model(fit_to_data(cfg, _dataset(cfg.data)), test.shape).eval()
+            _UNTRAINED[key] = measure(untrained, test, cfg)
+    return dict(_UNTRAINED[key])
+
+
 def _row(cell: Cell, result: Run | TrainingDiverged) -> dict:
     cfg = cell.config
     row = {"cell": cell.name, "seed": cell.seed, **cell.values}
     test = _dataset(test_config(cfg)) if cfg.sweep.metrics else None
     if test is not None:
-        torch.manual_seed(cfg.train.seed)
-        untrained = build_model(fit_to_data(cfg, _dataset(cfg.data)), test.shape).eval()
-        row.update({f"{k}_untrained": v for k, v in measure(untrained, test, cfg).items()})
+        row.update({f"{k}_untrained": v for k, v in untrained_figures(cfg, test).items()})
     if isinstance(result, TrainingDiverged):
         print(f"{cell.name}: {result}", flush=True)
         return row
