@@ -842,14 +842,19 @@ def test_the_arch_preset_runs_on_tiny_settings_with_fid_and_class_spread(tmp_pat
     assert len(list((tmp_path / "cache").glob("lenet-*.safetensors"))) == 1  # one feature net for every cell
 
 
-def test_the_beta_disentangle_preset_runs_on_tiny_settings_with_traversals(tmp_path):
+def test_the_beta_disentangle_preset_runs_on_tiny_settings_with_traversals(tmp_path, monkeypatch):
+    sizes = []
+    real = sweep.disentanglement
+    monkeypatch.setattr(sweep, "disentanglement", lambda *a, **k: sizes.append(k) or real(*a, **k))
     d = tmp_path / "beta"
     r = cli(
         "sweep", "--preset", "beta-disentangle", "--grid", "loss.beta=1,32",
         "--set", "data.n=128", "--set", "train.steps=4", "--set", "train.batch_size=16", "--set", "model.channels=[4,4]",
-        "--set", "sweep.test_n=64", "--set", "sweep.disentanglement_n=100", "--out", d, "--quiet",
+        "--set", "sweep.test_n=64", "--set", "sweep.disentanglement_n=100", "--set", "sweep.disentanglement_votes=60", "--out", d, "--quiet",
     )  # fmt: skip
     assert r.rc == 0, r.err
+    # the vote-based scores (BetaVAE, FactorVAE) take their own, smaller size; the others disentanglement_n
+    assert sizes and all(k["n_votes"] == 60 and k["n_votes_eval"] == 30 and k["n"] == 100 and k["n_variance"] == 100 for k in sizes)
     rows = list(csv.DictReader((d / "sweep.csv").open()))
     assert [row["loss.beta"] for row in rows] == ["1", "32"]
     names = ("beta_vae", "factor_vae", "mig", "dci_disentanglement", "dci_completeness", "dci_informativeness", "sap", "modularity", "explicitness")

@@ -258,6 +258,8 @@ class SweepConfig:
     """test images; 0 = the dataset's whole enumerated test set (squares-test), or 2,000 new draws"""
     disentanglement_n: int = 10_000
     """points for the disentanglement scores (disentanglement_lib's 10,000; their eval/test sets get half)"""
+    disentanglement_votes: int = 10_000
+    """training points of the BetaVAE and FactorVAE scores (disentanglement_lib's 10,000; eval gets half); each encodes a batch of 64 images, so these two dominate on a CPU"""
     views: bool = False
     """draw each cell's latent views (as `vaelab latent`) and show every cell's traversals in the report"""
 
@@ -265,6 +267,7 @@ class SweepConfig:
         _check(1 <= self.seeds <= 1000, "sweep.seeds", f"must be in 1..1000, got {self.seeds}")
         _check(self.test_n >= 0, "sweep.test_n", f"must be >= 0, got {self.test_n}")
         _check(self.disentanglement_n >= 20, "sweep.disentanglement_n", f"must be >= 20, got {self.disentanglement_n}")
+        _check(self.disentanglement_votes >= 20, "sweep.disentanglement_votes", f"must be >= 20, got {self.disentanglement_votes}")
         _check(len(set(self.metrics)) == len(self.metrics), "sweep.metrics", f"lists a metric twice: {list(self.metrics)}")
 
 

@@ -235,8 +235,8 @@ def _recon_mse(p: Probe) -> dict[str, float]:
 
 
 def _disentanglement(p: Probe) -> dict[str, float]:
-    n = p.cfg.sweep.disentanglement_n
-    sizes = dict(n=n, n_test=n // 2, n_votes=n, n_votes_eval=n // 2, n_variance=n)
+    n, votes = p.cfg.sweep.disentanglement_n, p.cfg.sweep.disentanglement_votes
+    sizes = dict(n=n, n_test=n // 2, n_votes=votes, n_votes_eval=votes // 2, n_variance=n)
     return disentanglement(p.model, p.cfg.data, seed=p.cfg.train.seed, **sizes)
 
 
