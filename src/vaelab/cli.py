@@ -35,12 +35,14 @@ VERB_EXAMPLES = {
         "examples:\n  vaelab chain --preset chain-conv --out runs/chain-conv\n"
         "  vaelab chain --preset chain-conv --set chain.generations=5 --set data.n=5000 --out runs/short\n"
         "  vaelab chain --preset chain-conv --out runs/chain-conv --resume\n"
+        "  vaelab chain --preset chain-conv --set chain.seeds=8 --out runs/seeds --backend ray\n"
         "  vaelab chain compare runs/chain-conv runs/chain-conv-varloss --out runs/compare"
     ),
     "sweep": (
         "examples:\n  vaelab sweep --preset bias-robustness --out runs/bias\n"
         "  vaelab sweep --preset bias-robustness --grid loss.beta=0.5,1,2 --grid data.mu=0:4:2 --set train.steps=2000 --out runs/small\n"
-        "  vaelab sweep --preset bias-robustness --out runs/bias --resume"
+        "  vaelab sweep --preset bias-robustness --out runs/bias --resume\n"
+        "  vaelab sweep --preset bias-robustness --out /shared/bias --backend ray --address 10.0.0.5:6379"
     ),
 }
 
