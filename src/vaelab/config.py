@@ -259,7 +259,7 @@ class SweepConfig:
     disentanglement_n: int = 10_000
     """points for the disentanglement scores (disentanglement_lib's 10,000; their eval/test sets get half)"""
     disentanglement_votes: int = 10_000
-    """training points of the BetaVAE and FactorVAE scores (disentanglement_lib's 10,000; eval gets half); each encodes a batch of 64 images, so these two dominate on a CPU"""
+    """training points of the BetaVAE and FactorVAE scores (disentanglement_lib's 10,000; eval gets half); each encodes 64 images (BetaVAE: 64 pairs), so these two dominate on a CPU"""
     views: bool = False
     """draw each cell's latent views (as `vaelab latent`) and show every cell's traversals in the report"""
 
