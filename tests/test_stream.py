@@ -145,6 +145,10 @@ def test_bad_streaming_requests_are_one_line_errors(tmp_path):
     user_error(r, "train.debias", "data.stream")
     r = cli("train", "--set", "data.name=array", "--set", f"data.path={path}", "--set", "data.stream=sometimes", "--out", tmp_path / "r3")
     user_error(r, "data.stream", "auto")
+    np.save(tmp_path / "fortran.npy", np.asfortranarray(a))
+    r = cli("train", "--set", "data.name=array", "--set", f"data.path={tmp_path / 'fortran.npy'}", "--set", "data.stream=on", "--out", tmp_path / "r4")
+    user_error(r, "Fortran order", "ascontiguousarray")
+    assert len(data(tmp_path / "fortran.npy", stream="auto").images) == 50  # auto: small enough, loaded whole
 
 
 def test_a_subset_of_a_file_is_the_same_images_whether_cut_before_or_after_loading(tmp_path):

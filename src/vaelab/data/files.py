@@ -115,7 +115,7 @@ def array(p: ArrayParams, n: int, seed: int, path: str) -> Dataset:
     labels = factors = None
     try:
         if file.suffix == ".npy" and p.stream != "off":
-            stream = npy_stream(file, check_images)
+            stream = npy_stream(file, check_images, required=p.stream == "on")
             if stream is not None and should_stream(p.stream, len(stream), 4 * math.prod(stream.image_shape)):
                 return take(Dataset(stream, name="array"), n, seed, str(file))
         elif p.stream == "on":

@@ -19,6 +19,8 @@ from typing import Callable, Iterator
 import numpy as np
 import torch
 
+from vaelab.errors import UserError
+
 CHUNK_BYTES = 64 * 2**20
 """float32 bytes of one chunk (two are kept in memory while an epoch crosses from one to the next)"""
 
@@ -102,10 +104,13 @@ class ImageStream:
         return torch.cat(parts)
 
 
-def npy_stream(file: Path, check: Callable[[np.ndarray, str], np.ndarray]) -> ImageStream | None:
+def npy_stream(file: Path, check: Callable[[np.ndarray, str], np.ndarray], required: bool = False) -> ImageStream | None:
     """A stream over a .npy file's images, or None when it cannot be mapped (then it is loaded whole).
-    `check` validates and converts raw rows to float32 (N, C, H, W), as for in-memory arrays."""
+    `check` validates and converts raw rows to float32 (N, C, H, W), as for in-memory arrays;
+    `required` (data.stream = on): a file stored in Fortran order is refused rather than loaded."""
     probe = np.load(file, mmap_mode="r", allow_pickle=False)
+    if required and isinstance(probe, np.memmap) and probe.ndim in (3, 4) and len(probe) and not probe.flags.c_contiguous:
+        raise UserError(f"data.stream=on reads {file} row by row, but it is stored in Fortran order: save it with numpy.save(path, numpy.ascontiguousarray(images))")
     if not isinstance(probe, np.memmap) or probe.ndim not in (3, 4) or not probe.flags.c_contiguous or len(probe) == 0:
         return None  # checked (and refused with its own message) as a whole array
     raw_shape, dtype, offset = probe.shape, probe.dtype, probe.offset
