@@ -54,6 +54,24 @@ def test_each_network_gets_the_gradient_of_its_own_objective(margin):
         assert torch.allclose(a, b, atol=1e-5, rtol=1e-4)
 
 
+def test_the_warmup_trains_a_plain_vae_then_the_game_starts():
+    model = build_model(load_config(overrides=[*SMALL, "model.adversarial_warmup=5"]), (1, 8, 8))
+    x = torch.rand(6, 1, 8, 8)
+    params = list(model.parameters())
+
+    def grads(step):
+        torch.manual_seed(1)
+        return torch.autograd.grad(model.loss(x, step=step)["loss"], params)
+
+    torch.manual_seed(1)  # the plain VAE's −ELBO with the same noise: reconstruction + KL
+    h = model.encoder(x)
+    mu, logvar = h.chunk(2, 1)
+    z = mu + torch.exp(0.5 * logvar) * torch.randn_like(mu)
+    vae = torch.autograd.grad(((torch.sigmoid(model.decoder(z)) - x).pow(2).flatten(1).sum(1) + kl(h)).mean(), params)
+    assert all(torch.allclose(a, b, atol=1e-5, rtol=1e-4) for a, b in zip(grads(4), vae))
+    assert not all(torch.allclose(a, b, atol=1e-5, rtol=1e-4) for a, b in zip(grads(5), vae))
+
+
 def test_no_hinge_once_fakes_are_past_the_margin():
     model = build_model(load_config(overrides=[*SMALL, "model.margin=0"]), (1, 8, 8))
     terms = model.loss(torch.rand(5, 1, 8, 8))
@@ -86,6 +104,6 @@ def test_introvae_samples_and_round_trips(run, tmp_path):
     assert r.rc == 0, r.err
 
 
-@pytest.mark.parametrize("bad,needle", [("model.margin=-1", "model.margin"), ("model.adversarial_weight=-0.1", "model.adversarial_weight")])
+@pytest.mark.parametrize("bad,needle", [("model.margin=-1", "model.margin"), ("model.adversarial_weight=-0.1", "model.adversarial_weight"), ("model.adversarial_warmup=-1", "model.adversarial_warmup")])
 def test_bad_introvae_settings(bad, needle, tmp_path):
     user_error(cli("train", "--set", "model.name=introvae", "--set", bad, "--out", tmp_path / "r"), needle)

@@ -86,6 +86,8 @@ class ModelConfig:
     """introvae: the KL m (nats per image) the encoder pushes generated images' codes out to"""
     adversarial_weight: float = 0.25
     """introvae: weight α of the adversarial KL terms (the paper's 0.25)"""
+    adversarial_warmup: int = 0
+    """introvae: training steps at the start with α = 0 (a plain VAE) before the adversarial game begins, as the paper's code can pretrain a VAE"""
 
     def __post_init__(self):
         _check(self.classes >= 0, "model.classes", f"must be >= 0, got {self.classes}")
@@ -94,6 +96,7 @@ class ModelConfig:
         _check(self.prior_steps >= 0, "model.prior_steps", f"must be >= 0, got {self.prior_steps}")
         _check(self.margin >= 0, "model.margin", f"must be >= 0, got {self.margin}")
         _check(self.adversarial_weight >= 0, "model.adversarial_weight", f"must be >= 0, got {self.adversarial_weight}")
+        _check(self.adversarial_warmup >= 0, "model.adversarial_warmup", f"must be >= 0, got {self.adversarial_warmup}")
         _check(1 <= self.latent_dim <= 2048, "model.latent_dim", f"must be in 1..2048, got {self.latent_dim}")
         for key in ("hidden", "decoder_hidden", "channels"):
             _check(all(w >= 1 for w in getattr(self, key)), f"model.{key}", "widths must be >= 1")

@@ -10,7 +10,7 @@ margin m; the decoder (the generator) pulls those KLs down. With L_AE the recons
     generator: α·Σ_s L_REG(s), through a frozen encoder         + β·L_AE
 
 (ng: no gradient; β = `loss.recon_weight`, α = `model.adversarial_weight`, m = `model.margin`;
-the paper's α = 0.25, β = 0.5.) Both are one loss for one Adam here: every term reaches only the
+the paper's α = 0.25, β = 0.5; for the first `model.adversarial_warmup` steps α = 0, a plain VAE.) Both are one loss for one Adam here: every term reaches only the
 parameters whose objective it belongs to (the generator's KL terms go through the encoder with its
 weights detached, from a decoder pass on a detached z), and Adam is per parameter, so this equals
 the paper's two optimizers with one learning rate, updated together rather than one after the other.
@@ -35,9 +35,9 @@ def encoder_kl(h: torch.Tensor) -> torch.Tensor:
 
 
 class IntroVAE(VAE):
-    def __init__(self, encoder, decoder, latent_dim, likelihood, loss_cfg, margin: float, adversarial_weight: float):
+    def __init__(self, encoder, decoder, latent_dim, likelihood, loss_cfg, margin: float, adversarial_weight: float, warmup: int = 0):
         super().__init__(encoder, decoder, latent_dim, likelihood, loss_cfg)
-        self.margin, self.alpha = margin, adversarial_weight
+        self.margin, self.alpha, self.warmup = margin, adversarial_weight, warmup
 
     def frozen_kl(self, x: torch.Tensor) -> torch.Tensor:
         """KL per image (B,) through the encoder with its weights detached: gradients reach x only."""
@@ -58,7 +58,8 @@ class IntroVAE(VAE):
         hinge = F.relu(self.margin - kl_fake).view(2, -1).mean(1).sum()  # Σ_s mean [m − L_REG(s)]⁺
         pull = self.frozen_kl(fakes).view(2, -1).mean(1).sum()  # Σ_s mean L_REG(s), for the generator
         beta = kl_weight(c.kl_schedule, step, w["beta"], c.warmup_steps)
-        total = w["recon_weight"] * recon + beta * kl + self.alpha * (hinge + pull)
+        alpha = self.alpha if step >= self.warmup else 0.0  # a plain VAE for the first `warmup` steps
+        total = w["recon_weight"] * recon + beta * kl + alpha * (hinge + pull)
         return {"loss": total, "recon": recon, "kl": kl, "kl_fake": kl_fake.mean().detach(), "hinge": hinge.detach()}
 
 
@@ -66,4 +67,4 @@ def build_introvae(cfg, shape) -> IntroVAE:
     m = cfg.model
     encoder = ConvEncoder(shape, m.channels, m.kernel, m.pool, m.hidden, 2 * m.latent_dim, m.batch_norm)
     decoder = ConvDecoder(m.latent_dim, m.decoder_hidden, shape, m.channels, m.kernel, m.pool, m.batch_norm)
-    return IntroVAE(encoder, decoder, m.latent_dim, m.likelihood, cfg.loss, m.margin, m.adversarial_weight)
+    return IntroVAE(encoder, decoder, m.latent_dim, m.likelihood, cfg.loss, m.margin, m.adversarial_weight, m.adversarial_warmup)
