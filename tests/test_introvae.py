@@ -28,7 +28,7 @@ def kl(h):
 
 @pytest.mark.parametrize("margin", [3.0, 0.05])
 def test_each_network_gets_the_gradient_of_its_own_objective(margin):
-    cfg = load_config(overrides=[*SMALL, f"model.margin={margin}", "loss.recon_weight=0.5", "model.adversarial_weight=0.25"])
+    cfg = load_config(overrides=[*SMALL, f"model.margin={margin}", "loss.recon_weight=0.5", "model.adversarial_weight=0.25", "model.adversarial_warmup=0"])
     torch.manual_seed(0)
     model = build_model(cfg, (1, 8, 8))
     x = torch.rand(6, 1, 8, 8)

@@ -86,7 +86,7 @@ class ModelConfig:
     """introvae: the KL m (nats per image) the encoder pushes generated images' codes out to"""
     adversarial_weight: float = 0.25
     """introvae: weight α of the adversarial KL terms (the paper's 0.25)"""
-    adversarial_warmup: int = 0
+    adversarial_warmup: int = 300
     """introvae: training steps at the start with α = 0 (a plain VAE) before the adversarial game begins, as the paper's code can pretrain a VAE"""
 
     def __post_init__(self):
