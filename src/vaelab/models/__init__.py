@@ -79,7 +79,7 @@ MODELS: dict[str, ModelSpec] = {
     ),
     "introvae": ModelSpec(
         build_introvae,
-        "IntroVAE: the cnn's networks trained introspectively (the encoder's KL as the discriminator; model.margin, model.adversarial_weight)",
+        "IntroVAE: the cnn's networks trained introspectively (the encoder's KL as the discriminator; model.margin, model.adversarial_weight, model.adversarial_warmup)",
         {"hidden": (64,), "channels": (16, 32), "kernel": 5, "pool": True},
         vectorizable=False,
     ),
