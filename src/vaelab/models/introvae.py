@@ -10,7 +10,9 @@ margin m; the decoder (the generator) pulls those KLs down. With L_AE the recons
     generator: α·Σ_s L_REG(s), through a frozen encoder         + β·L_AE
 
 (ng: no gradient; β = `loss.recon_weight`, α = `model.adversarial_weight`, m = `model.margin`;
-the paper's α = 0.25, β = 0.5; for the first `model.adversarial_warmup` steps α = 0, a plain VAE.) Both are one loss for one Adam here: every term reaches only the
+the paper's α = 0.25, β = 0.5.) For the first `model.adversarial_warmup` steps α = 0: a plain VAE,
+so the game starts from a decoder that already draws (from random networks it mode-collapsed on
+fontdigits). Both are one loss for one Adam here: every term reaches only the
 parameters whose objective it belongs to (the generator's KL terms go through the encoder with its
 weights detached, from a decoder pass on a detached z), and Adam is per parameter, so this equals
 the paper's two optimizers with one learning rate, updated together rather than one after the other.
