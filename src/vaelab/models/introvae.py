@@ -22,6 +22,8 @@ The networks are the `cnn` model's (conv encoder to (μ, log σ²), transposed-c
 
 from __future__ import annotations
 
+from contextlib import nullcontext
+
 import torch
 import torch.nn.functional as F
 from torch.func import functional_call
@@ -54,14 +56,17 @@ class IntroVAE(VAE):
         z_p = torch.randn_like(z)  # (B, L) prior draws
         recon = RECONSTRUCTION[self.likelihood](self.decoder(z), x)
         kl = gaussian_kl(mu, logvar)
-        # the generator's images, from detached codes: their gradients reach the decoder only
-        fakes = torch.sigmoid(self.decoder(torch.cat([z.detach(), z_p])))  # (2B, C, H, W): x_r, x_p
-        kl_fake = encoder_kl(self.encoder(fakes.detach()))  # (2B,) the encoder's view, as discriminator
+        warm = step < self.warmup  # a plain VAE: the generated images' KL is only logged
+        with torch.no_grad() if warm else nullcontext():
+            # the generator's images, from detached codes: their gradients reach the decoder only
+            fakes = torch.sigmoid(self.decoder(torch.cat([z.detach(), z_p])))  # (2B, C, H, W): x_r, x_p
+            kl_fake = encoder_kl(self.encoder(fakes.detach()))  # (2B,) the encoder's view, as discriminator
         hinge = F.relu(self.margin - kl_fake).view(2, -1).mean(1).sum()  # Σ_s mean [m − L_REG(s)]⁺
-        pull = self.frozen_kl(fakes).view(2, -1).mean(1).sum()  # Σ_s mean L_REG(s), for the generator
         beta = kl_weight(c.kl_schedule, step, w["beta"], c.warmup_steps)
-        alpha = self.alpha if step >= self.warmup else 0.0  # a plain VAE for the first `warmup` steps
-        total = w["recon_weight"] * recon + beta * kl + alpha * (hinge + pull)
+        total = w["recon_weight"] * recon + beta * kl
+        if not warm:
+            pull = self.frozen_kl(fakes).view(2, -1).mean(1).sum()  # Σ_s mean L_REG(s), for the generator
+            total = total + self.alpha * (hinge + pull)
         return {"loss": total, "recon": recon, "kl": kl, "kl_fake": kl_fake.mean().detach(), "hinge": hinge.detach()}
 
 
