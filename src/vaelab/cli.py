@@ -13,6 +13,7 @@ EXAMPLES = """examples:
   vaelab train --preset chain-conv --out runs/conv
   vaelab train --preset chain-fc2 --set loss.beta=0.3 --set train.epochs=2 --out runs/fc2
   vaelab train --resume runs/conv
+  vaelab train --resume runs/conv --set train.device=cpu
   vaelab sample runs/conv --n 64 --set sample.delta=0.4 --out samples.png
   vaelab chain --preset chain-conv --out runs/chain-conv
   vaelab sweep --preset bias-robustness --out runs/bias
@@ -20,7 +21,7 @@ EXAMPLES = """examples:
 """
 
 VERB_EXAMPLES = {
-    "train": "example:\n  vaelab train --preset chain-conv --set loss.beta=0.3 --out runs/conv\n  vaelab train --resume runs/conv",
+    "train": "example:\n  vaelab train --preset chain-conv --set loss.beta=0.3 --out runs/conv\n  vaelab train --resume runs/conv\n  vaelab train --resume runs/conv --set train.device=cpu",
     "sample": "example:\n  vaelab sample runs/conv --n 1000 --set sample.delta=0.4 --set sample.denoise=0.05 --out gen.npz",
     "reconstruct": "example:\n  vaelab reconstruct runs/conv --n 16 --out recon.png",
     "report": "example:\n  vaelab report runs/conv",
@@ -159,11 +160,12 @@ def cmd_train(a) -> None:
     from vaelab.train import resume, train
 
     if a.resume:
-        if a.preset or a.config or a.set or a.force:
-            raise UserError("--resume takes the run's stored config: drop --preset/--config/--set/--force")
+        moves = [s.split("=", 1)[1].strip() for s in a.set if s.split("=", 1)[0].strip() == "train.device" and "=" in s]
+        if a.preset or a.config or a.force or len(moves) != len(a.set) or len(moves) > 1:
+            raise UserError("--resume takes the run's stored config: drop --preset/--config/--set/--force (one --set train.device=… may move it to another device)")
         if a.out and Path(a.out) != Path(a.resume):
             raise UserError("--resume DIR continues DIR; --out must be omitted or the same folder")
-        run = resume(a.resume, quiet=a.quiet)
+        run = resume(a.resume, quiet=a.quiet, device=moves[0] if moves else None)
     else:
         if not a.out:
             raise UserError("vaelab train needs --out DIR (or --resume DIR)")
@@ -235,7 +237,8 @@ def cmd_reconstruct(a) -> None:
     from vaelab.models import class_labels, fit_to_data
 
     with torch.no_grad():
-        trained = tuple(model.decode(torch.zeros(1, model.latent_dim), class_labels(model, 1)).shape[1:])  # the decoder's (C, H, W)
+        z = torch.zeros(1, model.latent_dim, device=next(model.parameters()).device)
+        trained = tuple(model.decode(z, class_labels(model, 1)).shape[1:])  # the decoder's (C, H, W)
     if shape != trained:
         raise UserError(f"--input images are {shape} but the run was trained on {trained}")
     data = data.subset(slice(0, a.n))

@@ -145,7 +145,7 @@ def image_scores(model, x: torch.Tensor, *, labels: torch.Tensor | None = None, 
 
 def recon_mse(model, x: torch.Tensor, labels: torch.Tensor | None = None) -> float:
     """Mean squared error per pixel of the reconstructions through the posterior mean."""
-    return (reconstruct(model, x, labels) - x).pow(2).mean().item()
+    return (reconstruct(model, x, labels) - x.cpu()).pow(2).mean().item()
 
 
 def evaluate_run(

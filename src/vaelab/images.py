@@ -55,5 +55,5 @@ def interleave_rows(inputs: torch.Tensor, outputs: torch.Tensor, nrow: int) -> t
     """Stack inputs and outputs (N, C, H, W) so that each row of inputs has its outputs below it."""
     chunks = []
     for i in range(0, inputs.shape[0], nrow):
-        chunks += [inputs[i : i + nrow], outputs[i : i + nrow]]
+        chunks += [inputs[i : i + nrow].cpu(), outputs[i : i + nrow].cpu()]
     return torch.cat(chunks)

@@ -114,7 +114,7 @@ def vae_terms(
     total = _weighted(recon_weight, terms["recon"])
     if logvar is not None:
         terms["kl"] = gaussian_kl(mu, logvar)
-        terms["beta"] = beta if torch.is_tensor(beta) else _scalar(float(beta)) if not torch.compiler.is_compiling() else torch.tensor(float(beta))
+        terms["beta"] = beta if torch.is_tensor(beta) else _scalar(float(beta), mu.device)
         total = total + _weighted(beta, terms["kl"])
     if torch.is_tensor(variability_weight) or variability_weight > 0:
         terms["variability"] = variability_gap(x, torch.sigmoid(logits))
@@ -128,7 +128,14 @@ def _weighted(weight: float | torch.Tensor, term: torch.Tensor) -> torch.Tensor:
     return term if weight == 1.0 else weight * term  # skip a multiply (and its backward) at weight 1
 
 
+def _scalar(value: float, device: torch.device) -> torch.Tensor:
+    """A 0-d tensor on `device` for a logged constant: made once per (value, device) and never
+    modified, so logging it costs no copy to the GPU each step; made afresh under torch.compile."""
+    if torch.compiler.is_compiling():
+        return torch.tensor(value, device=device)
+    return _cached_scalar(value, device)
+
+
 @functools.lru_cache(maxsize=256)
-def _scalar(value: float) -> torch.Tensor:
-    """A 0-d tensor for a logged constant, made once per value (never modified)."""
-    return torch.tensor(value)
+def _cached_scalar(value: float, device: torch.device) -> torch.Tensor:
+    return torch.tensor(value, device=device)

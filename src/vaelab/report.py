@@ -139,16 +139,19 @@ def loss_figure(history: list[dict]) -> bytes:
     return fig_png(fig)
 
 
-def parameter_count(path: Path) -> int | None:
+def checkpoint_facts(path: Path) -> dict:
+    """The parameter count and the device that trained it, from model.safetensors' header
+    ({} when the file is missing or corrupt: the report then says nothing of them)."""
     if not path.is_file():
-        return None
+        return {}
     try:
         from safetensors import safe_open
 
         with safe_open(str(path), framework="pt") as f:
-            return sum(math.prod(f.get_slice(k).get_shape()) for k in f.keys())
+            count = sum(math.prod(f.get_slice(k).get_shape()) for k in f.keys())
+            return {"parameters": count, "device": (f.metadata() or {}).get("device", "")}
     except Exception:  # a corrupt file: the report says nothing of it rather than failing
-        return None
+        return {}
 
 
 LATENT_VIEWS = (
@@ -168,12 +171,14 @@ def run_section(run_dir: Path | str, title: str = "Training run") -> Section:
         raise UserError(f"{run_dir} is not a vaelab run folder (no config.toml)")
     cfg = read_toml(run_dir / "config.toml")
     history = read_jsonl(run_dir / "metrics.jsonl")
+    facts = checkpoint_facts(run_dir / "model.safetensors")
     parts = []
     summary = {
         "model": cfg.get("model", {}).get("name", "?"),
         "dataset": cfg.get("data", {}).get("name", "?"),
         "latent dim": cfg.get("model", {}).get("latent_dim", "?"),
-        "parameters": parameter_count(run_dir / "model.safetensors") or "?",
+        "parameters": facts.get("parameters") or "?",
+        "trained on": facts.get("device") or "?",
         "steps": len(history),
         "train time (s)": float(history[-1]["time"]) if history and "time" in history[-1] else "?",
     }

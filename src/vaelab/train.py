@@ -24,6 +24,7 @@ from vaelab.config import Config
 from vaelab.data import Dataset, load_data
 from vaelab.data.stream import ImageStream
 from vaelab.debias import debias_weights, debiased_order
+from vaelab.device import training_device
 from vaelab.errors import TrainingDiverged, UserError
 from vaelab.models import VAE, build_model, fit_to_data
 from vaelab.runfolder import append_jsonl, prepare_out, read_jsonl, remove_temporary_files, write_jsonl, write_toml
@@ -41,14 +42,6 @@ class Run:
     """one dict per step: step, epoch, loss and every named term"""
     seconds: float = 0.0
     """wall-clock seconds in the training loop, summed over resumes"""
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise UserError(f"train.device={name} but no CUDA device is available; use train.device=cpu")
-    return torch.device(name)
 
 
 def precision_context(precision: str, device: torch.device):
@@ -121,7 +114,7 @@ def train(
     Returns:
         a Run with the trained model (in eval mode) and the per-step history.
     """
-    device = resolve_device(config.train.device)
+    device = training_device(config.train)
     data = data if data is not None else load_data(config.data)
     cfg = fit_to_data(config, data)  # a conditional model's classes come from the labels
     run_dir = Path(out) if out is not None else None
@@ -140,8 +133,8 @@ def train(
     history: list[dict] = []
     loop_state: dict[str, torch.Tensor] = {}  # the loop's own state in a checkpoint: the epoch's debiasing weights
     if resume and run_dir is not None and (run_dir / "state.safetensors").is_file():
-        step = load_state(run_dir, optimizer, model)
-        loop_state = load_extra(run_dir)
+        step = load_state(run_dir, optimizer, model, cfg.train.seed)
+        loop_state = load_extra(run_dir)  # on the CPU, where the debiased draws are made
         history = [r for r in read_jsonl(run_dir / "metrics.jsonl") if r["step"] < step]
         write_jsonl(run_dir / "metrics.jsonl", history)  # drop rows logged after the checkpoint
     elif run_dir is not None:
@@ -169,7 +162,7 @@ def train(
                 if int(loop_state.get("debias_epoch", -1)) != epoch:
                     loop_state = {"debias_weights": latent_weights(model, x, y, cfg.train.debias_smoothing), "debias_epoch": torch.tensor(epoch)}
                 order = debiased_order(loop_state["debias_weights"], cfg.train.seed, epoch).to(device)
-                ess = 1.0 / loop_state["debias_weights"].double().pow(2).sum().float()  # how many distinct images the draws are worth
+                ess = (1.0 / loop_state["debias_weights"].double().pow(2).sum().float()).to(device)  # how many distinct images the draws are worth
             elif streamed:  # chunk by chunk (vaelab.data.stream)
                 order = x.epoch_order(cfg.train.seed, epoch)
             else:
@@ -189,7 +182,7 @@ def train(
         optimizer.zero_grad(set_to_none=True)
         terms["loss"].backward()
         optimizer.step()
-        log.add(step, epoch, terms)  # detached tensors: read (one sync) when flushed
+        log.add(step, epoch, terms)  # detached tensors on the device: read (one copy) when flushed
         step += 1
 
         bar.update(1)
@@ -236,7 +229,7 @@ class MetricLog:
         """Move pending steps into rows (and metrics.jsonl); raise TrainingDiverged on NaN/Inf."""
         if not self.pending:
             return
-        values = torch.stack([v.float() for p in self.pending for v in p[4]]).tolist()
+        values = gather([v for p in self.pending for v in p[4]])
         new, bad = [], None
         for step, epoch, t, keys, _ in self.pending:
             vals, values = values[: len(keys)], values[len(keys) :]
@@ -252,6 +245,15 @@ class MetricLog:
         if bad is not None:
             kept = f"; the last good checkpoint (step {self.last_good}) is kept in {self.run_dir}" if self.run_dir and self.last_good else ""
             raise TrainingDiverged(f"training diverged: the loss is {bad['loss']} at step {bad['step']}{kept} (try a lower train.lr)")
+
+
+def gather(values: list[torch.Tensor]) -> list[float]:
+    """Logged 0-d (or (M,)) tensors → their values as Python lists, in one copy from the device.
+
+    A term that lives elsewhere (a constant made on the CPU) is moved to the first term's device,
+    so terms of mixed devices are read together rather than one sync each."""
+    device = values[0].device
+    return torch.stack([v.detach().float().to(device) for v in values]).tolist()
 
 
 def finish_run(run: Run) -> None:
@@ -278,8 +280,11 @@ def save_reconstructions(run_dir: Path, model, images: torch.Tensor, labels: tor
     save_grid(run_dir / "reconstructions.png", interleave_rows(inputs, out, 8), nrow=8)
 
 
-def resume(run_dir: Path | str, *, quiet: bool = False) -> Run:
-    """Continue the run in `run_dir` from its last checkpoint, with the config it stored."""
+def resume(run_dir: Path | str, *, quiet: bool = False, device: str | None = None) -> Run:
+    """Continue the run in `run_dir` from its last checkpoint, with the config it stored; `device`
+    (auto, cpu, cuda, cuda:N) moves it to another device than its `train.device`."""
     run_dir = Path(run_dir)
     cfg = read_run_config(run_dir)
+    if device is not None:  # config.toml keeps the device it was started with
+        cfg = cfg.override({"train.device": device})
     return train(cfg, out=run_dir, resume=True, quiet=quiet)

@@ -37,7 +37,8 @@ from vaelab.data import Dataset
 from vaelab.errors import TrainingDiverged, UserError
 from vaelab.models import MODELS, build_model, fit_to_data
 from vaelab.runfolder import append_jsonl, prepare_out, write_jsonl, write_toml
-from vaelab.train import LOG_EVERY, Run, epoch_order, finish_run, precision_context, resolve_device, schedule
+from vaelab.device import training_device
+from vaelab.train import LOG_EVERY, Run, epoch_order, finish_run, precision_context, schedule
 
 WEIGHTS = ("recon_weight", "beta", "variability_weight")
 """loss settings that may differ between members (as tensors); every other loss key must match"""
@@ -141,7 +142,7 @@ def train_group(
         raise UserError(f"a vectorized group needs the same number and shape of images in every member, got {sorted(shapes)}")
     configs = [fit_to_data(c, d) for c, d in zip(configs, datas)]  # a conditional model's classes
     cfg0, n_members = configs[0], len(configs)
-    device = resolve_device(cfg0.train.device)
+    device = training_device(cfg0.train)
     models = []
     for cfg, data in zip(configs, datas):
         torch.manual_seed(cfg.train.seed)  # the same initialisation `train` would give this member

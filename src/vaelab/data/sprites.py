@@ -129,7 +129,7 @@ def rare_mask(p: SpritesParams, factors: torch.Tensor) -> torch.Tensor:
     i = SPRITE_FACTOR_NAMES.index(p.skew_factor)
     pmf = factor_pmfs(p)[i]
     rare = torch.from_numpy(pmf < 1.0 / len(pmf))  # (K,)
-    return rare[factors[:, i].long()]
+    return rare.to(factors.device)[factors[:, i].long()]
 
 
 # ---------------------------------------------------------------------------------------------

@@ -77,9 +77,10 @@ class ImageStream:
             index = torch.arange(start, stop, step)
         if isinstance(index, int):
             return self[index : index + 1][0] if index >= 0 else self[self.n + index]
-        index = torch.as_tensor(index, dtype=torch.int64).cpu()
+        index = torch.as_tensor(index).cpu()  # a CUDA index is read here, on the CPU
         if index.dtype == torch.bool:
             index = index.nonzero().flatten()
+        index = index.long()
         index = torch.where(index < 0, index + self.n, index)
         out = torch.empty((len(index), *self.image_shape))
         chunks = index // self.chunk

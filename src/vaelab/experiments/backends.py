@@ -131,7 +131,11 @@ def run_tasks(
 
 
 def task_gpus(device: str) -> float:
-    """GPUs a training task asks of Ray for `train.device`: one unless it trains on the CPU."""
+    """GPUs a training task asks of Ray for `train.device`: one unless it trains on the CPU.
+
+    Ray gives each task its GPU as the only one the task sees (cuda:0), so a fixed cuda:N is an error."""
+    if device.startswith("cuda:"):
+        raise UserError(f"train.device={device} with --backend ray: Ray assigns each task its GPU, use train.device=cuda or auto")
     return 0 if device == "cpu" else 1
 
 

@@ -32,6 +32,7 @@ import torch
 from vaelab.checkpoint import load_run
 from vaelab.config import Config
 from vaelab.data import DATASETS, Dataset, load_data
+from vaelab.device import training_device
 from vaelab.errors import UserError
 from vaelab.evaluate import neg_elbo
 from vaelab.experiments.backends import check_backend, check_visible, run_tasks, task_gpus
@@ -243,6 +244,8 @@ def run_chain(
     cfg, out = config, Path(out)
     check_chain_config(cfg)
     check_backend(backend, address)
+    training_device(cfg.train)  # a device or precision this machine lacks is refused before anything is written
+    gpus = task_gpus(cfg.train.device) if backend == "ray" else 0
     open_study(cfg, out, resume=resume, force=force, growable=("chain.generations",))
     rows = all_rows(out) if resume else []
     start = time.perf_counter()
@@ -255,7 +258,7 @@ def run_chain(
     marker = (out / "config.toml").read_bytes()
     live = backend == "local"  # one process: chain.csv itself is the resume point after every generation
     tasks = [(cfg, out, r, [row for row in rows if row["seed"] == r], quiet or not live, marker, live) for r in range(cfg.chain.seeds)]
-    run_tasks(run_seed, tasks, finished, backend=backend, address=address, gpus=task_gpus(cfg.train.device))
+    run_tasks(run_seed, tasks, finished, backend=backend, address=address, gpus=gpus)
     from vaelab.report import write_chain_report
 
     write_chain_report(out, seconds=time.perf_counter() - start)

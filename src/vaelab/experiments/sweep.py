@@ -36,6 +36,7 @@ import torch
 from vaelab.config import Config, parse_value
 from vaelab.data import DATASETS, Dataset, load_data, test_data_config
 from vaelab.data.stream import ImageStream
+from vaelab.device import reading_device, training_device
 from vaelab.errors import TrainingDiverged, UserError
 from vaelab.evaluate import disentanglement, neg_elbo, recon_mse
 from vaelab.experiments.backends import check_backend, check_visible, run_tasks, task_gpus
@@ -391,6 +392,9 @@ def run_sweep(
         raise UserError(f"the sweep has {n_cells:,} cells × seeds (more than {MAX_CELLS:,}); pass --yes to run it")
     cells = sweep_cells(cfg, axes)
     check_metrics(cells[0])
+    for cell in cells:  # a device or precision this machine lacks is refused before anything is written
+        training_device(cell.config.train)
+    gpus = max(task_gpus(cell.config.train.device) for cell in cells) if backend == "ray" else 0
     datas0 = load_data(cells[0].config.data)
     build_model(fit_to_data(cells[0].config, datas0), datas0.shape)  # the model fits the data before any folder is written
     out = Path(out)
@@ -415,7 +419,7 @@ def run_sweep(
     groups = plan_groups(todo, vectorize)
     quiet_tasks = quiet or backend != "local"  # progress bars from many workers would interleave
     tasks = [(g, out, quiet_tasks, marker) for g in groups]
-    run_tasks(run_group, tasks, finished, backend=backend, address=address, gpus=task_gpus(cfg.train.device))
+    run_tasks(run_group, tasks, finished, backend=backend, address=address, gpus=gpus)
     write_csv(out / "sweep.csv", _ordered(rows, cells), cols)  # rows that came back from the cells' folders, or none yet
     from vaelab.report import write_sweep_report
 
@@ -504,9 +508,10 @@ def untrained_figures(cfg: Config, test: Dataset) -> dict[str, float]:
     under a forked RNG, so the caller's random state is the same whether it was measured or reused."""
     key = (cfg.model, cfg.data, cfg.sample, cfg.sweep, cfg.train.seed, cfg.train.device)
     if key not in _UNTRAINED:
-        with torch.random.fork_rng(devices=[]):
+        device = reading_device(cfg.train.device)
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
             torch.manual_seed(cfg.train.seed)
-            untrained = build_model(fit_to_data(cfg, _dataset(cfg.data)), test.shape).eval()
+            untrained = build_model(fit_to_data(cfg, _dataset(cfg.data)), test.shape).to(device).eval()
             _UNTRAINED[key] = measure(untrained, test, cfg)
     return dict(_UNTRAINED[key])
 

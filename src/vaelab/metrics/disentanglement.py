@@ -67,7 +67,10 @@ class GroundTruth(Protocol):
 
 
 def _numpy(x) -> np.ndarray:
-    return x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
+    if not isinstance(x, torch.Tensor):
+        return np.asarray(x)
+    x = x.detach().cpu()
+    return x.float().numpy() if x.dtype in (torch.bfloat16, torch.float16) else x.numpy()  # NumPy has no bfloat16
 
 
 def _codes(codes, name: str = "codes") -> np.ndarray:

@@ -31,8 +31,8 @@ def block_centres(images: torch.Tensor, block: int = 3) -> tuple[torch.Tensor, t
 
 def marginal_histograms(xs: torch.Tensor, ys: torch.Tensor, size: int) -> tuple[np.ndarray, np.ndarray]:
     """Empirical pmfs of x and y over 0..size−1, float64 (size,) each."""
-    hx = np.bincount(xs.numpy(), minlength=size)[:size].astype(np.float64)
-    hy = np.bincount(ys.numpy(), minlength=size)[:size].astype(np.float64)
+    hx = np.bincount(xs.cpu().numpy(), minlength=size)[:size].astype(np.float64)
+    hy = np.bincount(ys.cpu().numpy(), minlength=size)[:size].astype(np.float64)
     return hx / max(hx.sum(), 1), hy / max(hy.sum(), 1)
 
 

@@ -21,7 +21,7 @@ from vaelab.models.vae import VAE
 
 def one_hot(labels: torch.Tensor, n_classes: int) -> torch.Tensor:
     """labels (B,) int → (B, K) float; written as a comparison so that vmap can batch it."""
-    return (labels[:, None] == torch.arange(n_classes, device=labels.device)).float()
+    return (labels.unsqueeze(1) == torch.arange(n_classes, device=labels.device)).float()  # (B, K)
 
 
 class CVAE(VAE):

@@ -39,6 +39,12 @@ DEAD_FRACTION = 0.01
 """a code whose usage average falls below DEAD_FRACTION / K is restarted"""
 
 
+def code_counts(idx: torch.Tensor, k: int) -> torch.Tensor:
+    """How often each of the K codes occurs in idx (N,): float32 (K,), exact below 2^24. A scatter
+    rather than torch.bincount, whose output size depends on the data (a GPU sync each step)."""
+    return torch.zeros(k, device=idx.device).scatter_add_(0, idx, torch.ones(idx.shape, device=idx.device))
+
+
 class Quantizer(nn.Module):
     """Nearest-code quantisation of (N, D) vectors against a (K, D) codebook, with usage tracking,
     the optional EMA update and dead-code restarts (both in training mode only)."""
@@ -63,7 +69,7 @@ class Quantizer(nn.Module):
         idx = dist.argmin(1)  # (N,)
         if self.training:
             self._update(flat.detach(), idx)
-        return self.codebook[idx], idx
+        return self.codebook.index_select(0, idx), idx  # (N, D)
 
     @torch.no_grad()
     def _update(self, flat: torch.Tensor, idx: torch.Tensor) -> None:
@@ -75,7 +81,7 @@ class Quantizer(nn.Module):
                 self.ema_sum.copy_(flat[pick])
             self.ready.fill_(True)
             return
-        counts = torch.bincount(idx, minlength=k).to(flat.dtype)  # (K,)
+        counts = code_counts(idx, k).to(flat.dtype)  # (K,)
         self.usage.mul_(EMA_DECAY).add_(counts / len(idx), alpha=1 - EMA_DECAY)
         if self.ema:
             self.ema_count.mul_(EMA_DECAY).add_(counts, alpha=1 - EMA_DECAY)
@@ -168,7 +174,7 @@ class VQVAE(VAE):
         if not self.quantizer.ema:
             terms["codebook"] = per_image(z_e.detach() - z_q)
             total = total + terms["codebook"]
-        p = torch.bincount(idx.flatten(), minlength=self.quantizer.codebook.shape[0]).float() / idx.numel()
+        p = code_counts(idx.flatten(), self.quantizer.codebook.shape[0]) / idx.numel()  # (K,)
         terms["perplexity"] = torch.exp(-(p * torch.log(p + 1e-10)).sum()).detach()
         return {"loss": total, **terms}
 
@@ -183,8 +189,9 @@ class VQVAE(VAE):
         `prior_nll` (nats per code; log K is a uniform guess)."""
         self.eval()
         with torch.no_grad():
-            codes = torch.cat([self.codes(xb) for xb in images.split(1024)])  # (N, P)
-        with torch.random.fork_rng(devices=[]):
+            device = self.quantizer.codebook.device
+            codes = torch.cat([self.codes(xb.to(device)) for xb in images.split(1024)])  # (N, P); streamed images come from the CPU
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
             torch.manual_seed(seed)
             for m in self.prior.modules():
                 if m is not self.prior and hasattr(m, "reset_parameters"):

@@ -1,0 +1,74 @@
+"""Where a run computes: `train.device` resolved once per run, its precision checked, and the name
+a run folder records for the device that trained it.
+
+    device = resolve_device("auto")          # cuda:0 on a machine with a GPU, else cpu
+    check_precision("bf16", device)          # a UserError where the device has no bfloat16
+    training_device(config.train)            # both: what a run trains on
+    describe(device)                         # "cuda:0 (NVIDIA H200)" or "cpu"
+
+Training resolves `train.device` strictly (asking for a GPU that is not there is an error). The
+verbs that only read a trained run (sample, reconstruct, evaluate, latent, a chain's next
+generation) use `reading_device`: the run's device where this machine has it, else the CPU, so a
+run trained on a GPU is read on a laptop.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from vaelab.errors import UserError
+
+
+def resolve_device(name: str) -> torch.device:
+    """`train.device` (auto, cpu, cuda, cuda:N) → a torch.device that exists here.
+
+    auto is cuda:0 when CUDA is available, else cpu; cuda is the current CUDA device. A CUDA
+    device this machine does not have is a UserError naming what it has.
+    """
+    if name == "auto":
+        return torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else torch.device("cpu")
+    if name == "cpu":
+        return torch.device("cpu")
+    if not torch.cuda.is_available():
+        raise UserError(f"train.device={name} but this machine has no CUDA device (PyTorch {torch.__version__}); use train.device=cpu or auto")
+    count = torch.cuda.device_count()
+    index = torch.cuda.current_device() if name == "cuda" else int(name.split(":", 1)[1])
+    if index >= count:
+        raise UserError(f"train.device={name} but this machine has {count} CUDA device(s): cuda:0 to cuda:{count - 1}")
+    return torch.device("cuda", index)
+
+
+def training_device(train) -> torch.device:
+    """The device a run with these `train` settings trains on, its precision checked there: what
+    `train` and a vectorized group call first, and a study calls for each run before it writes anything."""
+    device = resolve_device(train.device)
+    check_precision(train.precision, device)
+    return device
+
+
+def reading_device(name: str) -> torch.device:
+    """The device to read a trained run on: its `train.device` where this machine has it, else the CPU."""
+    try:
+        return resolve_device(name)
+    except UserError:
+        return torch.device("cpu")
+
+
+def check_precision(precision: str, device: torch.device) -> None:
+    """A UserError when `train.precision` asks for bfloat16 on a device without it (a CUDA GPU
+    older than Ampere); the CPU runs bfloat16 autocast everywhere."""
+    if precision == "bf16" and device.type == "cuda" and not _cuda_bf16(device):
+        raise UserError(f"train.precision=bf16 but {describe(device)} has no bfloat16 support (it needs compute capability 8.0 or newer); use train.precision=fp32")
+
+
+def _cuda_bf16(device: torch.device) -> bool:
+    major, _ = torch.cuda.get_device_capability(device)
+    return major >= 8
+
+
+def describe(device: torch.device) -> str:
+    """The device as a run folder records it: "cpu", or "cuda:0 (NVIDIA H200)"."""
+    if device.type != "cuda":
+        return device.type
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    return f"cuda:{index} ({torch.cuda.get_device_name(index)})"
