@@ -1,10 +1,11 @@
 """Every benchmark in bench/, one after another, then one table: what `make bench` runs.
 
 What it does
-    Runs each benchmark script in bench/ (every *.py but this one and the helpers whose names
-    start with `_`) as a subprocess with this Python, showing its output as it comes, and at the
-    end prints one Markdown table with a row per run: the benchmark, what it compares, vaelab's
-    figure and the reference's, the ratio, the target, the machine and the date.
+    Runs each benchmark script in bench/ (every *.py but the drivers, this one and `make
+    gpu-check`'s gpu_check.py, and the helpers whose names start with `_`) as a subprocess with
+    this Python, showing its output as it comes, and at the end prints one Markdown table with a
+    row per run: the benchmark, what it compares, vaelab's figure and the reference's, the ratio,
+    the target, the machine and the date.
 
     Known scripts run with the arguments and are described as in RUNS below (train_throughput.py
     twice: the MLP and the conv model); a script not listed there runs with no arguments and is
@@ -16,12 +17,20 @@ What it does
     `target: <text>` (over the table's own). A benchmark that exits non-zero gets a row saying so,
     and this script then exits 1 after the table.
 
+    `--device` (cuda, cuda:N or auto; cpu is the default and passes nothing) is forwarded to the
+    benchmarks that measure both sides on a device of choice, DEVICE_SCRIPTS: train_throughput.py
+    (both models), sweep.py and chain.py. Each of them then prints `machine: <the GPU>`, which
+    fills its row's machine column. The others (fid, memory, process_time, pythae_compare) run on
+    the CPU whatever --device says, and their rows name the CPU; the line under the table says so.
+    A device this machine lacks is refused before any benchmark runs.
+
 How to run (from the repository root)
     make bench                                   # builds bench/.venv-pythae first, then this
     .venv/bin/python bench/all.py
     .venv/bin/python bench/all.py --quick        # every benchmark's smoke check (--quick)
     .venv/bin/python bench/all.py --threads 1    # OMP_NUM_THREADS=1 for every benchmark
     .venv/bin/python bench/all.py --only pythae  # the runs whose name contains "pythae"
+    .venv/bin/python bench/all.py --device cuda  # train_throughput, sweep and chain on the GPU
 """
 
 from __future__ import annotations
@@ -50,6 +59,12 @@ RUNS: list[tuple[str, list[str], str, str]] = [
     ("fid.py", [], "FID of 10k vs 10k images: vaelab vs NumPy/SciPy (ref s / vaelab s)", "vaelab < 20 s per FID"),
     ("memory.py", [], "one epoch over 1,000,000 28x28 images streamed from disk vs 100,000 in memory (samples/s)", "peak RSS < 2 GiB"),
 ]
+
+# scripts in bench/ that run others and are no benchmarks: this one, and `make gpu-check`'s
+DRIVERS = ("all.py", "gpu_check.py")
+
+# the scripts that take --device (both sides on that device); the others run on the CPU
+DEVICE_SCRIPTS = ("train_throughput.py", "sweep.py", "chain.py")
 
 ROW = re.compile(r"^row: vaelab=(.*?); reference=(.*)$")
 
@@ -133,7 +148,7 @@ def docstring_line(path: Path) -> str:
 
 def plan() -> list[tuple[str, list[str], str, str]]:
     """The runs, in order: the known ones whose script exists, then every other script."""
-    scripts = sorted(p.name for p in BENCH.glob("*.py") if not p.name.startswith("_") and p.name != Path(__file__).name)
+    scripts = sorted(p.name for p in BENCH.glob("*.py") if not p.name.startswith("_") and p.name not in (*DRIVERS, Path(__file__).name))
     runs = [r for r in RUNS if r[0] in scripts]
     known = {r[0] for r in RUNS}
     runs += [(s, [], docstring_line(BENCH / s), "-") for s in scripts if s not in known]
@@ -144,9 +159,25 @@ def run_name(script: str, args: list[str]) -> str:
     return " ".join([Path(script).stem, *args])
 
 
-def run_one(script: str, args: list[str], compares: str, target: str, quick: bool, env: dict, machine: str) -> Result:
+def device_name(name: str) -> str:
+    """--device's value: cpu, cuda, cuda:N or auto."""
+    if name in ("cpu", "cuda", "auto") or (name.startswith("cuda:") and name[5:].isdigit()):
+        return name
+    raise argparse.ArgumentTypeError(f"must be cpu, cuda, cuda:N or auto, got {name!r}")
+
+
+def command(script: str, args: list[str], quick: bool = False, device: str = "cpu") -> list[str]:
+    """The command line of one run: `--device` only for DEVICE_SCRIPTS and only when not the CPU
+    (so a CPU run's command is what it always was)."""
+    on_device = ["--device", device] if device != "cpu" and script in DEVICE_SCRIPTS else []
+    return [sys.executable, str(BENCH / script), *args, *on_device, *(["--quick"] if quick else [])]
+
+
+def run_one(
+    script: str, args: list[str], compares: str, target: str, quick: bool, env: dict, machine: str, device: str = "cpu"
+) -> Result:
     name = run_name(script, args)
-    cmd = [sys.executable, str(BENCH / script), *args, *(["--quick"] if quick else [])]
+    cmd = command(script, args, quick, device)
     print(f"== {' '.join([f'bench/{script}', *cmd[2:]])}", flush=True)
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=BENCH.parent)
@@ -169,7 +200,18 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="pass --quick to every benchmark (smoke sizes)")
     ap.add_argument("--threads", type=int, default=0, help="OMP_NUM_THREADS for every benchmark (default: unset)")
     ap.add_argument("--only", default="", help="run only the benchmarks whose name contains this text")
+    ap.add_argument("--device", type=device_name, default="cpu",
+                    help=f"cuda, cuda:N or auto: passed to {', '.join(s.removesuffix('.py') for s in DEVICE_SCRIPTS)} "
+                         "(the others run on the CPU); default cpu")
     args = ap.parse_args()
+    if args.device != "cpu":  # a device this machine lacks: refused before hours of benchmarks, not by each script
+        from vaelab.device import resolve_device
+        from vaelab.errors import UserError
+
+        try:
+            resolve_device(args.device)
+        except UserError as e:
+            ap.error(f"--device {args.device}: {e}")
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     if args.threads:
         env["OMP_NUM_THREADS"] = str(args.threads)
@@ -178,12 +220,14 @@ def main() -> None:
     if not runs:
         raise SystemExit(f"no benchmark matches --only {args.only!r}")
     t0 = time.perf_counter()
-    results = [run_one(script, a, compares, target, args.quick, env, machine) for script, a, compares, target in runs]
+    results = [run_one(script, a, compares, target, args.quick, env, machine, args.device) for script, a, compares, target in runs]
     failed = [r.name for r in results if r.failed]
     print(f"# vaelab benchmarks{' (--quick: smoke sizes, not figures to quote)' if args.quick else ''}\n")
     print(table(results))
     print(f"\n{len(results)} benchmark run(s) in {time.perf_counter() - t0:.0f} s"
           + (f"; OMP_NUM_THREADS={args.threads}" if args.threads else "")
+          + (f"; --device {args.device} for {', '.join(s.removesuffix('.py') for s in DEVICE_SCRIPTS)}, the others on the CPU"
+             if args.device != "cpu" else "")
           + (f"; FAILED: {', '.join(failed)}" if failed else ""))
     if failed:
         sys.exit(1)

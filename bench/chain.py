@@ -1,15 +1,18 @@
-"""Chain throughput: `vaelab chain` against a minimal hand-written loop doing the same work (CPU).
+"""Chain throughput: `vaelab chain` against a minimal hand-written loop doing the same work (CPU or GPU).
 
 What it measures
     A short chain-study chain (the `chain-conv` preset with 3 generations, 5,000 `points` images,
     2 epochs per VAE, the preset's batch 32, Adam 1e-3, 2,000 held-out originals, 2,000 images per
-    set for precision/recall/density/coverage), run two ways in one process:
+    set for precision/recall/density/coverage), run two ways in one process, both training on the
+    same device (`--device`: cpu, the default, cuda, cuda:N or auto = cuda:0 where there is one,
+    else cpu):
 
     * vaelab: `vaelab.experiments.chain.run_chain(cfg, out=<fresh temporary folder>, force=True,
       quiet=True)` -- the real command path: each VAE's run folder (config, metrics.jsonl,
       safetensors checkpoint, samples/reconstructions/loss pictures, report.html), every
       generation's samples.png, occupancy.png and metrics.json, chain.csv, and the chain's report
-      (variability.png, metrics.png, report.html). The whole call is timed.
+      (variability.png, metrics.png, report.html), with `train.device` = `--device`. The whole
+      call is timed.
     * hand-written: the same work in plain torch/numpy, writing no files: the original 5,000 images
       and the 2,000 held-out ones (`vaelab.data.load_data`, for the data only), then per generation
       a fresh conv VAE (Conv2d(1->32, 3x3) -> ReLU -> flatten 22*22*32 -> 115 -> ReLU -> 16 = (mu,
@@ -20,6 +23,11 @@ What it measures
       distance to the training set and to the original, precision/recall/density/coverage (k = 5)
       against both, the block-centre marginals with their TV distance to the true binomials and
       their means, and the negative ELBO of the generating VAE on the held-out originals.
+      Where vaelab computes, so does it: each VAE trains on the device (its training set moved
+      there once, before the loop; each epoch's permutation drawn on the CPU and moved), the prior
+      draws are made on the CPU and decoded on the device, the images come back to the CPU, the
+      held-out ELBO runs on the device with its noise drawn on the CPU, and every other metric is
+      computed on the CPU, as vaelab's chain computes them on its (CPU) datasets.
 
     Both use the seeds vaelab's chain uses (data, held-out data, initialisation, shuffles,
     reparameterisation noise, prior draws, metric subsets). vaelab trains with Adam's fused kernel
@@ -37,6 +45,12 @@ What it measures
     seconds / median vaelab seconds), after a `row: vaelab=...; reference=...` line with the two
     medians for bench/all.py's table. Target: >= 1.0.
 
+    On a GPU both whole-chain times wait for the device (`torch.cuda.synchronize` before each end
+    time; both sides also copy every generated set back to the CPU), the hand-written loop time
+    too. vaelab's loop time is its trainer's logged `time` of the last step, taken when that step
+    was queued, so on a GPU it can read short by the queued work (the ratio uses the whole chain).
+    The header then names the GPU, and a `machine:` line names it for bench/all.py's table.
+
     The timings are wall-clock: on a small machine other busy processes move single rounds by far
     more than the gap being measured (the load average is printed before, during and after), and
     with every core in use one busy neighbour stalls all of torch's threads (on the 2-core
@@ -48,6 +62,7 @@ How to run (from the repository root)
     .venv/bin/python bench/chain.py                # 3 rounds of a 3-generation, 2-epoch chain
     .venv/bin/python bench/chain.py --rounds 5
     .venv/bin/python bench/chain.py --threads 1
+    .venv/bin/python bench/chain.py --device cuda  # both sides train on the GPU (also cuda:N, auto)
     .venv/bin/python bench/chain.py --quick        # smoke check: 1 round (no warm-up) of 1 generation,
                                                    # 1 epoch, 256 images, 100 per metric set and held out
 """
@@ -71,6 +86,8 @@ from torch import nn
 
 from vaelab.config import load_config
 from vaelab.data import load_data
+from vaelab.device import describe, resolve_device
+from vaelab.errors import UserError
 from vaelab.experiments.chain import METRICS, run_chain
 from vaelab.runfolder import read_jsonl
 
@@ -83,14 +100,27 @@ CHANNELS, KERNEL, HIDDEN, LATENT, K_NN, PAIRS, SUBSET_SEED = 32, 3, 115, 8, 5, 1
 QUICK = {"data.n": 256, "chain.holdout": 100, "chain.metric_samples": 100}  # --quick: a tiny chain
 
 
-def make_config(generations: int, epochs: int, quick: bool = False):
+def device_name(name: str) -> str:
+    """--device's value: cpu, cuda, cuda:N or auto (whether this machine has it is checked later)."""
+    if name in ("cpu", "cuda", "auto") or (name.startswith("cuda:") and name[5:].isdigit()):
+        return name
+    raise argparse.ArgumentTypeError(f"must be cpu, cuda, cuda:N or auto, got {name!r}")
+
+
+def synchronize(device: torch.device) -> None:
+    """Wait for the kernels queued on a CUDA device (a no-op on the CPU): before an end time."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def make_config(generations: int, epochs: int, quick: bool = False, device: str = "cpu"):
     return load_config(
         "chain-conv",
         overrides={
             "chain.generations": generations,
             "data.n": N,
             "train.epochs": epochs,
-            "train.device": "cpu",
+            "train.device": device,
             **(QUICK if quick else {}),
         },
     )
@@ -100,10 +130,12 @@ def make_config(generations: int, epochs: int, quick: bool = False):
 # vaelab
 
 
-def run_vaelab(cfg, out: Path) -> tuple[float, float, list[dict]]:
-    """(whole-call seconds, seconds inside the training loops, chain.csv rows) of one vaelab chain."""
+def run_vaelab(cfg, out: Path, device: torch.device = torch.device("cpu")) -> tuple[float, float, list[dict]]:
+    """(whole-call seconds, seconds inside the training loops, chain.csv rows) of one vaelab chain
+    (on `device`: the device cfg's train.device resolves to)."""
     t0 = time.perf_counter()
     rows = run_chain(cfg, out=out, force=True, quiet=True)
+    synchronize(device)  # (its samples' copies to the CPU have waited already)
     whole = time.perf_counter() - t0
     # outside the timed span: each VAE's loop time, as its trainer logged it
     loops = sum(read_jsonl(f)[-1]["time"] for f in sorted(out.glob("seed-0/gen-*/vae/metrics.jsonl")))
@@ -144,8 +176,11 @@ def binomial_pmf(n: int, p: float) -> np.ndarray:
     return np.array([math.comb(n, k) * p**k * (1 - p) ** (n - k) for k in range(n + 1)])
 
 
-def measure(cfg, images, reference, original, heldout, vae) -> dict[str, float]:
-    """Every chain.csv metric of dataset `images` (generated from `reference` by the given VAE)."""
+def measure(cfg, images, reference, original, heldout, vae, device: torch.device = torch.device("cpu")) -> dict[str, float]:
+    """Every chain.csv metric of dataset `images` (generated from `reference` by the given VAE).
+
+    The sets (images, reference, original, heldout) are on the CPU, and so are the metrics, as in
+    vaelab's chain; only the ELBO runs on the VAE's `device` (vaelab.evaluate.neg_elbo)."""
     m, p = cfg.chain.metric_samples, cfg.data.params
     n = images.shape[0]
     flat = images.flatten(1).double()
@@ -181,21 +216,25 @@ def measure(cfg, images, reference, original, heldout, vae) -> dict[str, float]:
     row["neg_elbo"] = math.nan
     if vae is not None:  # (encoder, decoder): one z per held-out image, noise from a private generator
         encoder, decoder = vae
-        g = torch.Generator().manual_seed(0)
+        g = torch.Generator().manual_seed(0)  # on the CPU, as vaelab's: its draws are moved to the device
         recon = kl = 0.0
         with torch.no_grad():
             for xb in heldout.split(1024):  # vaelab's evaluation batch: the same noise draws
+                xb = xb.to(device)
                 mu, logvar = encoder(xb).chunk(2, dim=1)
-                z = mu + torch.exp(0.5 * logvar) * torch.randn(mu.shape, generator=g)
+                z = mu + torch.exp(0.5 * logvar) * torch.randn(mu.shape, generator=g).to(device)
                 recon += (torch.sigmoid(decoder(z)) - xb).pow(2).flatten(1).sum(1).mean().item() * len(xb)
                 kl += 0.5 * (mu.pow(2) + logvar.exp() - 1.0 - logvar).sum(1).mean().item() * len(xb)
         row["neg_elbo"] = (recon + kl) / len(heldout)
     return row
 
 
-def train_vae(x: torch.Tensor, seed: int, epochs: int, batch: int, lr: float) -> tuple[nn.Module, nn.Module, float]:
-    """(encoder, decoder, loop seconds): a fresh conv VAE trained on x (N, 1, H, W)."""
-    torch.manual_seed(seed)
+def train_vae(
+    x: torch.Tensor, seed: int, epochs: int, batch: int, lr: float, device: torch.device = torch.device("cpu")
+) -> tuple[nn.Module, nn.Module, float]:
+    """(encoder, decoder, loop seconds): a fresh conv VAE trained on `device` on x (N, 1, H, W),
+    which is on the CPU and moved to the device once, before the loop."""
+    torch.manual_seed(seed)  # also seeds CUDA's generator (randn_like on the device)
     h = x.shape[-1] - KERNEL + 1  # 22
     encoder = nn.Sequential(
         nn.Conv2d(1, CHANNELS, KERNEL), nn.ReLU(), nn.Flatten(),
@@ -205,12 +244,15 @@ def train_vae(x: torch.Tensor, seed: int, epochs: int, batch: int, lr: float) ->
         nn.Linear(LATENT, HIDDEN), nn.ReLU(), nn.Linear(HIDDEN, CHANNELS * h * h), nn.ReLU(),
         nn.Unflatten(1, (CHANNELS, h, h)), nn.ConvTranspose2d(CHANNELS, 1, KERNEL),
     )  # fmt: skip
+    encoder, decoder = encoder.to(device), decoder.to(device)  # built on the CPU and moved, as vaelab's model
     optimizer = torch.optim.Adam([*encoder.parameters(), *decoder.parameters()], lr=lr)
+    x = x.to(device)  # the training set on the device, as vaelab's trainer puts it
     n = x.shape[0]
     start = time.perf_counter()
     for epoch in range(epochs):
-        # the same permutation as vaelab.train.epoch_order
-        shuffled = x[torch.randperm(n, generator=torch.Generator().manual_seed(seed * 1_000_003 + epoch))]
+        # the same permutation as vaelab.train.epoch_order: drawn by a CPU generator, then moved
+        order = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 1_000_003 + epoch)).to(device)
+        shuffled = x[order]
         for i in range(math.ceil(n / batch)):
             xb = shuffled[i * batch : (i + 1) * batch]  # (B, 1, 24, 24)
             mu, logvar = encoder(xb).chunk(2, dim=1)
@@ -220,29 +262,33 @@ def train_vae(x: torch.Tensor, seed: int, epochs: int, batch: int, lr: float) ->
             optimizer.zero_grad(set_to_none=True)
             (recon + kl).backward()
             optimizer.step()
+    synchronize(device)  # the queued kernels are part of the loop
     return encoder, decoder, time.perf_counter() - start
 
 
-def run_hand(cfg) -> tuple[float, float, list[dict]]:
-    """(whole seconds, seconds inside the training loops, rows) of one hand-written chain."""
+def run_hand(cfg, device: torch.device = torch.device("cpu")) -> tuple[float, float, list[dict]]:
+    """(whole seconds, seconds inside the training loops, rows) of one hand-written chain whose
+    VAEs train (and decode, and take the ELBO) on `device`; its datasets stay on the CPU."""
     t0 = time.perf_counter()
     t, s, ch = cfg.train, cfg.sample, cfg.chain
     # the seeds of vaelab's chain for repeat 0 (experiments/chain.py: _seed(base, r=0, g, salt))
-    original = load_data(cfg.data).images  # (5000, 1, 24, 24)
+    original = load_data(cfg.data).images  # (5000, 1, 24, 24), on the CPU
     heldout = load_data(replace(cfg.data, n=ch.holdout, seed=cfg.data.seed + 1_000_003)).images
     rows = [{"generation": 0, "n_train": 0, **measure(cfg, original, original, original, heldout, None)}]
     current, loops = original, 0.0
     for g in range(ch.generations):
-        encoder, decoder, loop = train_vae(current, t.seed + g, t.epochs, t.batch_size, t.lr)
+        encoder, decoder, loop = train_vae(current, t.seed + g, t.epochs, t.batch_size, t.lr, device)
         loops += loop
         with torch.no_grad():
+            # drawn on the CPU (vaelab's prior_sample), decoded on the device, back to the CPU (vaelab's sample)
             z = torch.randn(current.shape[0], LATENT, generator=torch.Generator().manual_seed(s.seed + g))
             # decoded in vaelab's chunks of 4096, so both draw the same images bit for bit
-            images = torch.cat([torch.sigmoid(decoder(zb)) for zb in z.split(4096)])
+            images = torch.cat([torch.sigmoid(decoder(zb.to(device))).cpu() for zb in z.split(4096)])
         images = (images * 255).round() / 255  # 8-bit, as the study stored them
-        row = measure(cfg, images, current, original, heldout, (encoder, decoder))
+        row = measure(cfg, images, current, original, heldout, (encoder, decoder), device)
         rows.append({"generation": g + 1, "n_train": current.shape[0], **row})
         current = images
+    synchronize(device)
     return time.perf_counter() - t0, loops, rows
 
 
@@ -267,14 +313,19 @@ def largest_difference(a: list[dict], b: list[dict]) -> tuple[float, str]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(
-        description="vaelab chain vs a hand-written loop doing the same work: images trained/s and their ratio (CPU)."
+        description="vaelab chain vs a hand-written loop doing the same work, both on one device: images trained/s and their ratio."
     )
     ap.add_argument("--rounds", type=int, default=3, help="timed rounds after the warm-up round (default 3)")
     ap.add_argument("--generations", type=int, default=GENERATIONS, help=f"VAEs in the chain (default {GENERATIONS})")
     ap.add_argument("--epochs", type=int, default=EPOCHS, help=f"epochs per VAE (default {EPOCHS})")
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads for both sides (default: torch's default)")
+    ap.add_argument("--device", type=device_name, default="cpu", help="where both sides train: cpu (default), cuda, cuda:N or auto")
     ap.add_argument("--quick", action="store_true", help="smoke check: 1 round (no warm-up) of 1 generation, 1 epoch, 256 images")
     args = ap.parse_args()
+    try:
+        device = resolve_device(args.device)  # the hand-written side's device; vaelab resolves train.device the same way
+    except UserError as e:
+        ap.error(f"--device {args.device}: {e}")
     rounds, gens, epochs = (1, 1, 1) if args.quick else (args.rounds, args.generations, args.epochs)
     warmups = 0 if args.quick else 1
     if rounds < 1 or gens < 1 or epochs < 1 or args.threads < 0:
@@ -283,7 +334,7 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     threads = torch.get_num_threads()  # fixed for the whole process: the same for both sides
 
-    cfg = make_config(gens, epochs, args.quick)
+    cfg = make_config(gens, epochs, args.quick, args.device)
     m, ch, n = cfg.model, cfg.chain, cfg.data.n
     expected = (m.name, m.channels, m.kernel, m.hidden, m.decoder_hidden, m.latent_dim, m.pool, m.batch_norm, m.likelihood)
     if expected != ("conv", (CHANNELS,), KERNEL, (HIDDEN,), (HIDDEN,), LATENT, False, False, "gaussian"):
@@ -301,7 +352,10 @@ def main() -> None:
         f"= {images} images trained per chain; metrics on D_0..D_{gens} ({ch.metric_samples} per set for PRDC, "
         f"{ch.holdout} held out for the ELBO)"
     )
-    print(f"torch {torch.__version__}, CPU, {threads} thread(s) on {os.cpu_count()} core(s); "
+    if device.type == "cuda":
+        print(f"machine: {describe(device)}")  # for bench/all.py's table
+    where = "CPU" if device.type == "cpu" else f"training on {describe(device)}"
+    print(f"torch {torch.__version__}, {where}, {threads} CPU thread(s) on {os.cpu_count()} core(s); "
           f"{rounds} timed round(s) after {warmups} warm-up round(s), vaelab first in each")
     print(f"load average before (1, 5, 15 min): {', '.join(f'{v:.2f}' for v in os.getloadavg())}")
     print("seconds: 'whole' = the whole chain, 'loop' = inside the training loops; img/s = images trained / whole seconds")
@@ -314,9 +368,9 @@ def main() -> None:
     try:
         for r in range(rounds + warmups):
             out = base / f"round-{r}"
-            vw, vl, vrows = run_vaelab(cfg, out)
+            vw, vl, vrows = run_vaelab(cfg, out, device)
             shutil.rmtree(out)
-            hw, hl, hrows = run_hand(cfg)
+            hw, hl, hrows = run_hand(cfg, device)
             load = os.getloadavg()[0]
             if r == 0:
                 diff, where = largest_difference(vrows, hrows)

@@ -1,9 +1,11 @@
-"""Sweep throughput: 16 MLP VAEs differing in β, trained vectorized and one after another (CPU).
+"""Sweep throughput: 16 MLP VAEs differing in β, trained vectorized and one after another (CPU or GPU).
 
 What it measures
     Sixteen copies of the chain study's fc1 VAE (576-115-8) on 5,000 `points` images, batch 32,
     one epoch (157 steps) each, with β = 0.1 … 8 (16 values, log-spaced). Two ways, alternating in
-    one process after a warm-up round of each:
+    one process after a warm-up round of each, both on the same device (`--device`: cpu, the
+    default, cuda, cuda:N or auto = cuda:0 where there is one, else cpu; `train.device` of every
+    config):
 
     * vectorized: `vaelab.vectorized.train_group` — the 16 models as one stacked model (vmap);
     * sequential: `vaelab.train.train` for each of the 16 configs in turn (what `vaelab sweep
@@ -11,7 +13,8 @@ What it measures
 
     Both build each member from the same seed and data; the final mean loss of each member is
     printed for the two paths (they agree in distribution, not bitwise: see vaelab.vectorized).
-    Each round prints samples/s (images processed by all 16 models ÷ seconds of the whole call).
+    Each round prints samples/s (images processed by all 16 models ÷ seconds of the whole call;
+    on a GPU each path's time is taken after `torch.cuda.synchronize`, so queued kernels count).
     The line before the last is `row: vaelab=...; reference=...` (the two medians, for
     bench/all.py's table; on a GPU a `machine:` line names it), the last is `ratio: X.XX`, median
     vectorized samples/s ÷ median sequential samples/s.
@@ -20,7 +23,7 @@ What it measures
 How to run (from the repository root)
     .venv/bin/python bench/sweep.py                 # 5 rounds
     .venv/bin/python bench/sweep.py --threads 1     # one CPU thread for both paths
-    .venv/bin/python bench/sweep.py --device cuda   # on a GPU machine
+    .venv/bin/python bench/sweep.py --device cuda   # on a GPU machine (also cuda:N, auto)
     .venv/bin/python bench/sweep.py --quick         # smoke check: 1 round of 4 VAEs, 10 steps
 """
 
@@ -36,10 +39,19 @@ import torch
 
 from vaelab.config import load_config
 from vaelab.data import load_data
+from vaelab.device import describe, resolve_device
+from vaelab.errors import UserError
 from vaelab.train import train
 from vaelab.vectorized import train_group
 
 MEMBERS, N, BATCH = 16, 5000, 32
+
+
+def device_name(name: str) -> str:
+    """--device's value: cpu, cuda, cuda:N or auto (whether this machine has it is checked later)."""
+    if name in ("cpu", "cuda", "auto") or (name.startswith("cuda:") and name[5:].isdigit()):
+        return name
+    raise argparse.ArgumentTypeError(f"must be cpu, cuda, cuda:N or auto, got {name!r}")
 
 
 def configs(steps: int, device: str, members: int = MEMBERS):
@@ -61,10 +73,15 @@ def main() -> None:
     ap = argparse.ArgumentParser(description="vectorized vs sequential training of 16 VAEs: samples/s and their ratio")
     ap.add_argument("--rounds", type=int, default=5, help="timed rounds after the warm-up (default 5)")
     ap.add_argument("--steps", type=int, default=157, help="training steps per model (default 157: one epoch)")
-    ap.add_argument("--device", default="cpu", help="cpu or cuda")
+    ap.add_argument("--device", type=device_name, default="cpu", help="where both paths train: cpu (default), cuda, cuda:N or auto")
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's default)")
     ap.add_argument("--quick", action="store_true", help="smoke check: 1 round of 4 VAEs, 10 steps")
     args = ap.parse_args()
+    try:
+        device = resolve_device(args.device)  # once: what vaelab resolves train.device to, for the syncs and the header
+    except UserError as e:
+        ap.error(f"--device {args.device}: {e}")
+    cuda = device.type == "cuda"
     if args.threads:
         torch.set_num_threads(args.threads)
     rounds, steps, members = (1, 10, 4) if args.quick else (args.rounds, args.steps, MEMBERS)
@@ -73,20 +90,22 @@ def main() -> None:
     datas = [data] * members
     samples = members * steps * BATCH
     print(f"{members} fc1 VAEs (576-115-8), β from 0.1 to 8, {N} points images, batch {BATCH}, {steps} steps each")
-    device = torch.cuda.get_device_name() if args.device.startswith("cuda") else f"CPU, {torch.get_num_threads()} thread(s) on {os.cpu_count()} core(s)"
-    if args.device.startswith("cuda"):
-        print(f"machine: {device}")  # for bench/all.py's table
-    print(f"torch {torch.__version__}, {device}; load average before: {os.getloadavg()[0]:.2f}")
+    where = describe(device) if cuda else f"CPU, {torch.get_num_threads()} thread(s) on {os.cpu_count()} core(s)"
+    if cuda:
+        print(f"machine: {describe(device)}")  # for bench/all.py's table
+    print(f"torch {torch.__version__}, {where}; load average before: {os.getloadavg()[0]:.2f}")
     print(f"{'round':>7}  {'vectorized':>10}  {'sequential':>10}  {'ratio':>5}   samples/s")
     vec, seq = [], []
     for r in range(rounds + 1):
         t0 = time.perf_counter()
         group = train_group(cfgs, datas, [None] * members, quiet=True)
-        if args.device.startswith("cuda"):
-            torch.cuda.synchronize()
+        if cuda:
+            torch.cuda.synchronize(device)  # the queued kernels are part of the time
         tv = time.perf_counter() - t0
         t0 = time.perf_counter()
         alone = [train(c, data, quiet=True) for c in cfgs]
+        if cuda:
+            torch.cuda.synchronize(device)
         ts = time.perf_counter() - t0
         print(f"{'warm-up' if r == 0 else r:>7}  {samples / tv:10.0f}  {samples / ts:10.0f}  {ts / tv:5.2f}")
         if r == 0:

@@ -1,9 +1,9 @@
-"""Training throughput: vaelab's trainer against a minimal hand-written PyTorch loop (CPU).
+"""Training throughput: vaelab's trainer against a minimal hand-written PyTorch loop (CPU or GPU).
 
 What it measures
     `--model mlp` (the default): the 576-256-8 dense VAE (`fc1`, hidden [256], latent 8) on
     20,000 `points` images (24x24), batch 128, 3 epochs (157 steps per epoch; the last batch of
-    each epoch holds 32 images), on the CPU.
+    each epoch holds 32 images), on the CPU (or the `--device` given).
 
     `--model conv`: vaelab's `conv` model as the chain study has it (channels [32], kernel 3, no
     pooling, hidden [115], latent 8: Conv2d(1->32, 3x3) -> ReLU -> flatten 32*22*22 -> 115 -> ReLU
@@ -11,16 +11,20 @@ What it measures
     3x3), 3,581,343 weights) on the same 20,000 images (kept as (N, 1, 24, 24)), batch 128,
     1 epoch per run by default (a conv step costs about 20x the mlp's on the CPU).
 
-    Either model is trained two ways in one process:
+    Either model is trained two ways in one process, both on the same device (`--device`: cpu,
+    the default, cuda, cuda:N or auto = cuda:0 where there is one, else cpu):
 
     * vaelab: `vaelab.train.train(cfg, data, out=None, quiet=True)` (in memory, no files), with
-      the data built once by `vaelab.data.load_data`;
+      the data built once by `vaelab.data.load_data` and `train.device` = `--device` (vaelab copies
+      the images to the device inside the call, before its loop);
     * hand-written: the same architecture as plain `nn.Sequential`s (layer for layer, so the
       parameter shapes and count match vaelab's model: checked, and the count printed), the same
       loss (squared error of sigmoid(logits) against x summed over pixels, batch mean, + the
       closed-form Gaussian KL summed over latent dims, batch mean), Adam lr 1e-3, one shuffle per
       epoch by indexing the whole tensor (the same permutations as vaelab's), batches as slices,
-      the same number of steps and the same `torch.manual_seed`.
+      the same number of steps and the same `torch.manual_seed`. Inside the timed call, before its
+      loop, it moves the images and the model to the device once, as vaelab does; each epoch's
+      permutation is drawn on the CPU (vaelab's seeded CPU generator) and moved to the device.
 
     Both start from the same seed and consume the RNG in the same order. The hand-written loop uses
     plain `torch.optim.Adam`; vaelab uses Adam's fused kernel (the same update in one pass per
@@ -29,12 +33,18 @@ What it measures
 
     After one warm-up round of each, the two alternate (vaelab, then hand-written) for `--rounds`
     rounds with the same torch thread count. Each round prints samples/s (images processed ÷
-    seconds) for both, timed two ways: the whole call (model construction, optimizer, loop) and
-    the loop only (vaelab's `run.seconds`; the same span of the hand-written function). The two
-    differ by well under 1%; the ratio uses the whole call. The line before the last is `row:
-    vaelab=...; reference=...` (the medians, for bench/all.py's table), the last is `ratio: X.XX`:
-    median vaelab samples/s ÷ median hand-written samples/s (whole call). Target (issue 7): >= 1.0
-    for both models.
+    seconds) for both, timed two ways: the whole call (model construction, optimizer, the move to
+    the device, loop) and the loop only (vaelab's `run.seconds`; the same span of the hand-written
+    function). On the CPU the two differ by well under 1%; the ratio uses the whole call. The line
+    before the last is `row: vaelab=...; reference=...` (the medians, for bench/all.py's table),
+    the last is `ratio: X.XX`: median vaelab samples/s ÷ median hand-written samples/s (whole
+    call). Target (issue 7): >= 1.0 for both models.
+
+    On a GPU both timings wait for the device: vaelab's loop ends by reading its logged losses
+    (a copy to the host, which waits for every queued kernel), and the hand-written loop calls
+    `torch.cuda.synchronize` before it takes its end time. The warm-up round absorbs CUDA's
+    start-up (context, kernels, cuBLAS handles). The header then names the GPU, and a `machine:`
+    line names it for bench/all.py's table; the parameter difference is taken on the CPU.
 
     The timings are wall-clock: on a small machine other busy processes (the load average is
     printed before and after) move single rounds by far more than the gap being measured, and
@@ -46,6 +56,7 @@ How to run (from the repository root)
     .venv/bin/python bench/train_throughput.py --rounds 11
     .venv/bin/python bench/train_throughput.py --threads 1
     .venv/bin/python bench/train_throughput.py --model conv   # conv: 5 rounds of 1 epoch each
+    .venv/bin/python bench/train_throughput.py --device cuda  # both sides on the GPU (also cuda:N, auto)
     .venv/bin/python bench/train_throughput.py --quick     # smoke check: 1 round of 1 epoch on 2,000 images (conv: 512)
 """
 
@@ -62,6 +73,8 @@ from torch import nn
 
 from vaelab.config import load_config
 from vaelab.data import load_data
+from vaelab.device import describe, resolve_device
+from vaelab.errors import UserError
 from vaelab.train import train
 
 N, BATCH, HIDDEN, LATENT, LR, SEED = 20000, 128, 256, 8, 1e-3, 0
@@ -70,7 +83,14 @@ QUICK_N = {"mlp": 2000, "conv": 512}  # images per run with --quick
 DEFAULTS = {"mlp": (9, 3), "conv": (5, 1)}  # (rounds, epochs) per model
 
 
-def make_config(epochs: int, model: str = "mlp", n: int = N):
+def device_name(name: str) -> str:
+    """--device's value: cpu, cuda, cuda:N or auto (whether this machine has it is checked later)."""
+    if name in ("cpu", "cuda", "auto") or (name.startswith("cuda:") and name[5:].isdigit()):
+        return name
+    raise argparse.ArgumentTypeError(f"must be cpu, cuda, cuda:N or auto, got {name!r}")
+
+
+def make_config(epochs: int, model: str = "mlp", n: int = N, device: str = "cpu"):
     arch = (
         {"model.name": "fc1", "model.hidden": [HIDDEN]}
         if model == "mlp"
@@ -84,7 +104,7 @@ def make_config(epochs: int, model: str = "mlp", n: int = N):
             "model.latent_dim": LATENT,
             "train.batch_size": BATCH,
             "train.epochs": epochs,
-            "train.device": "cpu",
+            "train.device": device,
             "train.lr": LR,
             "train.seed": SEED,
         }
@@ -118,23 +138,28 @@ def run_vaelab(cfg, data) -> tuple[float, float, int, list[torch.Tensor]]:
     return whole, run.seconds, len(run.history), [p.detach() for p in run.model.parameters()]
 
 
-def run_hand(images: torch.Tensor, epochs: int, model: str = "mlp") -> tuple[float, float, int, list[torch.Tensor]]:
-    """(whole-call seconds, loop seconds, steps, trained parameters) for one hand-written run."""
+def run_hand(
+    images: torch.Tensor, epochs: int, model: str = "mlp", device: torch.device = torch.device("cpu")
+) -> tuple[float, float, int, list[torch.Tensor]]:
+    """(whole-call seconds, loop seconds, steps, trained parameters on `device`) for one
+    hand-written run; `images` on the CPU, moved to `device` once (inside the timed call)."""
     t0 = time.perf_counter()
-    torch.manual_seed(SEED)
-    # mlp: (N, 576), a view; conv: the (N, 1, 24, 24) images as they are
-    x = images.reshape(images.shape[0], -1) if model == "mlp" else images
+    torch.manual_seed(SEED)  # also seeds CUDA's generator (randn_like on the device)
+    # mlp: (N, 576); conv: the (N, 1, 24, 24) images as they are; on the device, like vaelab's
+    x = (images.reshape(images.shape[0], -1) if model == "mlp" else images).to(device)
     n = x.shape[0]
-    encoder, decoder = hand_model(model, tuple(images.shape[1:]))
+    encoder, decoder = hand_model(model, tuple(images.shape[1:]))  # built on the CPU (the same init as vaelab's) ...
+    encoder, decoder = encoder.to(device), decoder.to(device)  # ... then moved, as vaelab moves its model
     params = [*encoder.parameters(), *decoder.parameters()]
     optimizer = torch.optim.Adam(params, lr=LR)
     per_epoch = math.ceil(n / BATCH)
     steps = 0
     loop_start = time.perf_counter()
     for epoch in range(epochs):
-        # the same permutation as vaelab.train.epoch_order, so both loops see the same batches
-        order = torch.randperm(n, generator=torch.Generator().manual_seed(SEED * 1_000_003 + epoch))
-        shuffled = x[order]
+        # the same permutation as vaelab.train.epoch_order, so both loops see the same batches:
+        # drawn by a CPU generator (one on the CPU cannot draw CUDA tensors), then moved like vaelab's
+        order = torch.randperm(n, generator=torch.Generator().manual_seed(SEED * 1_000_003 + epoch)).to(device)
+        shuffled = x[order]  # on the device
         for i in range(per_epoch):
             batch = shuffled[i * BATCH : (i + 1) * BATCH]  # mlp (B, 576); conv (B, 1, 24, 24)
             mu, logvar = encoder(batch).chunk(2, dim=1)  # (B, 8), (B, 8)
@@ -147,20 +172,27 @@ def run_hand(images: torch.Tensor, epochs: int, model: str = "mlp") -> tuple[flo
             loss.backward()
             optimizer.step()
             steps += 1
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)  # the queued kernels are part of the loop
     end = time.perf_counter()
     return end - t0, end - loop_start, steps, [p.detach() for p in params]
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(
-        description="vaelab's trainer vs a hand-written PyTorch loop: samples/s and their ratio (CPU)."
+        description="vaelab's trainer vs a hand-written PyTorch loop, both on one device: samples/s and their ratio."
     )
     ap.add_argument("--model", choices=("mlp", "conv"), default="mlp", help="mlp: fc1 576-256-8 (default); conv: the chain study's conv VAE")
     ap.add_argument("--rounds", type=int, default=None, help="timed rounds after the warm-up round (default: mlp 9, conv 5)")
     ap.add_argument("--epochs", type=int, default=None, help="epochs per training run (default: mlp 3, conv 1)")
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads for both sides (default: torch's default)")
+    ap.add_argument("--device", type=device_name, default="cpu", help="where both sides train: cpu (default), cuda, cuda:N or auto")
     ap.add_argument("--quick", action="store_true", help="smoke check: 1 round of 1 epoch on 2,000 images (conv: 512)")
     args = ap.parse_args()
+    try:
+        device = resolve_device(args.device)  # the hand-written side's device; vaelab resolves train.device the same way
+    except UserError as e:
+        ap.error(f"--device {args.device}: {e}")
     default_rounds, default_epochs = DEFAULTS[args.model]
     rounds = args.rounds if args.rounds is not None else default_rounds
     epochs = args.epochs if args.epochs is not None else default_epochs
@@ -171,7 +203,7 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     threads = torch.get_num_threads()  # fixed for the whole process: the same for both sides
 
-    cfg = make_config(epochs, args.model, n)
+    cfg = make_config(epochs, args.model, n, args.device)
     data = load_data(cfg.data)
     images = data.images
     samples = epochs * images.shape[0]
@@ -184,7 +216,10 @@ def main() -> None:
         f"{arch}, {images.shape[0]} points images {tuple(images.shape[1:])}, batch {BATCH}, "
         f"{epochs} epoch(s) = {expected_steps} steps = {samples} samples per run"
     )
-    print(f"torch {torch.__version__}, CPU, {threads} thread(s) on {os.cpu_count()} core(s); "
+    if device.type == "cuda":
+        print(f"machine: {describe(device)}")  # for bench/all.py's table
+    where = "CPU" if device.type == "cpu" else describe(device)
+    print(f"torch {torch.__version__}, {where}, {threads} CPU thread(s) on {os.cpu_count()} core(s); "
           f"{rounds} timed round(s) after 1 warm-up round")
     print(f"load average before: {os.getloadavg()[0]:.2f}")
     print("samples/s: 'whole' times the whole call, 'loop' only the training loop (vaelab: run.seconds)")
@@ -194,7 +229,7 @@ def main() -> None:
     max_diff = 0.0
     for r in range(rounds + 1):
         vw, vl, vs, vp = run_vaelab(cfg, data)
-        hw, hl, hs, hp = run_hand(images, epochs, args.model)
+        hw, hl, hs, hp = run_hand(images, epochs, args.model, device)
         if vs != expected_steps or hs != expected_steps:
             raise SystemExit(f"step counts differ: vaelab {vs}, hand-written {hs}, expected {expected_steps}")
         if r == 0:
@@ -202,7 +237,7 @@ def main() -> None:
                 raise SystemExit("the two models have different parameter shapes")
             n_vaelab, n_hand = sum(p.numel() for p in vp), sum(p.numel() for p in hp)
             print(f"parameters: vaelab {n_vaelab:,}, hand-written {n_hand:,} (the same {len(vp)} tensors, shape for shape)")
-            max_diff = max((a - b).abs().max().item() for a, b in zip(vp, hp))
+            max_diff = max((a.cpu() - b.cpu()).abs().max().item() for a, b in zip(vp, hp))  # compared on the CPU
         v, h = (samples / vw, samples / vl), (samples / hw, samples / hl)
         label = "warm-up" if r == 0 else str(r)
         print(f"{label:>7}  {v[0]:12.0f}  {v[1]:11.0f}  {h[0]:10.0f}  {h[1]:9.0f}  {v[0] / h[0]:5.2f}")

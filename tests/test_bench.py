@@ -1,6 +1,9 @@
 """The benchmarks in bench/ as smoke tests: each runs with --quick as a real process and must exit
 0 with a `row:` line and a final `ratio:` line (their figures are not asserted); bench/all.py's
-table is checked on made-up output, and once end to end on one quick benchmark.
+table is checked on made-up output, and once end to end on one quick benchmark. `--device`: all.py
+forwards it only to the benchmarks that take it (train_throughput, sweep, chain), each of those
+refuses a device this machine lacks with a usage error (no traceback), and one quick benchmark
+runs end to end with `--device auto` (the GPU where there is one, else the CPU).
 
 The processes run with OMP_NUM_THREADS=1: on a 2-core machine shared with other work, two
 spinning OpenMP threads make these tiny runs several times slower. pythae_compare works with or
@@ -37,8 +40,8 @@ RUNS = [(script, args) for script, args, _, _ in ALL.plan()]
 
 
 def test_every_benchmark_is_planned():
-    scripts = {p.name for p in BENCH.glob("*.py") if not p.name.startswith("_") and p.name != "all.py"}
-    assert {s for s, _ in RUNS} == scripts
+    scripts = {p.name for p in BENCH.glob("*.py") if not p.name.startswith("_") and p.name not in ("all.py", "gpu_check.py")}
+    assert {s for s, _ in RUNS} == scripts  # the drivers (all.py, make gpu-check's gpu_check.py) are no benchmarks
     assert ("train_throughput.py", ["--model", "conv"]) in RUNS
 
 
@@ -113,3 +116,36 @@ def test_all_runs_and_tabulates_one_quick_benchmark():
     assert "== bench/sweep.py --quick" in lines
     rows = [line for line in lines if line.startswith("| sweep |")]
     assert len(rows) == 1 and ALL.cpu_name() in rows[0]
+
+
+def test_all_forwards_device_only_to_the_device_benchmarks():
+    scripts = {s for s, _ in RUNS}
+    assert set(ALL.DEVICE_SCRIPTS) <= scripts
+    for script, args in RUNS:
+        cpu = ALL.command(script, args, quick=True)
+        assert "--device" not in cpu and cpu == ALL.command(script, args, quick=True, device="cpu")  # CPU: as it always was
+        gpu = ALL.command(script, args, quick=True, device="cuda:1")
+        if script in ALL.DEVICE_SCRIPTS:
+            assert gpu == [*cpu[:-1], "--device", "cuda:1", "--quick"]
+        else:
+            assert gpu == cpu  # fid, memory, process_time, pythae_compare stay on the CPU
+
+
+@pytest.mark.parametrize("script", ALL.DEVICE_SCRIPTS)
+def test_a_device_this_machine_lacks_is_refused_clearly(script):
+    # cuda:99 is missing here whether or not there is a GPU: a usage error naming it, before any work
+    proc = subprocess.run(
+        [sys.executable, str(BENCH / script), "--device", "cuda:99", "--quick"], cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == 2, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert "error: --device cuda:99: " in proc.stderr and "CUDA device" in proc.stderr, proc.stderr
+    assert "Traceback" not in proc.stderr and "ratio:" not in proc.stdout
+
+
+def test_a_malformed_device_is_a_usage_error():
+    # all.py checks the form before importing torch (the scripts check it the same way)
+    proc = subprocess.run(
+        [sys.executable, str(BENCH / "all.py"), "--device", "gpu", "--quick"], cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == 2 and "must be cpu, cuda, cuda:N or auto, got 'gpu'" in proc.stderr, proc.stderr
+

@@ -85,7 +85,9 @@ def test_cvae_round_trips_through_its_checkpoint(run):
     cfg, loaded = load_run(run.dir)
     assert cfg.model.classes == K and loaded.n_classes == K
     assert 'classes = 4' in (run.dir / "config.toml").read_text()
-    z, y = torch.randn(12, 2), torch.arange(12) % K
+    device = next(run.model.parameters()).device
+    assert next(loaded.parameters()).device == device  # load_run reads the run on the device it trained on
+    z, y = torch.randn(12, 2).to(device), (torch.arange(12) % K).to(device)
     with torch.no_grad():
         assert torch.equal(loaded.decode(z, y), run.model.decode(z, y))
     assert_draws_its_classes(loaded)

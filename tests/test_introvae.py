@@ -96,9 +96,10 @@ def test_introvae_trains_on_digits(run):
 
 
 def test_introvae_samples_and_round_trips(run, tmp_path):
-    a = sample(run.model, 16, seed=2)
+    a = sample(run.model, 16, seed=2)  # on the CPU, whatever device the model is on
     assert a.shape == (16, 1, 8, 8) and torch.isfinite(a).all()
     _, loaded = load_run(run.dir)
+    assert next(loaded.parameters()).device == next(run.model.parameters()).device  # read on the device it trained on
     assert torch.equal(sample(loaded, 16, seed=2), a)
     r = cli("evaluate", run.dir, "--metrics", "recon_mse,elbo,nll_iw", "--k", 4)
     assert r.rc == 0, r.err

@@ -89,7 +89,9 @@ def test_training_on_streamed_data_learns_and_is_deterministic(tmp_path, small_c
     path = tmp_path / "patterns.npy"
     np.save(path, patterns[rng.integers(0, 4, size=600)].astype(np.uint8))
     sets = {"model.name": "fc1", "model.hidden": [32], "train.epochs": 5, "train.batch_size": 50, "train.lr": 0.01}
-    runs = [train(load_config(overrides={"data.name": "array", "data.path": str(path), "data.stream": "on", **sets}), quiet=True) for _ in range(2)]
+    # the two in-process runs on the CPU (bitwise equal losses); the CLI run below on `auto`
+    on_cpu = {"data.name": "array", "data.path": str(path), "data.stream": "on", "train.device": "cpu", **sets}
+    runs = [train(load_config(overrides=on_cpu), quiet=True) for _ in range(2)]
     assert isinstance(runs[0].data.images, ImageStream)
     losses = [r["loss"] for r in runs[0].history]
     assert sum(losses[-12:]) / 12 < 0.5 * sum(losses[:12]) / 12  # it learns the four patterns
@@ -105,6 +107,7 @@ def test_a_file_that_fits_in_one_chunk_trains_as_it_would_in_memory(tmp_path):
     # one chunk: the chunk order is trivial and the within-chunk shuffle is the in-memory one
     path, _ = npy(tmp_path, n=300)
     sets = {"data.name": "array", "data.path": str(path), "model.name": "fc1", "model.hidden": [16], "train.steps": 30, "train.batch_size": 32}
+    sets["train.device"] = "cpu"  # the two runs' losses are compared bitwise
     on = train(load_config(overrides={**sets, "data.stream": "on"}), quiet=True)
     off = train(load_config(overrides={**sets, "data.stream": "off"}), quiet=True)
     assert [r["loss"] for r in on.history] == [r["loss"] for r in off.history]

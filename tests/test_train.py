@@ -19,7 +19,7 @@ def weights(path):
 
 
 def test_same_seed_same_weights_bitwise_other_seed_differs():
-    cfg = load_config(overrides=SMALL)
+    cfg = load_config(overrides={**SMALL, "train.device": "cpu"})  # bitwise: a GPU need not reproduce itself
     a, b = train(cfg, quiet=True), train(cfg, quiet=True)
     for (ka, va), (kb, vb) in zip(a.model.state_dict().items(), b.model.state_dict().items()):
         assert ka == kb and torch.equal(va, vb)
@@ -57,7 +57,8 @@ class Killed(Exception):
 
 @pytest.mark.parametrize("extra", [{}, {"train.debias": True}])  # debias: the epoch's weights come back from the state
 def test_resume_equals_an_uninterrupted_run_bitwise(tmp_path, monkeypatch, extra):
-    cfg = load_config(overrides={**SMALL, "train.steps": 50, "train.checkpoint_every": 10, "loss.variability_weight": 0.5, **extra})
+    overrides = {**SMALL, "train.steps": 50, "train.checkpoint_every": 10, "loss.variability_weight": 0.5, "train.device": "cpu", **extra}
+    cfg = load_config(overrides=overrides)  # bitwise: on the CPU, as a GPU need not reproduce itself
     train(cfg, out=tmp_path / "full", quiet=True)
 
     real = train_mod.save_checkpoint
@@ -110,7 +111,7 @@ def test_kl_schedule_reaches_the_trainer():
 
 
 def test_device_auto_is_the_cpu_without_cuda():
-    from vaelab.train import resolve_device
+    from vaelab.device import resolve_device  # moved out of vaelab.train
 
     expected = "cuda" if torch.cuda.is_available() else "cpu"
     assert resolve_device("auto").type == expected

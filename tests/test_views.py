@@ -279,9 +279,9 @@ def test_latent_writes_the_five_views_and_the_traversed_dims(runs, latent):
     if latent <= 16:
         assert dims == list(range(latent))
     else:  # the 16 dims of largest mean KL over the test images, by hand
-        cfg, model = load_run(run["dir"])
+        cfg, model = load_run(run["dir"])  # on the run's device, where `vaelab latent` measured it
         with torch.no_grad():
-            mu, logvar = model.posterior_params(load_data(cfg.data).images)
+            mu, logvar = model.posterior_params(load_data(cfg.data).images.to(next(model.parameters()).device))
         kl = (0.5 * (mu**2 + logvar.exp() - 1 - logvar)).mean(0)
         assert dims == sorted(kl.argsort(descending=True)[:16].tolist())
         assert len(dims) == 16 and dims != list(range(16))  # a check that sees the choice
@@ -290,28 +290,31 @@ def test_latent_writes_the_five_views_and_the_traversed_dims(runs, latent):
 @pytest.mark.parametrize("latent", [2, 5, 20])
 def test_the_pictures_are_the_models_decodes_of_hand_built_codes(runs, latent):
     run_dir = runs[latent]["dir"]
-    cfg, model = load_run(run_dir)
+    cfg, model = load_run(run_dir)  # on the run's device; codes are built and pictures compared on the CPU
+    device = next(model.parameters()).device
+    encode = lambda images: model.posterior_params(images.to(device))[0].cpu()  # noqa: E731
+    decode = lambda z: model.decode(z.to(device)).cpu()  # noqa: E731
     x = load_data(cfg.data).images  # digits are measured on their own images
     with torch.no_grad():  # the pictures below tell codes apart: the decoder depends on z
-        spread = model.decode(model.posterior_params(x[:2])[0])
+        spread = decode(encode(x[:2]))
     assert (spread[0] - spread[1]).abs().max() > 0.1
     dims = [int(t) for t in (run_dir / "latent" / "traversal_dims.txt").read_text().split()]
     with torch.no_grad():
-        mu_a, mu_b = model.posterior_params(x[:1])[0][0], model.posterior_params(x[1:2])[0][0]
+        mu_a, mu_b = encode(x[:1])[0], encode(x[1:2])[0]
         # traversals: row i sets dim dims[i] to -3, -2.25, …, 3; the rest is the first image's mean
         z = torch.stack([torch.cat([mu_a[:d], torch.tensor([-3 + 0.75 * j]), mu_a[d + 1 :]]) for d in dims for j in range(9)])
         grid = read_png(run_dir / "latent" / "traversals.png")
         assert grid.shape == (len(dims) * (TILE + PAD) + PAD, 9 * (TILE + PAD) + PAD)
-        assert_tiles(grid, model.decode(z), [(i, j) for i in range(len(dims)) for j in range(9)])
+        assert_tiles(grid, decode(z), [(i, j) for i in range(len(dims)) for j in range(9)])
         # interpolation: 10 decodes in one row from the first image's mean to the second's
         grid = read_png(run_dir / "latent" / "interpolation.png")
         assert grid.shape == (TILE + 2 * PAD, 10 * (TILE + PAD) + PAD)
-        ends = model.decode(torch.stack([mu_a, (5 * mu_a + 4 * mu_b) / 9, mu_b]))
+        ends = decode(torch.stack([mu_a, (5 * mu_a + 4 * mu_b) / 9, mu_b]))
         assert_tiles(grid, ends, [(0, 0), (0, 4), (0, 9)])
         # reconstructions: 16 test inputs in rows of 8, each row above its reconstructions
         grid = read_png(run_dir / "latent" / "reconstructions.png")
         assert grid.shape == (4 * (TILE + PAD) + PAD, 8 * (TILE + PAD) + PAD)
-        recon = model.decode(model.posterior_params(x[:16])[0])
+        recon = decode(encode(x[:16]))
         assert_tiles(grid, x[:16], [(2 * (k // 8), k % 8) for k in range(16)])
         assert_tiles(grid, recon, [(2 * (k // 8) + 1, k % 8) for k in range(16)])
     # ood: 8 noise images above what comes out

@@ -7,6 +7,7 @@ samples after loading), and its use by `vaelab sample`, chains and sweeps; bad i
 
 from __future__ import annotations
 
+import copy
 import math
 
 import pytest
@@ -73,6 +74,22 @@ def test_a_dead_code_restarts_at_an_encoder_output():
     assert q.usage[2] > DEAD_FRACTION / 4  # alive again
 
 
+def test_a_loaded_codebook_is_initialised_from_data_once_only():
+    """`ready` is read once per load (not every step, which would be a GPU sync): a codebook loaded
+    initialised is not re-initialised, and one loaded fresh is."""
+    trained = Quantizer(4, 3, ema=True).train()
+    trained(torch.randn(30, 3))
+    for state, reinitialised in ((trained.state_dict(), False), (Quantizer(4, 3, ema=True).state_dict(), True)):
+        q = Quantizer(4, 3, ema=True).train()
+        q(torch.randn(30, 3))  # initialised here first, so only the load can make it forget
+        q.load_state_dict(state)
+        before = q.codebook.clone()
+        x = torch.randn(30, 3) + 50.0
+        q(x)
+        picked = all(any(torch.equal(c, v) for v in x) for c in q.codebook)  # every code one of x's vectors
+        assert picked == reinitialised and not torch.equal(q.codebook, before)
+
+
 def test_gradient_passes_the_quantisation_straight_through():
     model = build_model(load_config(overrides=DIGITS), (1, 8, 8)).train()
     model.loss(torch.rand(16, 1, 8, 8))  # initialise the codebook
@@ -97,11 +114,15 @@ def test_vqvae_trains_and_uses_its_codebook(run):
 
 
 def test_the_code_prior_learns_the_code_distribution(run):
-    model = run.model
-    codes = model.codes(run.data.images)  # (N, 4)
+    # refit on a copy: the shared run's prior stays the one in its checkpoint (a GPU need not refit
+    # it bitwise the same), which test_samples_are_images_and_survive_the_checkpoint relies on
+    model = copy.deepcopy(run.model)
+    device = next(model.parameters()).device
+    with torch.no_grad():
+        codes = model.codes(run.data.images.to(device)).cpu()  # (N, 4)
     figures = model.after_training(run.data.images, seed=0)
     assert figures["prior_nll"] < math.log(K) - 0.5  # better than a uniform guess
-    drawn = model.prior.sample(4000, torch.Generator().manual_seed(0))
+    drawn = model.prior.sample(4000, torch.Generator().manual_seed(0)).cpu()
     hist = lambda c: torch.bincount(c.flatten(), minlength=K).double() / c.numel()  # noqa: E731
     assert 0.5 * (hist(drawn) - hist(codes)).abs().sum() < 0.1  # total variation of the code histograms
 
@@ -111,6 +132,7 @@ def test_samples_are_images_and_survive_the_checkpoint(run, tmp_path):
     assert a.shape == (20, 1, 8, 8) and 0 <= a.min() and a.max() <= 1
     assert torch.equal(a, sample(run.model, 20, seed=3))  # seeded
     _, loaded = load_run(run.dir)
+    assert next(loaded.parameters()).device == next(run.model.parameters()).device  # read on the device it trained on
     assert torch.equal(sample(loaded, 20, seed=3), a)  # the prior is in the checkpoint
     r = cli("sample", run.dir, "--n", 10, "--out", tmp_path / "s.png")
     assert r.rc == 0, r.err

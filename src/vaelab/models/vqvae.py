@@ -61,6 +61,11 @@ class Quantizer(nn.Module):
             self.codebook = nn.Parameter(book)
         self.register_buffer("usage", torch.full((k,), 1.0 / k))  # moving average of each code's share
         self.register_buffer("ready", torch.tensor(False))  # set once the codebook is initialised from data
+        self.ready_here = False  # `ready` as last read here: read once per load, not once per step (a GPU sync)
+
+    def _load_from_state_dict(self, *args, **kwargs):
+        self.ready_here = False  # a loaded codebook may or may not be initialised: read `ready` again
+        super()._load_from_state_dict(*args, **kwargs)
 
     def forward(self, flat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """flat (N, D) → (z_q (N, D), indices (N,))."""
@@ -74,12 +79,14 @@ class Quantizer(nn.Module):
     @torch.no_grad()
     def _update(self, flat: torch.Tensor, idx: torch.Tensor) -> None:
         k = self.codebook.shape[0]
-        if not self.ready:  # the first training batch: codes start at its encoder outputs
+        self.ready_here = self.ready_here or bool(self.ready)
+        if not self.ready_here:  # the first training batch: codes start at its encoder outputs
             pick = torch.randint(len(flat), (k,), device=flat.device)
             self.codebook.copy_(flat[pick])
             if self.ema:
                 self.ema_sum.copy_(flat[pick])
             self.ready.fill_(True)
+            self.ready_here = True
             return
         counts = code_counts(idx, k).to(flat.dtype)  # (K,)
         self.usage.mul_(EMA_DECAY).add_(counts / len(idx), alpha=1 - EMA_DECAY)
@@ -90,14 +97,15 @@ class Quantizer(nn.Module):
             n = self.ema_count.sum()
             smoothed = (self.ema_count + 1e-5) / (n + k * 1e-5) * n  # Laplace smoothing: no empty code divides by 0
             self.codebook.copy_(self.ema_sum / smoothed[:, None])
-        dead = (self.usage < DEAD_FRACTION / k).nonzero().flatten()
-        if len(dead):
-            pick = torch.randint(len(flat), (len(dead),), device=flat.device)
-            self.codebook[dead] = flat[pick]  # restart at encoder outputs that exist now
-            self.usage[dead] = 1.0 / k
-            if self.ema:
-                self.ema_count[dead] = 1.0
-                self.ema_sum[dead] = flat[pick]
+        # restart dead codes at encoder outputs that exist now; a candidate is drawn for every code
+        # and kept where the code is dead, so no step waits to learn how many are (a GPU sync)
+        dead = (self.usage < DEAD_FRACTION / k)[:, None]  # (K, 1)
+        pick = flat[torch.randint(len(flat), (k,), device=flat.device)]  # (K, D)
+        self.codebook.copy_(torch.where(dead, pick, self.codebook))
+        self.usage.copy_(torch.where(dead[:, 0], 1.0 / k, self.usage))
+        if self.ema:
+            self.ema_count.copy_(torch.where(dead[:, 0], 1.0, self.ema_count))
+            self.ema_sum.copy_(torch.where(dead, pick, self.ema_sum))
 
 
 class CodePrior(nn.Module):
