@@ -160,10 +160,12 @@ def run_name(script: str, args: list[str]) -> str:
 
 
 def device_name(name: str) -> str:
-    """--device's value: cpu, cuda, cuda:N or auto."""
-    if name in ("cpu", "cuda", "auto") or (name.startswith("cuda:") and name[5:].isdigit()):
-        return name
-    raise argparse.ArgumentTypeError(f"must be cpu, cuda, cuda:N or auto, got {name!r}")
+    """--device's value: cpu, cuda, cuda:N or auto (the forms of train.device)."""
+    from vaelab.config import is_device_name
+
+    if not is_device_name(name):
+        raise argparse.ArgumentTypeError(f"must be cpu, cuda, cuda:N or auto, got {name!r}")
+    return name
 
 
 def command(script: str, args: list[str], quick: bool = False, device: str = "cpu") -> list[str]:

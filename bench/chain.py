@@ -86,10 +86,11 @@ from torch import nn
 
 from vaelab.config import load_config
 from vaelab.data import load_data
-from vaelab.device import describe, resolve_device
-from vaelab.errors import UserError
+from vaelab.device import describe
 from vaelab.experiments.chain import METRICS, run_chain
 from vaelab.runfolder import read_jsonl
+
+from _device import add_device, resolved, synchronize
 
 N, GENERATIONS, EPOCHS = 5000, 3, 2
 # The architecture and the metric constants of the chain study (models/conv.py, experiments/chain.py);
@@ -98,19 +99,6 @@ CHANNELS, KERNEL, HIDDEN, LATENT, K_NN, PAIRS, SUBSET_SEED = 32, 3, 115, 8, 5, 1
 
 
 QUICK = {"data.n": 256, "chain.holdout": 100, "chain.metric_samples": 100}  # --quick: a tiny chain
-
-
-def device_name(name: str) -> str:
-    """--device's value: cpu, cuda, cuda:N or auto (whether this machine has it is checked later)."""
-    if name in ("cpu", "cuda", "auto") or (name.startswith("cuda:") and name[5:].isdigit()):
-        return name
-    raise argparse.ArgumentTypeError(f"must be cpu, cuda, cuda:N or auto, got {name!r}")
-
-
-def synchronize(device: torch.device) -> None:
-    """Wait for the kernels queued on a CUDA device (a no-op on the CPU): before an end time."""
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def make_config(generations: int, epochs: int, quick: bool = False, device: str = "cpu"):
@@ -319,13 +307,10 @@ def main() -> None:
     ap.add_argument("--generations", type=int, default=GENERATIONS, help=f"VAEs in the chain (default {GENERATIONS})")
     ap.add_argument("--epochs", type=int, default=EPOCHS, help=f"epochs per VAE (default {EPOCHS})")
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads for both sides (default: torch's default)")
-    ap.add_argument("--device", type=device_name, default="cpu", help="where both sides train: cpu (default), cuda, cuda:N or auto")
+    add_device(ap, "both sides")
     ap.add_argument("--quick", action="store_true", help="smoke check: 1 round (no warm-up) of 1 generation, 1 epoch, 256 images")
     args = ap.parse_args()
-    try:
-        device = resolve_device(args.device)  # the hand-written side's device; vaelab resolves train.device the same way
-    except UserError as e:
-        ap.error(f"--device {args.device}: {e}")
+    device = resolved(ap, args.device)  # the hand-written side's device; vaelab resolves train.device the same way
     rounds, gens, epochs = (1, 1, 1) if args.quick else (args.rounds, args.generations, args.epochs)
     warmups = 0 if args.quick else 1
     if rounds < 1 or gens < 1 or epochs < 1 or args.threads < 0:

@@ -39,19 +39,13 @@ import torch
 
 from vaelab.config import load_config
 from vaelab.data import load_data
-from vaelab.device import describe, resolve_device
-from vaelab.errors import UserError
+from vaelab.device import describe
 from vaelab.train import train
 from vaelab.vectorized import train_group
 
+from _device import add_device, resolved, synchronize
+
 MEMBERS, N, BATCH = 16, 5000, 32
-
-
-def device_name(name: str) -> str:
-    """--device's value: cpu, cuda, cuda:N or auto (whether this machine has it is checked later)."""
-    if name in ("cpu", "cuda", "auto") or (name.startswith("cuda:") and name[5:].isdigit()):
-        return name
-    raise argparse.ArgumentTypeError(f"must be cpu, cuda, cuda:N or auto, got {name!r}")
 
 
 def configs(steps: int, device: str, members: int = MEMBERS):
@@ -73,14 +67,11 @@ def main() -> None:
     ap = argparse.ArgumentParser(description="vectorized vs sequential training of 16 VAEs: samples/s and their ratio")
     ap.add_argument("--rounds", type=int, default=5, help="timed rounds after the warm-up (default 5)")
     ap.add_argument("--steps", type=int, default=157, help="training steps per model (default 157: one epoch)")
-    ap.add_argument("--device", type=device_name, default="cpu", help="where both paths train: cpu (default), cuda, cuda:N or auto")
+    add_device(ap, "both paths")
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's default)")
     ap.add_argument("--quick", action="store_true", help="smoke check: 1 round of 4 VAEs, 10 steps")
     args = ap.parse_args()
-    try:
-        device = resolve_device(args.device)  # once: what vaelab resolves train.device to, for the syncs and the header
-    except UserError as e:
-        ap.error(f"--device {args.device}: {e}")
+    device = resolved(ap, args.device)  # once: what vaelab resolves train.device to, for the syncs and the header
     cuda = device.type == "cuda"
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -99,13 +90,11 @@ def main() -> None:
     for r in range(rounds + 1):
         t0 = time.perf_counter()
         group = train_group(cfgs, datas, [None] * members, quiet=True)
-        if cuda:
-            torch.cuda.synchronize(device)  # the queued kernels are part of the time
+        synchronize(device)  # the queued kernels are part of the time
         tv = time.perf_counter() - t0
         t0 = time.perf_counter()
         alone = [train(c, data, quiet=True) for c in cfgs]
-        if cuda:
-            torch.cuda.synchronize(device)
+        synchronize(device)
         ts = time.perf_counter() - t0
         print(f"{'warm-up' if r == 0 else r:>7}  {samples / tv:10.0f}  {samples / ts:10.0f}  {ts / tv:5.2f}")
         if r == 0:

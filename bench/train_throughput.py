@@ -73,21 +73,15 @@ from torch import nn
 
 from vaelab.config import load_config
 from vaelab.data import load_data
-from vaelab.device import describe, resolve_device
-from vaelab.errors import UserError
+from vaelab.device import describe
 from vaelab.train import train
+
+from _device import add_device, resolved, synchronize
 
 N, BATCH, HIDDEN, LATENT, LR, SEED = 20000, 128, 256, 8, 1e-3, 0
 CONV_CHANNELS, CONV_KERNEL, CONV_HIDDEN = 32, 3, 115  # the conv model: the chain study's
 QUICK_N = {"mlp": 2000, "conv": 512}  # images per run with --quick
 DEFAULTS = {"mlp": (9, 3), "conv": (5, 1)}  # (rounds, epochs) per model
-
-
-def device_name(name: str) -> str:
-    """--device's value: cpu, cuda, cuda:N or auto (whether this machine has it is checked later)."""
-    if name in ("cpu", "cuda", "auto") or (name.startswith("cuda:") and name[5:].isdigit()):
-        return name
-    raise argparse.ArgumentTypeError(f"must be cpu, cuda, cuda:N or auto, got {name!r}")
 
 
 def make_config(epochs: int, model: str = "mlp", n: int = N, device: str = "cpu"):
@@ -172,8 +166,7 @@ def run_hand(
             loss.backward()
             optimizer.step()
             steps += 1
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)  # the queued kernels are part of the loop
+    synchronize(device)  # the queued kernels are part of the loop
     end = time.perf_counter()
     return end - t0, end - loop_start, steps, [p.detach() for p in params]
 
@@ -186,13 +179,10 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=None, help="timed rounds after the warm-up round (default: mlp 9, conv 5)")
     ap.add_argument("--epochs", type=int, default=None, help="epochs per training run (default: mlp 3, conv 1)")
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads for both sides (default: torch's default)")
-    ap.add_argument("--device", type=device_name, default="cpu", help="where both sides train: cpu (default), cuda, cuda:N or auto")
+    add_device(ap, "both sides")
     ap.add_argument("--quick", action="store_true", help="smoke check: 1 round of 1 epoch on 2,000 images (conv: 512)")
     args = ap.parse_args()
-    try:
-        device = resolve_device(args.device)  # the hand-written side's device; vaelab resolves train.device the same way
-    except UserError as e:
-        ap.error(f"--device {args.device}: {e}")
+    device = resolved(ap, args.device)  # the hand-written side's device; vaelab resolves train.device the same way
     default_rounds, default_epochs = DEFAULTS[args.model]
     rounds = args.rounds if args.rounds is not None else default_rounds
     epochs = args.epochs if args.epochs is not None else default_epochs

@@ -75,7 +75,7 @@ def build_parser() -> Parser:
     q = verb("train", "train a model into a run folder")
     config_args(q)
     q.add_argument("--out", help="the run folder to create")
-    q.add_argument("--resume", metavar="DIR", help="continue the interrupted run in DIR")
+    q.add_argument("--resume", metavar="DIR", help="continue the interrupted run in DIR (with --set train.device=… on another device)")
     q.add_argument("--force", action="store_true", help="overwrite an existing run folder at --out")
     q.add_argument("--quiet", action="store_true", help="no progress bar")
 

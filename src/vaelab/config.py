@@ -25,6 +25,12 @@ Likelihood = Literal["gaussian", "bernoulli"]
 KLSchedule = Literal["constant", "linear", "cyclical"]
 
 
+def is_device_name(name: str) -> bool:
+    """The forms `train.device` takes: auto, cpu, cuda or cuda:N (whether this machine has it is
+    `vaelab.device.resolve_device`'s question)."""
+    return name in ("cpu", "cuda", "auto") or (name.startswith("cuda:") and name[5:].isdigit())
+
+
 def _check(ok: bool, key: str, message: str) -> None:
     if not ok:
         raise UserError(f"{key} {message}")
@@ -169,10 +175,7 @@ class TrainConfig:
         _check(self.input_noise >= 0, "train.input_noise", f"must be >= 0, got {self.input_noise}")
         _check(self.debias_smoothing > 0, "train.debias_smoothing", f"must be > 0, got {self.debias_smoothing}")
         _check(self.checkpoint_every >= 1, "train.checkpoint_every", f"must be >= 1, got {self.checkpoint_every}")
-        ok = self.device in ("cpu", "cuda", "auto") or (
-            self.device.startswith("cuda:") and self.device[5:].isdigit()
-        )
-        _check(ok, "train.device", f"must be cpu, cuda, cuda:N or auto, got {self.device!r}")
+        _check(is_device_name(self.device), "train.device", f"must be cpu, cuda, cuda:N or auto, got {self.device!r}")
 
 
 @dataclass(frozen=True)
