@@ -106,7 +106,7 @@ def suite(quick: bool, log) -> tuple[str, bool]:
     # --dist loadfile: a file's tests share one worker, so a module's fixtures (a trained run, a Ray
     # runtime) are built once, not once per worker that draws one of its tests
     code, out, seconds = run([sys.executable, "-m", "pytest", "-q", "-n", str(workers), "--dist", "loadfile", *selection], budget(300), log)
-    summary = [line for line in out.splitlines() if re.search(r"\d+ (passed|failed)", line)]
+    summary = [line for line in out.splitlines() if re.search(r"\d+ (passed|failed|skipped|errors?)\b.* in [\d.]+s", line)]
     line = summary[-1].strip("= ") if summary else f"no summary (exit {code})"
     if code != 0:
         failed = [line for line in out.splitlines() if line.startswith(("FAILED", "ERROR"))]

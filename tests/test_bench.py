@@ -2,8 +2,8 @@
 0 with a `row:` line and a final `ratio:` line (their figures are not asserted); bench/all.py's
 table is checked on made-up output, and once end to end on one quick benchmark. `--device`: all.py
 forwards it only to the benchmarks that take it (train_throughput, sweep, chain), each of those
-refuses a device this machine lacks with a usage error (no traceback), and one quick benchmark
-runs end to end with `--device auto` (the GPU where there is one, else the CPU).
+refuses a device this machine lacks with a usage error (no traceback). bench/gpu_check.py (`make
+gpu-check`) is checked on made-up output, and its suite step for real on the `gpu` tests.
 
 The processes run with OMP_NUM_THREADS=1: on a 2-core machine shared with other work, two
 spinning OpenMP threads make these tiny runs several times slower. pythae_compare works with or
@@ -149,3 +149,80 @@ def test_a_malformed_device_is_a_usage_error():
     )
     assert proc.returncode == 2 and "must be cpu, cuda, cuda:N or auto, got 'gpu'" in proc.stderr, proc.stderr
 
+
+
+# ---------------------------------------------------------------------------------------------
+# bench/gpu_check.py: `make gpu-check`.
+
+GPU_CHECK = load("gpu_check")
+
+
+@pytest.fixture
+def a_gpu(monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "NVIDIA H200")
+    monkeypatch.setattr(GPU_CHECK, "missing_packages", lambda: [])
+
+
+def test_gpu_check_tabulates_the_suite_and_every_benchmark(tmp_path, monkeypatch, a_gpu, capsys):
+    calls = []
+
+    def run(cmd, timeout, log):
+        calls.append(cmd)
+        if "pytest" in cmd:
+            return 0, "....\n== 1059 passed, 14 warnings in 140.2s ==\n", 141.0
+        return 0, "machine: cuda:0 (NVIDIA H200)\nrow: vaelab=9,000 samples/s; reference=3,000 samples/s\nratio: 3.00\n", 20.0
+
+    monkeypatch.setattr(GPU_CHECK, "run", run)
+    monkeypatch.setattr(sys, "argv", ["gpu_check.py", "--out", str(tmp_path / "t.md"), "--log", str(tmp_path / "log")])
+    with pytest.raises(SystemExit) as e:
+        GPU_CHECK.main()
+    assert e.value.code == 0
+    table = (tmp_path / "t.md").read_text().splitlines()
+    assert "NVIDIA H200" in table[0] and "PyTorch" in table[0]
+    assert "1059 passed, 14 warnings in 140.2s" in table[4]
+    rows = [line for line in table if line.startswith(("| train_throughput", "| sweep", "| chain"))]
+    assert len(rows) == 4 and all(row.endswith("| 3.00 |") for row in rows)
+    pytest_call = next(c for c in calls if "pytest" in c)
+    assert pytest_call[pytest_call.index("-n") + 1].isdigit() and pytest_call[-2:] == ["--dist", "loadfile"]
+    assert all(c[-2:] == ["--device", "cuda"] for c in calls if "pytest" not in c)
+
+
+def test_gpu_check_fails_when_a_benchmark_fails(tmp_path, monkeypatch, a_gpu):
+    def run(cmd, timeout, log):
+        if "pytest" in cmd:
+            return 0, "== 3 passed in 1.0s ==\n", 1.0
+        return 1, "Traceback …\nRuntimeError: boom\n", 1.0
+
+    monkeypatch.setattr(GPU_CHECK, "run", run)
+    monkeypatch.setattr(sys, "argv", ["gpu_check.py", "--out", str(tmp_path / "t.md"), "--log", str(tmp_path / "log")])
+    with pytest.raises(SystemExit) as e:
+        GPU_CHECK.main()
+    assert e.value.code == 1
+    assert "failed (exit 1): RuntimeError: boom" in (tmp_path / "t.md").read_text()
+
+
+def test_gpu_check_without_cuda_or_a_package_is_one_line_and_exit_2(tmp_path, monkeypatch, capsys):
+    import torch
+
+    monkeypatch.setattr(sys, "argv", ["gpu_check.py", "--out", str(tmp_path / "t.md")])
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(SystemExit) as e:
+        GPU_CHECK.main()
+    assert e.value.code == 2 and capsys.readouterr().err.count("\n") == 1
+    monkeypatch.setattr(GPU_CHECK, "missing_packages", lambda: ["tomli-w", "pytest-xdist"])
+    with pytest.raises(SystemExit) as e:
+        GPU_CHECK.main()
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and err.count("\n") == 1 and "tomli-w, pytest-xdist" in err
+    assert not (tmp_path / "t.md").exists()
+
+
+def test_gpu_checks_suite_step_runs_the_gpu_tests_on_every_core(tmp_path):
+    # the real pytest-xdist invocation, on the `gpu` tests only (skipped here without CUDA)
+    with open(tmp_path / "log", "w") as log:
+        line, passed = GPU_CHECK.suite(quick=True, log=log)
+    assert passed, (tmp_path / "log").read_text()[-3000:]
+    assert "skipped" in line or "passed" in line, line
