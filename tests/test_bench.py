@@ -131,11 +131,29 @@ def test_all_forwards_device_only_to_the_device_benchmarks():
             assert gpu == cpu  # fid, memory, process_time, pythae_compare stay on the CPU
 
 
-@pytest.mark.parametrize("script", ALL.DEVICE_SCRIPTS)
-def test_a_device_this_machine_lacks_is_refused_clearly(script):
-    # cuda:99 is missing here whether or not there is a GPU: a usage error naming it, before any work
+def test_a_device_this_machine_lacks_is_refused_clearly(capsys):
+    # cuda:99 is missing here whether or not there is a GPU: a usage error naming it, before any work.
+    # The three device benchmarks take --device through bench/_device.py: checked here in process,
+    # and once end to end below.
+    sys.path.insert(0, str(BENCH))
+    try:
+        import _device
+    finally:
+        sys.path.remove(str(BENCH))
+    import argparse
+
+    for script in ALL.DEVICE_SCRIPTS:
+        assert "from _device import add_device, resolved" in (BENCH / script).read_text(), script
+    ap = argparse.ArgumentParser(prog="bench")
+    _device.add_device(ap, "both sides")
+    with pytest.raises(SystemExit) as e:
+        _device.resolved(ap, ap.parse_args(["--device", "cuda:99"]).device)
+    assert e.value.code == 2 and "error: --device cuda:99: " in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        ap.parse_args(["--device", "gpu"])
+    assert "must be cpu, cuda, cuda:N or auto, got 'gpu'" in capsys.readouterr().err
     proc = subprocess.run(
-        [sys.executable, str(BENCH / script), "--device", "cuda:99", "--quick"], cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=120
+        [sys.executable, str(BENCH / "train_throughput.py"), "--device", "cuda:99", "--quick"], cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=120
     )
     assert proc.returncode == 2, proc.stdout[-2000:] + proc.stderr[-2000:]
     assert "error: --device cuda:99: " in proc.stderr and "CUDA device" in proc.stderr, proc.stderr
