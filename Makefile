@@ -39,7 +39,7 @@ gpu-check: $(STAMP)
 	$(PY) bench/gpu_check.py
 else
 gpu-check:
-	PYTHONPATH=src $(PYTHON) bench/gpu_check.py
+	PYTHONPATH=src$${PYTHONPATH:+:$$PYTHONPATH} $(PYTHON) bench/gpu_check.py
 endif
 
 # `make bench`: every benchmark in bench/ (bench/all.py runs them and prints one table).
