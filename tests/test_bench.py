@@ -184,7 +184,16 @@ def a_gpu(monkeypatch):
     monkeypatch.setattr(GPU_CHECK, "missing_packages", lambda: [])
 
 
-def test_gpu_check_tabulates_the_suite_and_every_benchmark(tmp_path, monkeypatch, a_gpu, capsys):
+def gpu_check_exit(tmp_path, monkeypatch, run) -> int:
+    """bench/gpu_check.py's exit status with `run` standing in for its commands; the table in t.md."""
+    monkeypatch.setattr(GPU_CHECK, "run", run)
+    monkeypatch.setattr(sys, "argv", ["gpu_check.py", "--out", str(tmp_path / "t.md"), "--log", str(tmp_path / "log")])
+    with pytest.raises(SystemExit) as e:
+        GPU_CHECK.main()
+    return e.value.code
+
+
+def test_gpu_check_tabulates_the_suite_and_every_benchmark(tmp_path, monkeypatch, a_gpu):
     calls = []
 
     def run(cmd, timeout, log):
@@ -193,11 +202,7 @@ def test_gpu_check_tabulates_the_suite_and_every_benchmark(tmp_path, monkeypatch
             return 0, "....\n== 1059 passed, 14 warnings in 140.2s ==\n", 141.0
         return 0, "machine: cuda:0 (NVIDIA H200)\nrow: vaelab=9,000 samples/s; reference=3,000 samples/s\nratio: 3.00\n", 20.0
 
-    monkeypatch.setattr(GPU_CHECK, "run", run)
-    monkeypatch.setattr(sys, "argv", ["gpu_check.py", "--out", str(tmp_path / "t.md"), "--log", str(tmp_path / "log")])
-    with pytest.raises(SystemExit) as e:
-        GPU_CHECK.main()
-    assert e.value.code == 0
+    assert gpu_check_exit(tmp_path, monkeypatch, run) == 0
     table = (tmp_path / "t.md").read_text().splitlines()
     assert "NVIDIA H200" in table[0] and "PyTorch" in table[0]
     assert "1059 passed, 14 warnings in 140.2s" in table[4]
@@ -214,11 +219,7 @@ def test_gpu_check_fails_when_a_benchmark_fails(tmp_path, monkeypatch, a_gpu):
             return 0, "== 3 passed in 1.0s ==\n", 1.0
         return 1, "Traceback …\nRuntimeError: boom\n", 1.0
 
-    monkeypatch.setattr(GPU_CHECK, "run", run)
-    monkeypatch.setattr(sys, "argv", ["gpu_check.py", "--out", str(tmp_path / "t.md"), "--log", str(tmp_path / "log")])
-    with pytest.raises(SystemExit) as e:
-        GPU_CHECK.main()
-    assert e.value.code == 1
+    assert gpu_check_exit(tmp_path, monkeypatch, run) == 1
     assert "failed (exit 1): RuntimeError: boom" in (tmp_path / "t.md").read_text()
 
 
