@@ -47,6 +47,9 @@ def test_a_streamed_npy_reads_what_the_in_memory_load_holds(tmp_path, small_chun
     assert torch.equal(s.images[130:470], m.images[130:470])
     idx = torch.tensor([1049, 0, 99, 100, 555, 7, 1000, 7])  # out of order, across chunks, repeated
     assert torch.equal(s.images[idx], m.images[idx])
+    mask = torch.zeros(1050, dtype=torch.bool)
+    mask[[3, 250, 1049]] = True  # a boolean mask selects, it is no list of indices 0 and 1
+    assert torch.equal(s.images[mask], m.images[mask]) and len(s.images[mask]) == 3
     assert torch.equal(torch.cat(list(s.images.split(300))), m.images)
     assert torch.equal(s.images[-1], m.images[-1])
 

@@ -40,7 +40,7 @@ def sample(
 
 def denoise_images(images: torch.Tensor, threshold: float) -> torch.Tensor:
     """Zero every pixel below threshold × (the maximum pixel over the whole set)."""
-    return torch.where(images >= threshold * images.max(), images, torch.zeros((), dtype=images.dtype))
+    return torch.where(images >= threshold * images.max(), images, images.new_zeros(()))
 
 
 @torch.no_grad()

@@ -34,10 +34,10 @@ from tqdm import tqdm
 from vaelab.checkpoint import save_checkpoint
 from vaelab.config import Config
 from vaelab.data import Dataset
+from vaelab.device import training_device
 from vaelab.errors import TrainingDiverged, UserError
 from vaelab.models import MODELS, build_model, fit_to_data
 from vaelab.runfolder import append_jsonl, prepare_out, write_jsonl, write_toml
-from vaelab.device import training_device
 from vaelab.train import LOG_EVERY, Run, epoch_order, finish_run, precision_context, schedule
 
 WEIGHTS = ("recon_weight", "beta", "variability_weight")

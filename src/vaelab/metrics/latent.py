@@ -51,7 +51,7 @@ def fit_linear_map(
     zero start (batch 32, learning rate 0.05, shuffled with `seed`); it stops short of the optimum,
     so its MSE is at or above lstsq's.
     """
-    f, z = factors.double(), latents.double()
+    f, z = factors.double().cpu(), latents.double().cpu()  # fitted on the CPU: gelsd is a CPU driver
     n, k = f.shape
     if method == "lstsq":
         a = torch.cat([f, torch.ones(n, 1, dtype=f.dtype)], dim=1)  # (N, F + 1)
