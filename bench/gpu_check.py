@@ -48,6 +48,7 @@ NEEDED = {
     "tomli_w": "tomli-w",
     "pytest": "pytest",
     "xdist": "pytest-xdist",
+    "hypothesis": "hypothesis",
 }
 """import name → the package to bring when it is missing"""
 

@@ -728,3 +728,11 @@ def test_chain_preset_has_the_studys_settings(name):
     assert (c.sample.delta, c.sample.denoise) == (delta, denoise)
     ch = c.chain
     assert (ch.generations, ch.mode, ch.init, ch.seeds, ch.samples, ch.quantize) == (generations, "replace", "scratch", 1, 0, True)
+
+
+def test_a_dollar_in_a_chains_folder_name_is_drawn_as_written(tmp_path):
+    """matplotlib reads `$…$` as math: a folder name must reach the plots as plain text."""
+    a = chain(tmp_path / "cost$5", "chain.generations=1")
+    assert "cost$5" in (a / "report.html").read_text()
+    r = cli("chain", "compare", a, a, "--out", tmp_path / "cmp$x")
+    assert r.rc == 0, r.err

@@ -117,3 +117,17 @@ def test_switching_dataset_or_model_takes_the_new_ones_defaults():
 def test_seeds_sizes_and_non_finite_numbers(bad):
     with pytest.raises(UserError):
         load_config(overrides=[bad])
+
+
+@pytest.mark.parametrize("key", ["train.seed", "sample.seed", "data.seed"])
+@pytest.mark.parametrize("value", [-1, 2**32, 2**62, 99999999999999999999999])
+def test_seeds_beyond_32_bits_are_refused_by_name(key, value):
+    with pytest.raises(UserError, match=f"{key} must be in 0..4294967295"):
+        load_config(overrides=[f"{key}={value}"])
+
+
+def test_the_largest_seed_trains():
+    from vaelab.train import train
+
+    cfg = load_config(overrides={"train.seed": 2**32 - 1, "data.n": 64, "train.steps": 2, "sample.n": 2})
+    assert len(train(cfg, quiet=True).history) == 2

@@ -60,7 +60,7 @@ METRICS = ["pmi", "pmi_r2", "decoder_mse"]
 COLUMNS = [
     "cell", "seed", "loss.beta", "data.mu",
     *METRICS, *(f"{m}_untrained" for m in METRICS),
-    "train_loss", "train_recon", "train_kl", "train_seconds",
+    "train_loss", "train_recon", "train_kl", "train_seconds", "diverged_at",
 ]  # fmt: skip
 UNTRAINED = [f"{m}_untrained" for m in METRICS]
 TRAINED = METRICS + ["train_loss", "train_recon", "train_kl"]
@@ -378,7 +378,7 @@ def test_columns_are_cell_seed_keys_metrics_baselines_and_training_terms():
     assert columns(axes, cfg) == [
         "cell", "seed", "loss.beta", "data.mu", "model.name",
         "neg_elbo", "recon_mse", "neg_elbo_untrained", "recon_mse_untrained",
-        "train_loss", "train_recon", "train_kl", "train_seconds",
+        "train_loss", "train_recon", "train_kl", "train_seconds", "diverged_at",
     ]  # fmt: skip
     assert columns(sweep_axes(load_config(PRESET)), load_config(PRESET)) == COLUMNS
     assert {m: s.needs_factors for m, s in SWEEP_METRICS.items()} == {"pmi": True, "decoder_mse": True, "neg_elbo": False, "recon_mse": False, "fid": False, "class": False, "disentanglement": False, "rare": False}
@@ -468,7 +468,8 @@ def test_sweep_csv_has_one_row_per_cell_with_every_column(auto):
         beta, mu = CELLS[r["cell"]]
         assert r["seed"] == "0"
         assert (float(r["loss.beta"]), float(r["data.mu"])) == (beta, mu)
-        values = {k: num(r[k]) for k in COLUMNS[4:]}
+        assert r["diverged_at"] == ""  # no cell diverged
+        values = {k: num(r[k]) for k in COLUMNS[4:-1]}
         assert all(math.isfinite(v) for v in values.values()), values
         assert values["pmi"] >= 0 and values["decoder_mse"] >= 0 and values["train_seconds"] > 0
         assert values["pmi_r2"] <= 1 and values["pmi_r2_untrained"] <= 1
@@ -734,7 +735,7 @@ def test_more_cells_than_the_limit_need_yes_and_repeats_shift_the_seeds(monkeypa
     rows = run_sweep(cfg, d, grid=["loss.beta=1,2"], quiet=True, yes=True)
     names = ["cell-beta=1,seed=0", "cell-beta=1,seed=1", "cell-beta=2,seed=0", "cell-beta=2,seed=1"]
     assert [r["cell"] for r in rows] == names and [r["seed"] for r in rows] == [0, 1, 0, 1]
-    assert csv_header(d) == ["cell", "seed", "loss.beta", "train_loss", "train_recon", "train_kl", "train_seconds"]
+    assert csv_header(d) == ["cell", "seed", "loss.beta", "train_loss", "train_recon", "train_kl", "train_seconds", "diverged_at"]
     for name, row in zip(names, rows):
         stored = tomllib.loads((d / name / "config.toml").read_text())
         r = int(name[-1])
@@ -752,15 +753,20 @@ def test_a_diverged_cell_keeps_its_baseline_and_the_others_go_on(tmp_path):
     d = tmp_path / "div"
     sets = [*SMALL, 'sweep.metrics=["recon_mse"]', "sweep.test_n=50", "train.steps=10"]
     r = cli(*sweep_args(d, "--quiet", grid=["train.lr=0.001,1e30"], sets=sets))
-    assert r.rc == 0, r.err
-    assert "cell-lr=1e+30: training diverged" in r.out
+    assert r.rc == 1, r.err  # some cells failed: not a success, not a user error
+    assert "cell-lr=1e+30: training diverged" in r.err and "1 of 2 cells diverged" in r.err.splitlines()[-1]
+    assert "Traceback" not in r.err
     rows = by_cell(d)
     good, bad = rows["cell-lr=0.001"], rows["cell-lr=1e+30"]
+    assert good["diverged_at"] == "" and int(bad["diverged_at"]) >= 0
+    assert "cell-lr=1e+30" in (d / "report.html").read_text().split("cells diverged")[1][:400]
     assert all(math.isfinite(num(good[c])) for c in ("recon_mse", "recon_mse_untrained", "train_loss", "train_seconds"))
     assert all(bad[c] == "" for c in ("recon_mse", "train_loss", "train_recon", "train_kl", "train_seconds"))
     assert bad["recon_mse_untrained"] == good["recon_mse_untrained"] != ""  # the baseline does not need training
     assert len(jsonl(d / "cell-lr=0.001" / "metrics.jsonl")) == 10 and (d / "cell-lr=0.001" / "model.safetensors").is_file()
     assert (d / "report.html").is_file()
+    kept = cli(*sweep_args(d, "--quiet", "--resume", "--keep-going", grid=["train.lr=0.001,1e30"], sets=sets))
+    assert kept.rc == 0, kept.err
 
 
 # ---------------------------------------------------------------------------------------------
@@ -884,3 +890,22 @@ def test_the_untrained_baseline_is_measured_once_per_model_data_and_seed(tmp_pat
         torch.manual_seed(c.train.seed)
         fresh = build_model(fit_to_data(c, load_data(c.data)), test.shape).eval()
         assert real(fresh, test, c)["decoder_mse"] == same[1]["decoder_mse_untrained"]
+
+
+def test_grid_values_longer_than_a_file_name_get_folders_that_fit(tmp_path):
+    import numpy as np
+
+    paths = []
+    for k in range(2):
+        folder = tmp_path / ("d" * 120) / (f"{k}" * 120)
+        folder.mkdir(parents=True)
+        np.save(folder / "x.npy", np.random.default_rng(k).random((32, 1, 8, 8), dtype=np.float32))
+        paths.append(str(folder / "x.npy"))
+    assert all(len(p.encode()) > 255 for p in paths)
+    d = tmp_path / "long"
+    sets = ["sweep.grid=[]", "sweep.metrics=[]", "data.name=array", f"data.path={paths[0]}", "data.n=0", "train.steps=2", "model.hidden=[8]", "sample.n=2"]
+    r = cli("sweep", "--preset", "chain-fc1", *(a for s in sets for a in ("--set", s)), "--grid", f"data.path={paths[0]},{paths[1]}", "--out", d, "--quiet")
+    assert r.rc == 0, r.err
+    cells = sorted(p.name for p in d.iterdir() if p.name.startswith("cell-"))
+    assert len(cells) == 2 and all(len(c.encode()) <= 255 for c in cells)
+    assert all((d / c / "model.safetensors").is_file() for c in cells)

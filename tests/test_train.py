@@ -4,6 +4,7 @@ import json
 import pytest
 import torch
 
+from vaelab.checkpoint import Checkpoint
 from vaelab.config import load_config
 from vaelab.errors import TrainingDiverged
 from vaelab.runfolder import load_tensors
@@ -61,19 +62,17 @@ def test_resume_equals_an_uninterrupted_run_bitwise(tmp_path, monkeypatch, extra
     cfg = load_config(overrides=overrides)  # bitwise: on the CPU, as a GPU need not reproduce itself
     train(cfg, out=tmp_path / "full", quiet=True)
 
-    real = train_mod.save_checkpoint
-    calls = []
+    real = Checkpoint.write
 
-    def dying_save(run_dir, model, optimizer, step, shape, extra=None):
-        real(run_dir, model, optimizer, step, shape, extra)
-        calls.append(step)
-        if step == 20:
+    def dying_write(self, run_dir):
+        real(self, run_dir)
+        if self.step == 20:
             raise Killed  # the process dies right after its second checkpoint
 
-    monkeypatch.setattr(train_mod, "save_checkpoint", dying_save)
+    monkeypatch.setattr(Checkpoint, "write", dying_write)
     with pytest.raises(Killed):
         train(cfg, out=tmp_path / "cut", quiet=True)
-    monkeypatch.setattr(train_mod, "save_checkpoint", real)
+    monkeypatch.setattr(Checkpoint, "write", real)
     # the killed run had logged steps past its checkpoint? trim happens on resume
     run = resume(tmp_path / "cut", quiet=True)
     full, cut = weights(tmp_path / "full"), weights(tmp_path / "cut")
@@ -141,3 +140,67 @@ def test_compiled_loss_trains_like_the_eager_one():
     mean = lambda run: sum(h["loss"] for h in run.history[-10:]) / 10  # noqa: E731
     assert mean(compiled) == pytest.approx(mean(eager), rel=0.05)
     assert mean(compiled) < 0.8 * compiled.history[0]["loss"]  # and it learns
+
+
+# ---------------------------------------------------------------------------------------------
+# Divergence keeps a checkpoint that trains on; what the machine cannot hold is refused first.
+
+
+@pytest.mark.parametrize("lr", [3.0, 1e6])
+def test_the_checkpoint_kept_after_divergence_gives_a_finite_loss_where_training_resumes(tmp_path, lr):
+    """A checkpoint at step c is kept only once the loss its weights give at step c (logged) is
+    finite: recomputing that loss from the files, with the batch and RNG state of step c, is finite."""
+    cfg = load_config("chain-fc1", overrides={"data.n": 300, "train.steps": 40, "train.lr": lr, "train.checkpoint_every": 1, "train.device": "cpu"})
+    with pytest.raises(TrainingDiverged, match=r"diverged at step (\d+)") as e:
+        train(cfg, out=tmp_path / "run", quiet=True)
+    diverged = json.loads((tmp_path / "run" / "diverged.json").read_text())
+    assert diverged["step"] == e.value.step and diverged["checkpoint"] < e.value.step
+    if not diverged["checkpoint"]:
+        assert not (tmp_path / "run" / "model.safetensors").exists()
+        return
+    from vaelab.checkpoint import load_state
+    from vaelab.data import load_data
+
+    data = load_data(cfg.data)
+    model = train_mod.build_model(cfg, data.shape)
+    optimizer = train_mod.make_optimizer(model, cfg.train.lr)
+    step = load_state(tmp_path / "run", optimizer, model)
+    assert step == diverged["checkpoint"]
+    n, b = len(data), cfg.train.batch_size
+    per_epoch, _ = schedule(cfg, n)
+    epoch, i = divmod(step, per_epoch)
+    batch = data.images[epoch_order(cfg.train.seed, epoch, n)][i * b : (i + 1) * b]
+    assert torch.isfinite(model.loss(batch, step)["loss"])  # the loss of step c, as training computed it
+
+
+def test_a_run_that_diverged_says_so_in_every_verb_that_reads_it(tmp_path):
+    from clihelp import cli, user_error
+
+    d = tmp_path / "run"
+    user_error(cli("train", "--preset", "chain-fc1", "--set", "data.n=300", "--set", "train.steps=20", "--set", "train.lr=1e6", "--set", "train.checkpoint_every=2", "--out", d, "--quiet"), "diverged")
+    for verb in (["evaluate", d], ["sample", d, "--out", tmp_path / "s.png"], ["latent", d, "--n", "32"], ["reconstruct", d, "--out", tmp_path / "r.png"]):
+        r = cli(*verb)
+        assert r.rc == 0 or "diverged" in user_error(r), (verb, r.err)
+    assert cli("report", d).rc == 0
+    assert "diverged</th>" in (d / "report.html").read_text()
+
+
+@pytest.mark.parametrize(
+    "key,value,needle",
+    [("model.hidden", "[100000000000]", "parameters"), ("sample.n", "99999999999999999999", "sample.n")],
+)
+def test_a_config_this_machine_cannot_hold_is_refused_before_anything_is_written(tmp_path, key, value, needle):
+    from clihelp import cli, user_error
+
+    d = tmp_path / "run"
+    user_error(cli("train", "--preset", "chain-fc1", "--set", "data.n=300", "--set", f"{key}={value}", "--out", d, "--quiet"), needle, "GiB")
+    assert not d.exists()
+
+
+def test_check_resources_counts_parameters_without_allocating_them():
+    from vaelab.models import build_model, parameter_count
+
+    cfg = load_config(overrides={**SMALL})
+    assert parameter_count(cfg, (1, 24, 24)) == sum(p.numel() for p in build_model(cfg, (1, 24, 24)).parameters())
+    huge = load_config(overrides={**SMALL, "model.hidden": [10**11, 8]})
+    assert parameter_count(huge, (1, 24, 24)) > 10**11  # counted on the meta device, instantly

@@ -238,7 +238,7 @@ def test_a_diverging_member_is_returned_as_training_diverged_and_the_others_fini
     bad = runs[1]
     assert isinstance(bad, TrainingDiverged), bad
     step = int(re.search(r"at step (\d+)", str(bad)).group(1))
-    assert re.search(r"the loss is (nan|inf|-inf) at step", str(bad))
+    assert re.search(r"diverged at step \d+: the loss is (nan|inf|-inf)", str(bad))
     # its folder keeps the good rows only, and no checkpoint of its NaN weights
     assert [r["step"] for r in read_jsonl(outs[1] / "metrics.jsonl")] == list(range(step))
     assert not (outs[1] / "model.safetensors").exists()

@@ -350,7 +350,7 @@ def test_a_second_latent_run_with_the_same_seed_writes_the_same_pictures(runs, t
 
 def test_latent_of_a_folder_that_is_not_a_run_is_one_line(tmp_path):
     user_error(cli("latent", tmp_path), "not a vaelab run folder")
-    user_error(cli("latent", tmp_path / "missing"), "not a vaelab run folder")
+    user_error(cli("latent", tmp_path / "missing"), "missing", "does not exist")
     assert not (tmp_path / "latent").exists() and not (tmp_path / "missing").exists()
 
 

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import errno
 import io
+import math
 import sys
 from pathlib import Path
 
-from vaelab.errors import UserError
+from vaelab.errors import DIVERGED, UserError
 
 EXAMPLES = """examples:
   vaelab train --preset chain-conv --out runs/conv
@@ -96,6 +99,7 @@ def build_parser() -> Parser:
     q.add_argument("--force", action="store_true", help="overwrite an existing folder at --out")
     q.add_argument("--vectorize", choices=("auto", "off"), default="auto", help="auto: cells sharing an architecture train together as one stacked model (default); off: one by one")
     q.add_argument("--yes", action="store_true", help="run a sweep of more than 10,000 cells")
+    q.add_argument("--keep-going", action="store_true", help="exit 0 even when some cells diverged (default: exit 1; their rows stay blank)")
     backend_args(q, "the cells (or groups of vectorized cells)")
     q.add_argument("--quiet", action="store_true", help="no progress output")
 
@@ -174,9 +178,12 @@ def cmd_train(a) -> None:
 
 
 def _output_kind(path: str, kinds: tuple[str, ...]) -> str:
+    from vaelab.runfolder import check_output_file
+
     suffix = Path(path).suffix.lower()
     if suffix not in kinds:
         raise UserError(f"--out must end in {' or '.join(kinds)}, got {path!r}")
+    check_output_file(path)
     return suffix
 
 
@@ -191,9 +198,12 @@ def _write_npz(path: str, **arrays) -> None:
 
 
 def cmd_sample(a) -> None:
+    import torch
+
     from vaelab.checkpoint import load_run
+    from vaelab.device import check_fits
     from vaelab.images import save_grid
-    from vaelab.models import class_labels
+    from vaelab.models import class_labels, output_shape
     from vaelab.sample import sample
 
     kind = _output_kind(a.out, (".png", ".npz"))
@@ -205,6 +215,7 @@ def cmd_sample(a) -> None:
     n = a.n if a.n is not None else s.n
     if n < 1:
         raise UserError(f"--n must be >= 1, got {n}")
+    check_fits(n * math.prod(output_shape(model)) * 4 * 2, torch.device("cpu"), f"--n {n:,} images")
     labels = class_labels(model, n, a.klass)
     images = sample(model, n, delta=s.delta, denoise=s.denoise, seed=s.seed, labels=labels)
     if kind == ".png":
@@ -216,9 +227,8 @@ def cmd_sample(a) -> None:
 
 def cmd_reconstruct(a) -> None:
     from vaelab.checkpoint import load_run
-    from vaelab.config import DataConfig
     from vaelab.data import load_data
-    from vaelab.data.files import ArrayParams
+    from vaelab.data.files import ArrayParams, read_array
     from vaelab.images import interleave_rows, save_grid
     from vaelab.sample import reconstruct
 
@@ -227,18 +237,14 @@ def cmd_reconstruct(a) -> None:
         raise UserError(f"--n must be >= 1, got {a.n}")
     cfg, model = load_run(a.dir)
     if a.input:
-        data = load_data(DataConfig(name="array", path=a.input, params=ArrayParams()))
+        data = read_array(a.input, ArrayParams(), flag="--input")
     else:
         data = load_data(cfg.data)
     x = data.images[: a.n]
     shape = tuple(x.shape[1:])
-    import torch
+    from vaelab.models import fit_to_data, output_shape
 
-    from vaelab.models import class_labels, fit_to_data
-
-    with torch.no_grad():
-        z = torch.zeros(1, model.latent_dim, device=next(model.parameters()).device)
-        trained = tuple(model.decode(z, class_labels(model, 1)).shape[1:])  # the decoder's (C, H, W)
+    trained = output_shape(model)
     if shape != trained:
         raise UserError(f"--input images are {shape} but the run was trained on {trained}")
     data = data.subset(slice(0, a.n))
@@ -279,21 +285,25 @@ def cmd_augment(a) -> None:
 def cmd_latent(a) -> None:
     from vaelab.latent import latent_views
 
+    from vaelab.config import SEED_MAX
+
     if a.n < 0:
         raise UserError(f"--n must be >= 0, got {a.n}")
+    if not 0 <= a.seed <= SEED_MAX:
+        raise UserError(f"--seed must be in 0..{SEED_MAX}, got {a.seed}")
     paths = latent_views(a.dir, n=a.n, seed=a.seed)
     print(f"wrote {', '.join(p.name for p in paths.values())} in {Path(a.dir) / 'latent'}; report: {Path(a.dir) / 'report.html'}")
 
 
 def cmd_report(a) -> None:
-    from vaelab.report import write_chain_report, write_run_report, write_sweep_report
+    from vaelab.report import REBUILDERS
+    from vaelab.runfolder import folder_kind, require_kind
 
-    if (Path(a.dir) / "chain.csv").is_file():
-        print(f"wrote {write_chain_report(a.dir)}")
-    elif (Path(a.dir) / "sweep.csv").is_file():
-        print(f"wrote {write_sweep_report(a.dir)}")
-    else:
-        print(f"wrote {write_run_report(a.dir)}")
+    kind = folder_kind(a.dir)
+    if kind not in REBUILDERS:
+        require_kind(a.dir, "run")  # says what the folder is instead
+        raise UserError(f"vaelab report rebuilds {', '.join(REBUILDERS)} folders; {a.dir} is a {kind} folder")
+    print(f"wrote {REBUILDERS[kind](a.dir)}")
 
 
 def cmd_presets(a) -> None:
@@ -330,7 +340,7 @@ def cmd_chain(a) -> None:
         print(f"wrote {compare_chains(a.words[1:], a.out, force=a.force)}")
         return
     if a.resume and not (a.preset or a.config or a.set):
-        cfg = read_run_config(a.out)  # the stored config
+        cfg = read_run_config(a.out, "chain")  # the stored config
     else:
         cfg = load_config(a.preset, a.config, a.set)
     rows = run_chain(cfg, a.out, resume=a.resume, force=a.force, quiet=a.quiet, backend=a.backend, address=a.address)
@@ -342,16 +352,20 @@ def cmd_chain(a) -> None:
 def cmd_sweep(a) -> None:
     from vaelab.checkpoint import read_run_config
     from vaelab.config import load_config
-    from vaelab.experiments.sweep import run_sweep
+    from vaelab.experiments.sweep import diverged_step, run_sweep
 
     if not a.out:
         raise UserError("vaelab sweep needs --out DIR")
     if a.resume and not (a.preset or a.config or a.set or a.grid):
-        cfg = read_run_config(a.out)  # the stored config, grid included
+        cfg = read_run_config(a.out, "sweep")  # the stored config, grid included
     else:
         cfg = load_config(a.preset, a.config, a.set)
     rows = run_sweep(cfg, a.out, grid=a.grid, resume=a.resume, force=a.force, quiet=a.quiet, vectorize=a.vectorize, yes=a.yes, backend=a.backend, address=a.address)
     print(f"{len(rows)} cells; table: {Path(a.out) / 'sweep.csv'}; report: {Path(a.out) / 'report.html'}")
+    diverged = [r["cell"] for r in rows if diverged_step(r) is not None]
+    if diverged and not a.keep_going:
+        print(f"vaelab: {len(diverged)} of {len(rows)} cells diverged ({', '.join(diverged[:3])}{', …' if len(diverged) > 3 else ''}); their rows are blank; --keep-going exits 0", file=sys.stderr)
+        return 1
 
 
 def cmd_demo(a) -> None:
@@ -377,20 +391,44 @@ COMMANDS = {
 }
 
 
+@contextlib.contextmanager
+def diverged_run_errors(run_dir: Path | str | None):
+    """Say in one line (a UserError) that the run diverged when work on its checkpoint fails on
+    values it cannot take (a distribution's scale of 0, NaN outputs); any other run's failure is
+    left as it is."""
+    try:
+        yield
+    except (ValueError, RuntimeError) as e:
+        if run_dir is None or not (Path(run_dir) / DIVERGED).is_file():
+            raise
+        first = str(e).splitlines()[0][:100] if str(e) else type(e).__name__
+        raise UserError(f"{run_dir}: training diverged ({DIVERGED}), and the last good checkpoint gives values this cannot use ({first}); retrain with a lower train.lr") from None
+
+
+ENVIRONMENT_ERRORS = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT, errno.ENAMETOOLONG, errno.EISDIR, errno.ENOTDIR}
+"""what the file system answers when the user's machine, not vaelab, refuses a read or write"""
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
         if args.verb is None:
             raise UserError(f"choose a verb: {', '.join(COMMANDS)} (see vaelab --help)")
-        COMMANDS[args.verb](args)
+        with diverged_run_errors(getattr(args, "dir", None)):  # the verbs that read a run folder
+            rc = COMMANDS[args.verb](args)
     except UserError as e:
         print(f"vaelab: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("vaelab: interrupted", file=sys.stderr)
         return 130
-    return 0
+    except OSError as e:
+        if e.errno not in ENVIRONMENT_ERRORS:
+            raise
+        print(f"vaelab: error: {e.filename or 'a file'}: {e.strerror}", file=sys.stderr)  # the machine refused a write
+        return 2
+    return rc or 0  # a verb returns 1 when its work partly failed (diverged sweep cells)
 
 
 if __name__ == "__main__":

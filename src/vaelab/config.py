@@ -25,6 +25,10 @@ Likelihood = Literal["gaussian", "bernoulli"]
 KLSchedule = Literal["constant", "linear", "cyclical"]
 
 
+SEED_MAX = 2**32 - 1
+"""the largest seed: seeds derived from it (per epoch, generation, cell) stay within 64 bits"""
+
+
 def is_device_name(name: str) -> bool:
     """The forms `train.device` takes: auto, cpu, cuda or cuda:N (whether this machine has it is
     `vaelab.device.resolve_device`'s question)."""
@@ -53,7 +57,7 @@ class DataConfig:
 
     def __post_init__(self):
         _check(0 <= self.n <= 100_000_000, "data.n", f"must be in 0..100,000,000 (0 = the dataset's default), got {self.n}")
-        _check(self.seed >= 0, "data.seed", f"must be >= 0, got {self.seed}")
+        _check(0 <= self.seed <= SEED_MAX, "data.seed", f"must be in 0..{SEED_MAX}, got {self.seed}")
 
 
 @dataclass(frozen=True)
@@ -171,7 +175,7 @@ class TrainConfig:
         _check(self.steps >= 0, "train.steps", f"must be >= 0, got {self.steps}")
         _check(self.batch_size >= 1, "train.batch_size", f"must be >= 1, got {self.batch_size}")
         _check(self.lr > 0, "train.lr", f"must be > 0, got {self.lr}")
-        _check(self.seed >= 0, "train.seed", f"must be >= 0, got {self.seed}")
+        _check(0 <= self.seed <= SEED_MAX, "train.seed", f"must be in 0..{SEED_MAX}, got {self.seed}")
         _check(self.input_noise >= 0, "train.input_noise", f"must be >= 0, got {self.input_noise}")
         _check(self.debias_smoothing > 0, "train.debias_smoothing", f"must be > 0, got {self.debias_smoothing}")
         _check(self.checkpoint_every >= 1, "train.checkpoint_every", f"must be >= 1, got {self.checkpoint_every}")
@@ -193,7 +197,7 @@ class SampleConfig:
 
     def __post_init__(self):
         _check(self.n >= 1, "sample.n", f"must be >= 1, got {self.n}")
-        _check(self.seed >= 0, "sample.seed", f"must be >= 0, got {self.seed}")
+        _check(0 <= self.seed <= SEED_MAX, "sample.seed", f"must be in 0..{SEED_MAX}, got {self.seed}")
         _check(self.delta > -1, "sample.delta", f"must be > -1, got {self.delta}")
         _check(0 <= self.denoise < 1, "sample.denoise", f"must be in [0, 1), got {self.denoise}")
 
@@ -333,6 +337,10 @@ class Config:
             out[f.name] = {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
         return out
 
+    def input_paths(self) -> tuple[str, ...]:
+        """The files and folders this config reads (`data.path`): `--force` never deletes them."""
+        return (self.data.path,) if self.data.path else ()
+
     def override(self, overrides: Mapping[str, Any] | Sequence[str]) -> "Config":
         """A copy with dotted-key overrides applied, e.g. `{"loss.beta": 4}` or `["loss.beta=4"]`.
 
@@ -372,10 +380,16 @@ def _build_section(cls, raw: dict[str, Any], prefix: str):
     valid = _field_keys(cls)
     for key in raw:
         if key not in valid:
-            raise UserError(f"unknown config key {prefix}.{key}; valid keys: {', '.join(f'{prefix}.{k}' for k in valid)}")
+            raise UserError(f"unknown config key {printable(f'{prefix}.{key}')}; valid keys: {', '.join(f'{prefix}.{k}' for k in valid)}")
     hints = typing.get_type_hints(cls)
     kwargs = {k: coerce(v, hints[k], f"{prefix}.{k}") for k, v in raw.items()}
     return cls(**kwargs)
+
+
+def printable(text: str) -> str:
+    """User text (a key, a --grid entry) as a message shows it: as written, or quoted (repr) when it
+    holds a line break or another character that does not print."""
+    return text if text.isprintable() else repr(text)
 
 
 def _build_data(raw: dict[str, Any]) -> DataConfig:
@@ -390,7 +404,7 @@ def _build_data(raw: dict[str, Any]) -> DataConfig:
     for key in raw:
         if key not in common and key not in own:
             valid = ", ".join(f"data.{k}" for k in common + own)
-            raise UserError(f"unknown config key data.{key} for dataset {name}; valid keys: {valid}")
+            raise UserError(f"unknown config key {printable(f'data.{key}')} for dataset {name}; valid keys: {valid}")
     params = _build_section(spec.params, {k: v for k, v in raw.items() if k in own}, "data")
     cfg = _build_section(DataConfig, {k: v for k, v in raw.items() if k in common}, "data")
     if spec.needs_path and not cfg.path:
@@ -455,12 +469,12 @@ def coerce(value: Any, tp: Any, key: str) -> Any:
     if origin is tuple:
         (item_tp, *_) = typing.get_args(tp)
         if isinstance(value, str):
-            value = [v for v in value.replace(" ", "").split(",") if v]
+            value = list_items(value)
             if item_tp is int:
                 try:
                     value = [int(v) for v in value]
-                except ValueError:
-                    raise UserError(f"{key} must be a list of integers like [144, 28], got {value!r}") from None
+                except ValueError:  # not an integer, or one of over 4,300 digits
+                    raise UserError(f"{key} must be a list of integers like [144, 28], got {value!r:.80}") from None
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             value = [value]
         if not isinstance(value, (list, tuple)):
@@ -474,6 +488,16 @@ def coerce(value: Any, tp: Any, key: str) -> Any:
                 pass
         raise UserError(f"{key} has the wrong type: {value!r}")
     return value
+
+
+def list_items(text: str) -> list[str]:
+    """The items of a list written as text: "a,b", "[a, b]" or "[a, 'b']" (words need no quotes);
+    TOML's own form ("[\"a\", \"b\"]") never gets here, `parse_value` reads it."""
+    text = text.strip()
+    if text.startswith("[") and text.endswith("]"):
+        text = text[1:-1]
+    items = [v.strip() for v in text.split(",")]
+    return [v[1:-1] if len(v) >= 2 and v[0] == v[-1] and v[0] in "\"'" else v for v in items if v]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -505,12 +529,23 @@ def _changed(overrides: Mapping[str, Any] | Sequence[str], section: str) -> set[
     return {k.split(".", 1)[1] for k in keys if k.startswith(section + ".")}
 
 
-def parse_value(text: str) -> Any:
-    """A `--set` value: TOML syntax when it parses (1e-3, true, [144, 28], "s"), else the bare string."""
+def parse_value(text: str, what: str = "--set value") -> Any:
+    """A `--set` value: one TOML value when it is one (1e-3, true, [144, 28], "s"), else the text
+    itself as a bare string (points, /a/b.npz). Text that is neither (a newline and more TOML after a
+    value, or a bare string of several lines) is a UserError naming `what`."""
     try:
-        return tomllib.loads(f"v = {text}")["v"]
-    except tomllib.TOMLDecodeError:
+        doc = tomllib.loads(f"v = {text}")
+    except (ValueError, RecursionError):  # TOMLDecodeError, an integer of over 4,300 digits, deep nesting
+        doc = None
+    if doc is not None and list(doc) == ["v"]:
+        return doc["v"]
+    if doc is None and not any(c in text for c in LINE_BREAKS):
         return text
+    raise UserError(f"{what} {text!r:.80} is not one value (one TOML value such as 1e-3, true, [144, 28] or \"a b\", or a bare string on one line)")
+
+
+LINE_BREAKS = "\n\r\v\f\x1c\x1d\x1e\x85\u2028\u2029"
+"""the characters that end a line (str.splitlines): a bare --set string holds none"""
 
 
 def apply_overrides(raw: Mapping[str, Any], overrides: Mapping[str, Any] | Sequence[str]) -> dict[str, Any]:
@@ -522,7 +557,7 @@ def apply_overrides(raw: Mapping[str, Any], overrides: Mapping[str, Any] | Seque
             if "=" not in item:
                 raise UserError(f"--set expects key=value, got {item!r}")
             key, value = item.split("=", 1)
-            pairs[key.strip()] = parse_value(value.strip())
+            pairs[key.strip()] = parse_value(value.strip(), f"--set {printable(key.strip())}")
         overrides = pairs
     for key, value in overrides.items():
         section, dot, name = key.partition(".")
@@ -555,7 +590,7 @@ def load_config(
     if config_file:
         from vaelab.runfolder import read_toml
 
-        for section, values in read_toml(config_file).items():
+        for section, values in read_toml(config_file, "--config").items():
             if isinstance(values, Mapping) and isinstance(raw.get(section), Mapping):
                 raw[section] = {**raw[section], **values}
             else:

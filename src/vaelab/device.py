@@ -5,6 +5,7 @@ a run folder records for the device that trained it.
     check_precision("bf16", device)          # a UserError where the device has no bfloat16
     training_device(config.train)            # both: what a run trains on
     describe(device)                         # "cuda:0 (NVIDIA H200)" or "cpu"
+    check_fits(nbytes, device, "the model")  # a UserError when nbytes exceed the device's memory
 
 Training resolves `train.device` strictly (asking for a GPU that is not there is an error). The
 verbs that only read a trained run (sample, reconstruct, evaluate, latent, a chain's next
@@ -13,6 +14,8 @@ run trained on a GPU is read on a laptop.
 """
 
 from __future__ import annotations
+
+import os
 
 import torch
 
@@ -72,3 +75,17 @@ def describe(device: torch.device) -> str:
         return device.type
     index = device.index if device.index is not None else torch.cuda.current_device()
     return f"cuda:{index} ({torch.cuda.get_device_name(index)})"
+
+
+def memory(device: torch.device) -> int:
+    """Bytes of memory `device` has: a GPU's own, or the machine's physical memory."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_properties(device).total_memory
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+def check_fits(nbytes: int, device: torch.device, what: str) -> None:
+    """Refuse (a UserError) `what`, needing `nbytes`, when it exceeds `device`'s whole memory."""
+    have = memory(device)
+    if nbytes > have:
+        raise UserError(f"{what} needs about {nbytes / 2**30:,.1f} GiB, more than the {have / 2**30:,.1f} GiB of {describe(device)}")

@@ -10,4 +10,16 @@ class UserError(Exception):
 
 
 class TrainingDiverged(UserError):
-    """The loss became NaN or Inf; the message names the step and the checkpoint kept."""
+    """The loss became NaN or Inf at `step`; the message names the step and the checkpoint kept."""
+
+    def __init__(self, message: str, step: int):
+        super().__init__(message)
+        self.step = step
+
+    def __reduce__(self):  # whole through pickling (a Ray task's result)
+        return type(self), (str(self), self.step)
+
+
+DIVERGED = "diverged.json"
+"""written into a run folder whose training diverged: the step, what was not finite, and the step of
+the checkpoint kept (0: none)"""

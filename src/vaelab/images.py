@@ -14,7 +14,10 @@ from vaelab.runfolder import atomic_write
 
 
 def make_grid(images: torch.Tensor, nrow: int | None = None, pad: int = 1, scale: int = 0) -> np.ndarray:
-    """Tile images (N, C, H, W), clipped to [0, 1], into a uint8 (H', W') or (H', W', C) array.
+    """Tile images (N, C, H, W), clipped to [0, 1], into a uint8 (H', W') or (H', W', 3) array.
+
+    One channel is grey, three are RGB, two are grey + alpha (the grey is shown) and four RGBA (the
+    RGB); any other number of channels is shown channel by channel, side by side in grey.
 
     Arguments:
         nrow: images per row (default: about √N).
@@ -27,6 +30,8 @@ def make_grid(images: torch.Tensor, nrow: int | None = None, pad: int = 1, scale
         x, c = x[:, :1], 1
     if c == 4:
         x, c = x[:, :3], 3
+    if c not in (1, 3):  # e.g. multispectral: each image becomes its channels in a row
+        x, c, w = x.transpose(0, 2, 1, 3).reshape(n, 1, h, c * w), 1, c * w
     scale = scale or max(1, math.ceil(48 / h))
     x = x.repeat(scale, axis=2).repeat(scale, axis=3)  # (N, C, H·s, W·s)
     h, w = h * scale, w * scale

@@ -8,9 +8,10 @@ file is all a reader needs.
 from __future__ import annotations
 
 import base64
-import json
+import functools
 import html
 import io
+import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,8 +23,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import matplotlib.ticker  # noqa: E402
 import numpy as np  # noqa: E402
 
-from vaelab.errors import UserError  # noqa: E402
-from vaelab.runfolder import atomic_write, read_csv, read_jsonl, read_toml  # noqa: E402
+from vaelab.errors import DIVERGED, UserError  # noqa: E402
+from vaelab.runfolder import atomic_write, read_csv, read_metrics, read_toml  # noqa: E402
 
 TERM_ORDER = ("loss", "recon", "kl", "variability", "beta")
 CSS = """
@@ -98,6 +99,18 @@ def write_page(path: Path | str, title: str, sections: list[Section], subtitle: 
 # Training runs.
 
 
+PLOT_LIMIT = 1e300
+"""values of a larger magnitude are drawn as gaps: near the float maximum matplotlib's margins and
+ticks overflow (a damaged or hand-edited file can hold any number)"""
+
+
+def plottable(values) -> np.ndarray:
+    """`values` as floats, those that matplotlib cannot place on an axis (NaN, ±inf, beyond
+    ±PLOT_LIMIT) as NaN, which it leaves out."""
+    a = np.asarray(values, dtype=float)
+    return np.where(np.abs(a) < PLOT_LIMIT, a, np.nan)
+
+
 def smooth(values: np.ndarray, window: int) -> np.ndarray:
     """Trailing moving average (window shrinks at the start)."""
     if window <= 1 or len(values) < 2:
@@ -124,7 +137,7 @@ def loss_figure(history: list[dict]) -> bytes:
     steps = np.array([r["step"] for r in history])
     window = max(1, len(history) // 50)
     for ax, term in zip(axes.flat, terms):
-        v = np.array([r.get(term, np.nan) for r in history], dtype=float)
+        v = plottable([r.get(term, np.nan) for r in history])
         ax.plot(steps, v, color="#9bb7d4", lw=0.6, label="per step")
         ax.plot(steps, smooth(v, window), color="#1f4e79", lw=1.5, label=f"mean of {window}")
         ax.set_title(term)
@@ -164,13 +177,32 @@ LATENT_VIEWS = (
 """the pictures `vaelab latent` writes into a run's latent/ folder, shown in its report"""
 
 
+def read_config(path: Path) -> dict[str, dict]:
+    """A folder's config.toml as a report reads it: sections, each a table of keys (a section of
+    another kind, e.g. `model = "x"`, is a UserError naming the file)."""
+    cfg = read_toml(path)
+    for section, value in cfg.items():
+        if not isinstance(value, dict):
+            raise UserError(f"{path}: config section {section!r} must be a table of keys, got {value!r:.60}")
+    return cfg
+
+
+def _read_json(path: Path) -> dict:
+    """The object in a small JSON file vaelab wrote; {} when it is missing or damaged."""
+    try:
+        value = json.loads(path.read_text())
+    except (OSError, ValueError, RecursionError):  # also a number of over 4,300 digits, or nesting past Python's limit
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
 def run_section(run_dir: Path | str, title: str = "Training run") -> Section:
     """The report of one training run: summary, loss curves, samples, reconstructions, config."""
     run_dir = Path(run_dir)
     if not (run_dir / "config.toml").is_file():
         raise UserError(f"{run_dir} is not a vaelab run folder (no config.toml)")
-    cfg = read_toml(run_dir / "config.toml")
-    history = read_jsonl(run_dir / "metrics.jsonl")
+    cfg = read_config(run_dir / "config.toml")
+    history = read_metrics(run_dir / "metrics.jsonl")
     facts = checkpoint_facts(run_dir / "model.safetensors")
     parts = []
     summary = {
@@ -188,6 +220,9 @@ def run_section(run_dir: Path | str, title: str = "Training run") -> Section:
             if term == "beta":
                 continue
             summary[f"final {term}"] = float(np.mean([r[term] for r in tail if term in r]))
+    diverged = _read_json(run_dir / DIVERGED)
+    if diverged:
+        summary["diverged"] = f"at step {diverged.get('step', '?')}: {diverged.get('what', '?')}; checkpoint kept: step {diverged.get('checkpoint') or 'none'}"
     parts.append(table([summary]))
     if history:
         png = loss_figure(history)
@@ -204,10 +239,10 @@ def run_section(run_dir: Path | str, title: str = "Training run") -> Section:
     if views:
         items = [img((run_dir / "latent" / f).read_bytes(), c, pixelated=f != "latent.png") for f, c in views]
         parts.append('<h3>Latent space</h3><div class="grid">' + "".join(items) + "</div>")
-    if (run_dir / "evaluation.json").is_file():
-        ev = json.loads((run_dir / "evaluation.json").read_text())
+    ev = _read_json(run_dir / "evaluation.json")  # {} when missing or damaged: no evaluation shown
+    if ev:
         named = ev.pop("feature_net", None)
-        parts.append("<h3>Evaluation</h3>" + table([ev]) + (f'<p class="muted">features: {html.escape(named)}</p>' if named else ""))
+        parts.append("<h3>Evaluation</h3>" + table([ev]) + (f'<p class="muted">features: {html.escape(str(named))}</p>' if named else ""))
     rows = [{"key": f"{s}.{k}", "value": v} for s, d in cfg.items() if isinstance(d, dict) for k, v in d.items()]
     parts.append(f"<details><summary>configuration</summary>{table(rows, ['key', 'value'])}</details>")
     return Section(title, "\n".join(parts))
@@ -245,7 +280,7 @@ def by_generation(rows: list[dict], metric: str) -> tuple[np.ndarray, np.ndarray
     gens = sorted({r["generation"] for r in rows})
     mean, low, high = [], [], []
     for g in gens:
-        v = np.array([r.get(metric, np.nan) for r in rows if r["generation"] == g], dtype=float)
+        v = plottable([r.get(metric, np.nan) for r in rows if r["generation"] == g])
         v = v[~np.isnan(v)]
         mean.append(v.mean() if len(v) else np.nan)
         low.append(v.min() if len(v) else np.nan)
@@ -268,7 +303,7 @@ def curves_figure(tables: dict[str, list[dict]], panels, cols: int = 3, size=(4.
         for i, (label, rows) in enumerate(tables.items()):
             g, mean, low, high = by_generation(rows, metric)
             c = colors[i % len(colors)]
-            ax.plot(g, mean, marker="o", ms=3, lw=1.5, color=c, label=label)
+            ax.plot(g, mean, marker="o", ms=3, lw=1.5, color=c, label=plain(label))
             if len({r["seed"] for r in rows}) > 1:
                 ax.fill_between(g, low, high, color=c, alpha=0.2, lw=0)
         ax.set_title(title, fontsize=10)
@@ -314,7 +349,7 @@ def gallery(chain_dir: Path, name: str, width: int, seed: int = 0, limit: int = 
 def chain_sections(chain_dir: Path | str, seconds: float | None = None) -> list[Section]:
     """The sections of a chain's report, built from its files."""
     chain_dir = Path(chain_dir)
-    cfg = read_toml(chain_dir / "config.toml")
+    cfg = read_config(chain_dir / "config.toml")
     rows = read_csv(chain_dir / "chain.csv", int_columns=("seed", "generation", "n_train"))
     ch, m, lo, tr, s, d = (cfg.get(k, {}) for k in ("chain", "model", "loss", "train", "sample", "data"))
     summary = {
@@ -324,7 +359,7 @@ def chain_sections(chain_dir: Path | str, seconds: float | None = None) -> list[
         "variability weight": lo.get("variability_weight"),
         "δ": s.get("delta"),
         "denoise": s.get("denoise"),
-        "mode": ch.get("mode") + (f" (real {ch.get('real_fraction')})" if ch.get("mode") in ("mix", "fresh") else ""),
+        "mode": f"{ch.get('mode')}" + (f" (real {ch.get('real_fraction')})" if ch.get("mode") in ("mix", "fresh") else ""),
         "init": ch.get("init"),
         "epochs": tr.get("steps") or tr.get("epochs"),
         "generations": ch.get("generations"),
@@ -418,7 +453,7 @@ SWEEP_TITLES = {
 def read_sweep(sweep_dir: Path) -> tuple[list[str], list[str], list[dict]]:
     """(swept keys, metric columns, rows) of a sweep folder; swept values are floats where every
     value is a number, strings otherwise."""
-    cfg = read_toml(sweep_dir / "config.toml")
+    cfg = read_config(sweep_dir / "config.toml")
     keys = list(dict.fromkeys(e.partition("=")[0].strip() for e in cfg.get("sweep", {}).get("grid", [])))
     rows = read_csv(sweep_dir / "sweep.csv", int_columns=("seed",), str_columns=("cell", *keys))
     for k in keys:
@@ -429,7 +464,7 @@ def read_sweep(sweep_dir: Path) -> tuple[list[str], list[str], list[dict]]:
         for r, v in zip(rows, vals):
             r[k] = v
     header = list(rows[0]) if rows else []
-    metrics = [c for c in header if c not in ("cell", "seed", *keys, "train_seconds") and not c.endswith("_untrained")]
+    metrics = [c for c in header if c not in ("cell", "seed", *keys, "train_seconds", "diverged_at") and not c.endswith("_untrained")]
     return keys, metrics, rows
 
 
@@ -444,7 +479,13 @@ def _levels(rows: list[dict], key: str) -> list:
 
 
 def _label(v) -> str:
-    return f"{v:g}" if isinstance(v, float) else str(v)
+    return f"{v:g}" if isinstance(v, float) else plain(str(v))
+
+
+def plain(text: str) -> str:
+    """`text` (a folder name, a swept value) drawn as written in a plot: a `$` would start
+    matplotlib's math mode."""
+    return text.replace("$", r"\$")
 
 
 def sweep_line_figure(rows: list[dict], key: str, metrics: list[str]) -> bytes:
@@ -452,23 +493,23 @@ def sweep_line_figure(rows: list[dict], key: str, metrics: list[str]) -> bytes:
     untrained model's value as a dashed line."""
     levels = _levels(rows, key)
     numeric = all(isinstance(v, float) for v in levels)
-    x = np.array(levels, dtype=float) if numeric else np.arange(len(levels))
+    x = plottable(levels) if numeric else np.arange(len(levels))
     cols = min(3, len(metrics)) or 1
     nrows = math.ceil(len(metrics) / cols) or 1
     fig, axes = plt.subplots(nrows, cols, figsize=(4.2 * cols, 3.0 * nrows), squeeze=False)
     for ax, m in zip(axes.flat, metrics):
         at = [[r[m] for r in rows if r[key] == v] for v in levels]
-        mean = np.array([_mean(a) for a in at])
-        low = np.array([np.nanmin(a) if not all(math.isnan(q) for q in a) else np.nan for a in at])
-        high = np.array([np.nanmax(a) if not all(math.isnan(q) for q in a) else np.nan for a in at])
+        mean = plottable([_mean(a) for a in at])
+        low = plottable([np.nanmin(a) if not all(math.isnan(q) for q in a) else np.nan for a in at])
+        high = plottable([np.nanmax(a) if not all(math.isnan(q) for q in a) else np.nan for a in at])
         ax.plot(x, mean, marker="o", ms=3, lw=1.5, color="#1f4e79", label="trained")
         if len({r["seed"] for r in rows}) > 1:
             ax.fill_between(x, low, high, color="#1f4e79", alpha=0.2, lw=0)
         base = _mean([r.get(f"{m}_untrained", math.nan) for r in rows])
-        if not math.isnan(base):
+        if abs(base) < PLOT_LIMIT:  # not NaN, and a value the axis can hold
             ax.axhline(base, color="#888", ls="--", lw=1, label=f"untrained ({base:.3g})")
             ax.legend(fontsize=7)
-        if numeric and x.min() > 0 and x.max() / x.min() >= 20:
+        if numeric and np.nanmin(x, initial=np.inf) > 0 and np.nanmax(x, initial=0) / np.nanmin(x, initial=np.inf) >= 20:
             ax.set_xscale("log")
         if not numeric:
             ax.set_xticks(x, [_label(v) for v in levels], rotation=30, fontsize=8)
@@ -486,7 +527,7 @@ def sweep_heatmap(rows: list[dict], keys: tuple[str, str], metric: str) -> bytes
     over any further keys, each cell annotated; the untrained value in the title."""
     kx, ky = keys
     xs, ys = _levels(rows, kx), _levels(rows, ky)
-    grid = np.array([[_mean([r[metric] for r in rows if r[kx] == x and r[ky] == y]) for x in xs] for y in ys])
+    grid = plottable([[_mean([r[metric] for r in rows if r[kx] == x and r[ky] == y]) for x in xs] for y in ys])
     fig, ax = plt.subplots(figsize=(1.0 + 0.62 * len(xs), 1.0 + 0.42 * len(ys)))
     im = ax.imshow(grid, origin="lower", aspect="auto", cmap="viridis")
     fig.colorbar(im, ax=ax, fraction=0.05)
@@ -526,11 +567,11 @@ def sweep_training_figure(sweep_dir: Path, keys: list[str], rows: list[dict]) ->
             match = [r for r in rows if (k2 is None or r[k2] == p) and (k1 is None or r[k1] == v)]
             if not match or not (sweep_dir / match[0]["cell"] / "metrics.jsonl").is_file():
                 continue
-            hist = read_jsonl(sweep_dir / match[0]["cell"] / "metrics.jsonl")
+            hist = read_metrics(sweep_dir / match[0]["cell"] / "metrics.jsonl")
             if not hist:
                 continue
             steps = np.array([h["step"] for h in hist])
-            loss = smooth(np.array([h["loss"] for h in hist], dtype=float), max(1, len(hist) // 50))
+            loss = smooth(plottable([h["loss"] for h in hist]), max(1, len(hist) // 50))
             every = max(1, len(hist) // 400)
             label = f"{k1.split('.')[-1]}={_label(v)}" if k1 else "loss"
             ax.plot(steps[::every], loss[::every], lw=1.1, color=cmap(i / max(1, len(levels) - 1)), label=label)
@@ -548,7 +589,7 @@ def sweep_training_figure(sweep_dir: Path, keys: list[str], rows: list[dict]) ->
 def sweep_sections(sweep_dir: Path | str) -> list[Section]:
     """The sections of a sweep's report, built from its files."""
     sweep_dir = Path(sweep_dir)
-    cfg = read_toml(sweep_dir / "config.toml")
+    cfg = read_config(sweep_dir / "config.toml")
     keys, metrics, rows = read_sweep(sweep_dir)
     d, m, tr, sw = (cfg.get(k, {}) for k in ("data", "model", "train", "sweep"))
     summary = {
@@ -559,6 +600,7 @@ def sweep_sections(sweep_dir: Path | str) -> list[Section]:
         "seeds": sw.get("seeds"),
         "metrics": ", ".join(sw.get("metrics", [])) or "(training terms only)",
         "cells done": len(rows),
+        "cells diverged": ", ".join(r["cell"] for r in rows if not math.isnan(r.get("diverged_at", math.nan))) or "none",
     }
     sections = [Section("Sweep", table([summary]))]
     if not rows:
@@ -627,3 +669,13 @@ def write_apps_report(out: Path | str, kind: str) -> Path:
             + img((out / "generated.png").read_bytes(), "generated images, sorted by the label they were given"),
         )
     return write_page(out / "report.html", f"vaelab {kind}: {out.name}", [head, run_section(out / "vae", "The VAE")], str(out))
+
+
+REBUILDERS = {
+    "run": write_run_report,
+    "chain": write_chain_report,
+    "sweep": write_sweep_report,
+    "anomaly": functools.partial(write_apps_report, kind="anomaly"),
+    "augment": functools.partial(write_apps_report, kind="augment"),
+}
+"""the report each kind of folder (`vaelab.runfolder.folder_kind`) rebuilds from its files (`vaelab report DIR`)"""

@@ -10,6 +10,7 @@ bitwise equal to an uninterrupted one.
 
 from __future__ import annotations
 
+import json
 import math
 import sys
 import time
@@ -19,15 +20,15 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from vaelab.checkpoint import load_extra, load_state, read_run_config, save_checkpoint
+from vaelab.checkpoint import Checkpoint, load_extra, load_state, read_run_config, save_checkpoint, take_checkpoint
 from vaelab.config import Config
 from vaelab.data import Dataset, load_data
 from vaelab.data.stream import ImageStream
 from vaelab.debias import debias_weights, debiased_order
-from vaelab.device import training_device
-from vaelab.errors import TrainingDiverged, UserError
-from vaelab.models import VAE, build_model, fit_to_data
-from vaelab.runfolder import append_jsonl, prepare_out, read_jsonl, remove_temporary_files, write_jsonl, write_toml
+from vaelab.device import check_fits, training_device
+from vaelab.errors import DIVERGED, TrainingDiverged, UserError
+from vaelab.models import VAE, build_model, fit_to_data, parameter_count
+from vaelab.runfolder import append_jsonl, atomic_write, prepare_out, read_metrics, remove_temporary_files, require_kind, write_jsonl, write_toml
 
 
 @dataclass
@@ -83,6 +84,14 @@ def latent_weights(model, x: torch.Tensor, y: torch.Tensor | None, smoothing: fl
         model.train()
 
 
+def check_resources(cfg: Config, shape: tuple[int, int, int], device: torch.device, members: int = 1) -> None:
+    """Refuse, before anything is written or allocated, what this machine cannot hold: `members`
+    models with their gradients and Adam's two moments on `device`, and sample.n images on the CPU."""
+    params = parameter_count(cfg, shape)
+    check_fits(members * params * 4 * 4, device, f"the model ({params:,} parameters with gradients and Adam's moments{f', × {members}' if members > 1 else ''})")
+    check_fits(cfg.sample.n * math.prod(shape) * 4 * 2, torch.device("cpu"), f"sample.n = {cfg.sample.n:,} images of shape {tuple(shape)}")
+
+
 def epoch_order(seed: int, epoch: int, n: int) -> torch.Tensor:
     """The shuffle of epoch `epoch`: a permutation of range(n) that depends only on (seed, epoch)."""
     return torch.randperm(n, generator=torch.Generator().manual_seed(seed * 1_000_003 + epoch))
@@ -118,15 +127,18 @@ def train(
     data = data if data is not None else load_data(config.data)
     cfg = fit_to_data(config, data)  # a conditional model's classes come from the labels
     run_dir = Path(out) if out is not None else None
+    check_resources(cfg, data.shape, device)
     torch.manual_seed(cfg.train.seed)
     model = build_model(cfg, data.shape).to(device)  # first: a config the data cannot fit writes nothing
     if init is not None:
         model.load_state_dict(init)
     if run_dir is not None and not resume:
-        prepare_out(run_dir, force=force)
+        prepare_out(run_dir, "run", force=force, inputs=cfg.input_paths())
         write_toml(run_dir / "config.toml", cfg.to_dict())
     if run_dir is not None and resume:
-        remove_temporary_files(run_dir)  # left by a killed process
+        require_kind(run_dir, "run")
+        remove_temporary_files(run_dir)
+        (run_dir / DIVERGED).unlink(missing_ok=True)  # the resumed run says again if it diverges  # left by a killed process
 
     optimizer = make_optimizer(model, cfg.train.lr)
     step = 0
@@ -135,7 +147,7 @@ def train(
     if resume and run_dir is not None and (run_dir / "state.safetensors").is_file():
         step = load_state(run_dir, optimizer, model, cfg.train.seed)
         loop_state = load_extra(run_dir)  # on the CPU, where the debiased draws are made
-        history = [r for r in read_jsonl(run_dir / "metrics.jsonl") if r["step"] < step]
+        history = [r for r in read_metrics(run_dir / "metrics.jsonl") if r["step"] < step]
         write_jsonl(run_dir / "metrics.jsonl", history)  # drop rows logged after the checkpoint
     elif run_dir is not None:
         write_jsonl(run_dir / "metrics.jsonl", [])
@@ -190,13 +202,14 @@ def train(
         if step % LOG_EVERY == 0 or checkpoint:
             log.flush_check()
             bar.set_postfix(loss=f"{log.rows[-1]['loss']:.3f}")
-        if checkpoint:
-            if not all(torch.isfinite(p).all() for p in model.parameters()):
-                raise TrainingDiverged(f"training diverged: non-finite weights after step {step - 1} (try a lower train.lr)")
-            save_checkpoint(run_dir, model, optimizer, step, data.shape, loop_state)
-            log.last_good = step
+        if checkpoint:  # written once the loss of the step after it is read and finite
+            log.held = take_checkpoint(model, optimizer, step, data.shape, loop_state)
     bar.close()
     log.flush_check()
+    if log.held is not None:  # the last step's checkpoint, which no later step vouches for
+        if not gives_finite_loss(model, batch, step, cond, autocast):
+            log.diverged(step - 1, "the final weights give a non-finite loss")
+        log.commit()
     if model.after_training(x, cfg.train.seed) and run_dir is not None:  # a stage after the loop (a VQ-VAE's prior)
         save_checkpoint(run_dir, model, optimizer, step, data.shape, loop_state)
     seconds = time.perf_counter() - log.start
@@ -216,11 +229,14 @@ class MetricLog:
 
     Reading them is also where a NaN/Inf loss is caught: training stops with the step named, the
     good rows are written to metrics.jsonl, and no checkpoint is written past the last good one.
+    A checkpoint taken at step c is `held` until the loss of step c (the first its weights give)
+    is read: written if it is finite, dropped if not, so the checkpoint kept is one that trains on.
     """
 
     def __init__(self, run_dir: Path | None, rows: list[dict], start: float, last_good: int):
         self.run_dir, self.rows, self.start, self.last_good = run_dir, rows, start, last_good
         self.pending: list[tuple[int, int, float, list[str], list[torch.Tensor]]] = []
+        self.held: Checkpoint | None = None
 
     def add(self, step: int, epoch: int, terms: dict[str, torch.Tensor]) -> None:
         self.pending.append((step, epoch, time.perf_counter() - self.start, list(terms), [t.detach() for t in terms.values()]))
@@ -242,9 +258,39 @@ class MetricLog:
         if self.run_dir is not None:
             append_jsonl(self.run_dir / "metrics.jsonl", new)
         self.rows += new
+        if self.held is not None and any(row["step"] == self.held.step for row in new):
+            self.commit()
         if bad is not None:
-            kept = f"; the last good checkpoint (step {self.last_good}) is kept in {self.run_dir}" if self.run_dir and self.last_good else ""
-            raise TrainingDiverged(f"training diverged: the loss is {bad['loss']} at step {bad['step']}{kept} (try a lower train.lr)")
+            self.diverged(bad["step"], f"the loss is {bad['loss']}")
+
+    def commit(self) -> None:
+        """Write the held checkpoint."""
+        self.held.write(self.run_dir)
+        self.last_good, self.held = self.held.step, None
+
+    def diverged(self, step: int, what: str) -> None:
+        """Record in the run folder (DIVERGED) that training diverged at `step`, and raise."""
+        kept = f"; the last good checkpoint (step {self.last_good}) is kept in {self.run_dir}" if self.run_dir and self.last_good else ""
+        if self.run_dir is not None:
+            atomic_write(self.run_dir / DIVERGED, json.dumps({"step": step, "what": what, "checkpoint": self.last_good}))
+        raise TrainingDiverged(f"training diverged at step {step}: {what}{kept} (try a lower train.lr)", step)
+
+
+def gives_finite_loss(model, batch: torch.Tensor, step: int, cond: dict, autocast) -> bool:
+    """Whether the weights give finite weights and a finite loss on `batch`: checked before each
+    checkpoint, so the checkpoint kept when training diverges is one that trains on. Computed
+    without gradients, in eval mode (no batch-norm or codebook statistics move) and under a
+    forked RNG, so training goes on exactly as it would without the check."""
+    if not all(torch.isfinite(p).all() for p in model.parameters()):
+        return False
+    devices = [batch.device] if batch.device.type == "cuda" else []
+    with torch.no_grad(), torch.random.fork_rng(devices=devices), autocast:
+        model.eval()
+        try:
+            loss = model.loss(batch, step, **cond)["loss"]
+        finally:
+            model.train()
+    return bool(torch.isfinite(loss))
 
 
 def gather(values: list[torch.Tensor]) -> list[float]:

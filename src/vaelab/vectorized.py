@@ -21,6 +21,7 @@ Members must share the architecture, the image shape, the number of images and t
 from __future__ import annotations
 
 import copy
+import json
 import math
 import sys
 import time
@@ -35,9 +36,9 @@ from vaelab.checkpoint import save_checkpoint
 from vaelab.config import Config
 from vaelab.data import Dataset
 from vaelab.device import training_device
-from vaelab.errors import TrainingDiverged, UserError
+from vaelab.errors import DIVERGED, TrainingDiverged, UserError
 from vaelab.models import MODELS, build_model, fit_to_data
-from vaelab.runfolder import append_jsonl, prepare_out, write_jsonl, write_toml
+from vaelab.runfolder import append_jsonl, atomic_write, prepare_out, write_jsonl, write_toml
 from vaelab.train import LOG_EVERY, Run, epoch_order, finish_run, precision_context, schedule
 
 WEIGHTS = ("recon_weight", "beta", "variability_weight")
@@ -150,7 +151,7 @@ def train_group(
     dirs = [Path(o) if o is not None else None for o in outs]
     for cfg, d in zip(configs, dirs):
         if d is not None:
-            prepare_out(d, force=force)
+            prepare_out(d, "run", force=force, inputs=cfg.input_paths())
             write_toml(d / "config.toml", cfg.to_dict())
             write_jsonl(d / "metrics.jsonl", [])
 
@@ -241,7 +242,9 @@ class _GroupLog:
             for (step, epoch, t, keys, _), vals in zip(self.pending, values):
                 row = {"step": step, "epoch": epoch, **{k: v[i] for k, v in zip(keys, vals)}, "time": round(t, 4)}
                 if not math.isfinite(row["loss"]):
-                    self.diverged[i] = TrainingDiverged(f"training diverged: the loss is {row['loss']} at step {step} (try a lower train.lr)")
+                    self.diverged[i] = TrainingDiverged(f"training diverged at step {step}: the loss is {row['loss']} (try a lower train.lr)", step)
+                    if d is not None:
+                        atomic_write(d / DIVERGED, json.dumps({"step": step, "what": f"the loss is {row['loss']}", "checkpoint": 0}))
                     break
                 new.append(row)
             if d is not None:

@@ -20,6 +20,7 @@ import torch
 from vaelab.data.registry import Dataset, check_factors, check_images, check_labels, register, take, take_index
 from vaelab.data.stream import ImageStream, npy_stream, should_stream
 from vaelab.errors import UserError
+from vaelab.runfolder import one_line
 
 IDX_FILES = {
     "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
@@ -101,17 +102,28 @@ class ArrayParams:
     """auto: stream a .npy file from disk (memmap, shuffled in chunks) when its images would take over a quarter of this machine's memory as float32; on: always (a .npy file); off: never"""
 
 
+ARRAY_HINT = "a .npz or .npy file"
+
+
 @dataclass(frozen=True)
 class ImagesParams:
     stream: Literal["auto", "on", "off"] = "auto"
     """auto: decode the PNGs chunk by chunk during training when they would take over a quarter of this machine's memory as float32; on: always; off: never"""
 
 
-@register("array", ArrayParams, "a user's .npz/.npy file of images (N, H, W) or (N, C, H, W)", path_hint="a .npz or .npy file")
+@register("array", ArrayParams, "a user's .npz/.npy file of images (N, H, W) or (N, C, H, W)", path_hint=ARRAY_HINT)
 def array(p: ArrayParams, n: int, seed: int, path: str) -> Dataset:
+    return read_array(path, p, n, seed)
+
+
+def read_array(path: str, p: ArrayParams, n: int = 0, seed: int = 0, flag: str = "data.path") -> Dataset:
+    """The images (labels, factors) of a .npz/.npy file; `flag` is how the user named the file
+    (data.path, or reconstruct's --input), for the messages."""
     file = Path(path).expanduser()
+    if file.is_dir():
+        raise UserError(f"{flag} {file} is a directory, not a file ({ARRAY_HINT})")
     if not file.is_file():
-        raise UserError(f"data.path {file} does not exist")
+        raise UserError(f"{flag} {file} does not exist")
     labels = factors = None
     try:
         if file.suffix == ".npy" and p.stream != "off":
@@ -126,14 +138,17 @@ def array(p: ArrayParams, n: int, seed: int, path: str) -> Dataset:
         else:
             with loaded:
                 if p.key not in loaded.files:
-                    raise UserError(f"{file}: no entry {p.key!r} (entries: {', '.join(loaded.files)}); set data.key")
-                images = loaded[p.key]
-                labels = loaded["labels"] if "labels" in loaded.files else None
-                factors = loaded["factors"] if "factors" in loaded.files else None
+                    set_key = "; set data.key" if flag == "data.path" else ""
+                    raise UserError(f"{file}: no entry {p.key!r} (entries: {', '.join(map(repr, loaded.files))}){set_key}")
+                images = _entry(loaded, p.key, file)
+                labels = _entry(loaded, "labels", file) if "labels" in loaded.files else None
+                factors = _entry(loaded, "factors", file) if "factors" in loaded.files else None
     except UserError:
         raise
     except (ValueError, OSError, EOFError, zlib.error, zipfile.BadZipFile, tokenize.TokenError) as e:
-        raise UserError(f"{file}: not a readable .npy/.npz file ({e})") from None
+        raise UserError(f"{file}: not a readable .npy/.npz file ({one_line(e)})") from None
+    except MemoryError:  # a header (or a damaged one) asking for more than this machine holds
+        raise UserError(f"{file}: its arrays do not fit in this machine's memory (a .npy file of images can be streamed: data.stream)") from None
     n_all = images.shape[0] if images.ndim else 0
     labels = None if labels is None else check_labels(labels, n_all, str(file))
     factors = None if factors is None else check_factors(factors, n_all, str(file))
@@ -146,6 +161,15 @@ def array(p: ArrayParams, n: int, seed: int, path: str) -> Dataset:
         () if factors is None else tuple(f"f{i}" for i in range(factors.shape[1])),
         "array",
     )
+
+
+def _entry(npz, key: str, file: Path) -> np.ndarray:
+    """Entry `key` of an open .npz file: an array (NumPy gives the bytes of an entry that is not
+    a .npy file, e.g. an empty or damaged one)."""
+    value = npz[key]
+    if not isinstance(value, np.ndarray):
+        raise UserError(f"{file}: entry {key!r} is not a .npy array (save it with numpy.savez)")
+    return value
 
 
 @register("images", ImagesParams, "a folder of PNG files (all the same size and channel count)", path_hint="a folder of .png files")
@@ -185,6 +209,6 @@ def _read_png(f: Path) -> np.ndarray:
                 a = a.astype(np.uint16)
             elif im.mode == "P":
                 a = np.asarray(im.convert("RGBA"))
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
-        raise UserError(f"{f}: not a readable PNG ({e})") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
+        raise UserError(f"{f}: not a readable PNG ({one_line(e)})") from None
     return a[:, :, None] if a.ndim == 2 else a  # (H, W, C)

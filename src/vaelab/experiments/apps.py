@@ -83,7 +83,7 @@ def run_anomaly(config: Config, out: Path | str, *, anomaly_class: int, force: b
     held = int((test.labels == anomaly_class).sum())
     if held == 0 or held == len(test):
         raise UserError(f"the test split ({len(test)} images) has {held} of class {anomaly_class}: ROC-AUC needs both kinds; use more data (data.n)")
-    out = prepare_out(Path(out), force=force)
+    out = prepare_out(Path(out), "anomaly", force=force, inputs=config.input_paths())
     normal = pool.subset(pool.labels != anomaly_class)
     run = train(config, normal, out=out / "vae", quiet=quiet)
     scores = image_scores(run.model, test.images, seed=config.train.seed)
@@ -116,7 +116,7 @@ def run_augment(config: Config, out: Path | str, *, few: int = 100, generated: i
         raise UserError(f"--few must be in 10..{len(pool)} (the pool's size), got {few}")
     if generated < 1:
         raise UserError(f"--generated must be >= 1, got {generated}")
-    out = prepare_out(Path(out), force=force)
+    out = prepare_out(Path(out), "augment", force=force, inputs=config.input_paths())
     run = train(config, pool, out=out / "vae", quiet=quiet)
     g = torch.Generator().manual_seed(config.data.seed + 1)
     few_idx = torch.randperm(len(pool), generator=g)[:few]

@@ -50,9 +50,9 @@ from vaelab.metrics import (
     variability,
 )
 from vaelab.runfolder import atomic_write, prepare_out, read_csv, write_csv
-from vaelab.models import build_model, class_labels, fit_to_data
+from vaelab.models import class_labels, fit_to_data
 from vaelab.sample import sample
-from vaelab.train import save_reconstructions, train
+from vaelab.train import check_resources, save_reconstructions, train
 
 PRDC = ("precision", "recall", "density", "coverage")
 METRICS = (
@@ -224,7 +224,7 @@ def check_chain_config(cfg: Config) -> None:
         generative = ", ".join(sorted(k for k, v in DATASETS.items() if v.generative))
         raise UserError(f"chain.mode=fresh draws new real images each generation: dataset {cfg.data.name} cannot (use one of: {generative})")
     original, _ = original_data(cfg, 0)  # data.n + chain.holdout fit the dataset …
-    build_model(fit_to_data(cfg, original), original.shape)  # … and the model fits its images, before any folder is written
+    check_resources(fit_to_data(cfg, original), original.shape, training_device(cfg.train))  # … and the model fits its images and this machine, before any folder is written
 
 
 def run_chain(
@@ -246,7 +246,7 @@ def run_chain(
     check_backend(backend, address)
     training_device(cfg.train)  # a device or precision this machine lacks is refused before anything is written
     gpus = task_gpus(cfg.train.device) if backend == "ray" else 0
-    open_study(cfg, out, resume=resume, force=force, growable=("chain.generations",))
+    open_study(cfg, out, "chain", resume=resume, force=force, inputs=cfg.input_paths(), growable=("chain.generations",))
     rows = all_rows(out) if resume else []
     start = time.perf_counter()
 
@@ -353,7 +353,7 @@ def compare_chains(dirs: list[Path | str], out: Path | str, *, force: bool = Fal
         tables[label] = read_table(d / "chain.csv")
     if len(tables) < 1:
         raise UserError("vaelab chain compare needs at least one chain folder")
-    out = prepare_out(Path(out), force=force)
+    out = prepare_out(Path(out), "compare", force=force, inputs=dirs)
     rows = [{"chain": label, **row} for label, t in tables.items() for row in t]
     write_csv(out / "compare.csv", rows, ("chain", *COLUMNS))
     return write_compare_report(out, tables, [str(d) for d in dirs])

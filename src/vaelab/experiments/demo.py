@@ -16,6 +16,7 @@ from vaelab.experiments.chain import run_chain
 from vaelab.evaluate import evaluate_run
 from vaelab.experiments.sweep import run_sweep
 from vaelab.latent import latent_views
+from vaelab.runfolder import prepare_out
 from vaelab.report import Section, chain_sections, run_section, sweep_sections, write_page
 from vaelab.train import train
 
@@ -34,7 +35,7 @@ def run_demo(out: Path | str = "runs/demo", *, overrides=(), quiet: bool = False
     Arguments:
         overrides: config overrides applied to every part (e.g. a smaller budget for a smoke test).
     """
-    out = Path(out)
+    out = prepare_out(Path(out), "demo", force=True)  # an earlier demo is replaced; any other folder refused
     start = time.perf_counter()
     run = train(load_config("demo", overrides=overrides), out=out / "train", force=True, quiet=quiet)
     chain_cfg = load_config("chain-conv", overrides=CHAIN).override(overrides)

@@ -10,17 +10,18 @@ from vaelab.errors import UserError
 from vaelab.runfolder import prepare_out, write_toml
 
 
-def open_study(cfg: Config, out: Path, *, resume: bool, force: bool, growable: tuple[str, ...] = ()) -> None:
-    """A new study writes its config.toml into an empty `out` (or one `force` may clear); a resumed
-    one must have the same config stored, and loses the temporary files a kill left behind.
+def open_study(cfg: Config, out: Path, kind: str, *, resume: bool, force: bool, inputs: tuple[str, ...] = (), growable: tuple[str, ...] = ()) -> None:
+    """A new study (of `kind`: chain, sweep) writes its config.toml into an empty `out` (or one
+    `force` may clear; never one holding `inputs`); a resumed one must be a folder of `kind` with
+    the same config stored, and loses the temporary files a kill left behind.
 
     `growable` names integer keys a resume may raise (a chain's `chain.generations`: more
     generations extend a chain); the stored config is then updated to the new value."""
     if not resume:
-        prepare_out(out, force=force)
+        prepare_out(out, kind, force=force, inputs=inputs)
         write_toml(out / "config.toml", cfg.to_dict())
         return
-    stored = read_run_config(out)
+    stored = read_run_config(out, kind)
     grown = {k: cfg.to_dict()[k.split(".")[0]][k.split(".")[1]] for k in growable}
     if stored.override(grown) == cfg and all(v >= stored.to_dict()[k.split(".")[0]][k.split(".")[1]] for k, v in grown.items()):
         if stored != cfg:

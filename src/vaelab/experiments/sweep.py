@@ -22,10 +22,12 @@ Layout of the output folder:
 from __future__ import annotations
 
 import functools
+import hashlib
 import itertools
 import json
 import math
 import shutil
+import sys
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -33,7 +35,7 @@ from typing import Any, Callable
 
 import torch
 
-from vaelab.config import Config, parse_value
+from vaelab.config import Config, parse_value, printable
 from vaelab.data import DATASETS, Dataset, load_data, test_data_config
 from vaelab.data.stream import ImageStream
 from vaelab.device import reading_device, training_device
@@ -46,7 +48,7 @@ from vaelab.latent import latent_means
 from vaelab.models import MODELS, build_model, fit_to_data
 from vaelab.runfolder import atomic_write, read_csv, write_csv
 from vaelab.sample import reconstruct, sample
-from vaelab.train import Run, train
+from vaelab.train import Run, check_resources, train
 from vaelab.vectorized import group_key, train_group
 
 MAX_CELLS = 10_000
@@ -89,10 +91,27 @@ def _split_top(text: str) -> list[str]:
 
 
 def _number(text: str, entry: str) -> int | float:
-    v = parse_value(text.strip())
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
-        raise UserError(f"--grid {entry}: a range needs numbers start:stop:step, got {text.strip()!r}")
+    """One bound or step of a range: a finite number (an integer within 64 bits)."""
+    v = parse_value(text.strip(), f"--grid {entry}:")
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not _finite(v):
+        raise UserError(f"--grid {entry}: a range needs numbers start:stop:step, got {text.strip()!r:.40}")
     return v
+
+
+def _finite(v: int | float) -> bool:
+    return abs(v) < 2**63 if isinstance(v, int) else math.isfinite(v)
+
+
+def _range_count(start: int | float, stop: int | float, step: int | float, entry: str) -> int:
+    """How many values start:stop:step holds (stop included when it lies on the grid); a UserError
+    beyond MAX_CELLS."""
+    span = (stop - start) / step
+    if not math.isfinite(span):  # floats that overflow: far bounds, a tiny step
+        raise UserError(f"--grid {entry}: the range has too many values (at most {MAX_CELLS})")
+    count = math.floor(span + 1e-9) + 1
+    if count > MAX_CELLS:
+        raise UserError(f"--grid {entry}: the range has {count} values (at most {MAX_CELLS})")
+    return count
 
 
 def parse_axis(entry: str) -> Axis:
@@ -101,7 +120,8 @@ def parse_axis(entry: str) -> Axis:
     key, eq, spec = entry.partition("=")
     key, spec = key.strip(), spec.strip()
     if not eq or not key or not spec:
-        raise UserError(f"--grid expects key=v1,v2,… or key=start:stop:step, got {entry!r}")
+        raise UserError(f"--grid expects key=v1,v2,… or key=start:stop:step, got {entry!r:.80}")
+    entry = printable(entry)  # as messages show it
     if key.startswith("sweep."):
         raise UserError(f"--grid {entry}: sweep.* keys shape the sweep itself and cannot be swept")
     if ":" in spec and not spec.startswith(("[", '"', "'")):
@@ -111,16 +131,16 @@ def parse_axis(entry: str) -> Axis:
         start, stop, step = (_number(b, entry) for b in bounds)
         if step <= 0 or stop < start:
             raise UserError(f"--grid {entry}: the range is empty (needs step > 0 and start <= stop)")
-        count = math.floor((stop - start) / step + 1e-9) + 1
-        if count > MAX_CELLS:
-            raise UserError(f"--grid {entry}: the range has {count} values (at most {MAX_CELLS})")
+        count = _range_count(start, stop, step, entry)
         ints = all(isinstance(v, int) for v in (start, stop, step))
         values = tuple(start + i * step if ints else round(start + i * step, 12) for i in range(count))
+        if len(set(map(_format, values))) != len(values):
+            raise UserError(f"--grid {entry}: the range's step is too small to tell its values apart (12 decimals)")
         return Axis(key, values)
     items = [s.strip() for s in _split_top(spec)]
     if any(not s for s in items):
         raise UserError(f"--grid {entry}: an empty value in the list")
-    values = tuple(parse_value(s) for s in items)
+    values = tuple(parse_value(s, f"--grid {entry}:") for s in items)
     if len(set(map(_format, values))) != len(values):  # 1 and 1.0 would name the same cell
         raise UserError(f"--grid {entry}: a value is listed twice")
     return Axis(key, values)
@@ -144,6 +164,18 @@ def _format(v: Any) -> str:
     if isinstance(v, (list, tuple)):
         return "-".join(map(_format, v))
     return str(v).replace("/", "_").replace("\\", "_")
+
+
+CELL_NAME_BYTES = 180
+"""the longest grid point in a cell's folder name; a longer one is cut and told apart by a hash"""
+
+
+def _fitted(point: str) -> str:
+    """`point` as part of a folder name that every file system takes (255 bytes at most)."""
+    if len(point.encode()) <= CELL_NAME_BYTES:
+        return point
+    digest = hashlib.sha256(point.encode()).hexdigest()[:12]
+    return point.encode()[: CELL_NAME_BYTES - 13].decode(errors="ignore") + "~" + digest
 
 
 def _short_names(keys: list[str]) -> dict[str, str]:
@@ -172,7 +204,7 @@ def sweep_cells(cfg: Config, axes: list[Axis]) -> list[Cell]:
         point = ",".join(f"{short[k]}={_format(v)}" for k, v in values.items()) or "single"
         for r in range(cfg.sweep.seeds):
             c = base if r == 0 else base.override({"train.seed": base.train.seed + r, "data.seed": base.data.seed + r})
-            name = f"cell-{point}" + (f",seed={r}" if cfg.sweep.seeds > 1 else "")
+            name = f"cell-{_fitted(point)}" + (f",seed={r}" if cfg.sweep.seeds > 1 else "")
             cells.append(Cell(name, values, r, c))
     return cells
 
@@ -282,6 +314,14 @@ SWEEP_METRICS: dict[str, SweepMetric] = {
 }
 TRAIN_COLUMNS = ("train_loss", "train_recon", "train_kl", "train_seconds")
 """every row: the last 100 steps' mean loss, reconstruction and KL terms, and training seconds"""
+DIVERGED_COLUMN = "diverged_at"
+"""the step at which a cell's training diverged (its other columns then stay empty); empty if it did not"""
+
+
+def diverged_step(row: dict) -> int | None:
+    """The step at which the cell of a sweep.csv row diverged, or None."""
+    value = row.get(DIVERGED_COLUMN, math.nan)
+    return int(value) if isinstance(value, (int, float)) and math.isfinite(value) else None
 
 
 def measure(model, test: Dataset, cfg: Config) -> dict[str, float]:
@@ -343,7 +383,7 @@ def check_metrics(cell: Cell) -> None:
 
 def columns(axes: list[Axis], cfg: Config) -> list[str]:
     metric_cols = [c for m in cfg.sweep.metrics for c in SWEEP_METRICS[m].columns]
-    return ["cell", "seed", *(a.key for a in axes), *metric_cols, *(f"{c}_untrained" for c in metric_cols), *TRAIN_COLUMNS]
+    return ["cell", "seed", *(a.key for a in axes), *metric_cols, *(f"{c}_untrained" for c in metric_cols), *TRAIN_COLUMNS, DIVERGED_COLUMN]
 
 
 def read_table(path: Path, axes: list[Axis] | None = None) -> list[dict]:
@@ -352,7 +392,7 @@ def read_table(path: Path, axes: list[Axis] | None = None) -> list[dict]:
     keys = [a.key for a in axes or []]
     rows = read_csv(path, int_columns=("seed",), str_columns=("cell", *keys))
     for row in rows:
-        row.update({k: parse_value(row[k]) for k in keys})
+        row.update({k: parse_value(row[k], f"{path}: {k}") for k in keys})
     return rows
 
 
@@ -396,9 +436,10 @@ def run_sweep(
         training_device(cell.config.train)
     gpus = max(task_gpus(cell.config.train.device) for cell in cells) if backend == "ray" else 0
     datas0 = load_data(cells[0].config.data)
-    build_model(fit_to_data(cells[0].config, datas0), datas0.shape)  # the model fits the data before any folder is written
+    for cell in {(c.config.model, c.config.sample.n, c.config.train.device): c for c in cells}.values():  # each model fits the data and this machine before any folder is written
+        check_resources(fit_to_data(cell.config, datas0), datas0.shape, training_device(cell.config.train))
     out = Path(out)
-    open_study(cfg, out, resume=resume, force=force)
+    open_study(cfg, out, "sweep", resume=resume, force=force, inputs=tuple(p for c in cells for p in c.config.input_paths()))
     cols = columns(axes, cfg)
     rows = read_table(out / "sweep.csv", axes) if resume else []
     known = {r["cell"] for r in rows}
@@ -523,8 +564,8 @@ def _row(cell: Cell, result: Run | TrainingDiverged) -> dict:
     if test is not None:
         row.update({f"{k}_untrained": v for k, v in untrained_figures(cfg, test).items()})
     if isinstance(result, TrainingDiverged):
-        print(f"{cell.name}: {result}", flush=True)
-        return row
+        print(f"{cell.name}: {result}", file=sys.stderr, flush=True)
+        return {**row, DIVERGED_COLUMN: result.step}
     last = result.history[-100:]
     for col, term in zip(TRAIN_COLUMNS[:3], ("loss", "recon", "kl")):
         if last and term in last[0]:

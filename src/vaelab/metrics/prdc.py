@@ -9,6 +9,11 @@ neighbour within its own set (k = 5, as in the self-consuming-loop papers):
 - recall: the fraction of real samples inside at least one fake ball;
 - density: the mean over fake samples of the number of real balls holding them, divided by k;
 - coverage: the fraction of real balls holding at least one fake sample.
+
+Ties: a ball is closed (a sample at exactly the radius is inside, `<=`), as in Kynkäänniemi et
+al.'s own code. The `prdc` package uses open balls (`<`); the two differ only on ties, which pixel
+data with duplicate images has plenty of: a sample equal to k or more real images has radius 0, so
+on such data `<` can report precision near 0 where `<=` reports 1.
 """
 
 from __future__ import annotations

@@ -93,6 +93,13 @@ def build_model(cfg, shape: tuple[int, int, int]) -> VAE:
     return MODELS[cfg.model.name].build(cfg, tuple(shape))
 
 
+def parameter_count(cfg, shape: tuple[int, int, int]) -> int:
+    """The number of parameters of `build_model(cfg, shape)`, built on the meta device: nothing is
+    allocated, so a model too large for any machine is counted, not built."""
+    with torch.device("meta"):
+        return sum(p.numel() for p in build_model(cfg, shape).parameters())
+
+
 def fit_to_data(cfg, data):
     """`cfg` with `model.classes` taken from the data's labels when the model is conditional and
     leaves it 0; a UserError when such a model meets data without labels, or labels out of range."""
@@ -129,3 +136,10 @@ def count_parameters(model: nn.Module) -> int:
 
 
 __all__ = ["MODELS", "ModelSpec", "VAE", "build_model", "class_labels", "count_parameters", "fit_to_data"]
+
+
+@torch.no_grad()
+def output_shape(model) -> tuple[int, int, int]:
+    """The (C, H, W) of the images `model` decodes (one code decoded on its device)."""
+    z = torch.zeros(1, model.latent_dim, device=next(model.parameters()).device)
+    return tuple(model.decode(z, class_labels(model, 1)).shape[1:])
