@@ -2,6 +2,7 @@ import json
 import re
 
 from vaelab.cli import main
+from vaelab.runfolder import folder_kind, prepare_out, read_manifest
 
 
 def test_demo_writes_a_self_contained_report(tmp_path, capsys, monkeypatch):
@@ -18,6 +19,9 @@ def test_demo_writes_a_self_contained_report(tmp_path, capsys, monkeypatch):
     assert evaluation["fid"] > 0 and "LeNet" in evaluation["feature_net"]
     assert (out / "digits" / "latent" / "traversals.png").is_file()
     assert len(list((tmp_path / "cache").glob("lenet-*.safetensors"))) == 1  # the feature net went to the cache named
-    # a second demo replaces the first
-    assert main(["demo", "--out", str(out), "--quiet", "--set", "train.steps=10", "--set", "data.n=500"]) == 0
-    assert len((out / "train" / "metrics.jsonl").read_text().splitlines()) == 10
+    # a second demo replaces the first: it starts by clearing what the first wrote, and nothing else
+    assert folder_kind(out) == "demo" and {"train", "chain", "sweep", "digits", "report.html"} <= set(read_manifest(out))
+    (out / "notes.txt").write_text("mine")
+    prepare_out(out, "demo", force=True)
+    assert sorted(p.name for p in out.iterdir()) == [".vaelab", "notes.txt"]
+    assert (out / "notes.txt").read_text() == "mine"

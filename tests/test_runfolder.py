@@ -37,20 +37,22 @@ def snapshot(folder: Path) -> dict[str, str]:
     return out
 
 
-@pytest.fixture(scope="module")
-def run(tmp_path_factory) -> Path:
-    d = tmp_path_factory.mktemp("run") / "run"
-    r = cli("train", *B, "--out", d)
+def made(factory, name: str, *args) -> Path:
+    """The folder `vaelab ARGS --out DIR` writes, once per module."""
+    d = factory.mktemp(name) / name
+    r = cli(*args, "--out", d)
     assert r.rc == 0, r.err
     return d
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory) -> Path:
+    return made(tmp_path_factory, "run", "train", *B)
 
 
 @pytest.fixture(scope="module")
 def chain(tmp_path_factory) -> Path:
-    d = tmp_path_factory.mktemp("chain") / "chainA"
-    r = cli("chain", *CHAIN, "--out", d)
-    assert r.rc == 0, r.err
-    return d
+    return made(tmp_path_factory, "chain", "chain", *CHAIN)
 
 
 def copy(src: Path, dst: Path) -> Path:
@@ -151,7 +153,7 @@ def test_force_refuses_a_run_folder_that_holds_the_commands_own_data(tmp_path, r
     np.save(d / "mydata.npy", np.random.default_rng(0).random((40, 1, 8, 8), dtype=np.float32))
     before = snapshot(d)
     args = ["--preset", "chain-fc1", "--set", "data.name=array", "--set", "data.n=0", "--set", f"data.path={d / 'mydata.npy'}", "--set", "train.steps=2", "--quiet"]
-    user_error(cli("train", *args, "--out", d, "--force"), "--force refused", "mydata.npy")
+    user_error(cli("train", *args, "--out", d, "--force"), "an input of this command", "mydata.npy")
     assert snapshot(d) == before
     assert cli("train", *args, "--out", tmp_path / "elsewhere").rc == 0  # the data is still there to train on
 
@@ -160,7 +162,7 @@ def test_chain_compare_refuses_to_overwrite_one_of_the_chains_it_compares(tmp_pa
     a = copy(chain, tmp_path / "A")
     b = copy(chain, tmp_path / "B")
     before = snapshot(a)
-    user_error(cli("chain", "compare", a, b, "--out", a, "--force"), "--force refused")
+    user_error(cli("chain", "compare", a, b, "--out", a, "--force"), "an input of this command")
     assert snapshot(a) == before
     r = cli("chain", "compare", a, b, "--out", tmp_path / "cmp")
     assert r.rc == 0, r.err
@@ -324,3 +326,82 @@ def test_sampling_more_images_than_memory_holds_is_one_line_and_writes_nothing(t
     user_error(cli("sample", run, "--set", "sample.seed=99999999999999999999", "--out", tmp_path / "s.png"), "sample.seed")
     user_error(cli("latent", run, "--seed", "-1"), "--seed")
     assert not (tmp_path / "s.png").exists()
+
+
+def test_an_out_inside_an_input_is_refused_even_without_force(tmp_path, chain):
+    a = copy(chain, tmp_path / "A")
+    before = snapshot(a)
+    user_error(cli("chain", "compare", a, a, "--out", a / "cmp"), "an input of this command")
+    assert snapshot(a) == before
+
+
+@pytest.mark.parametrize(
+    "args,needle",
+    [
+        (["chain", *CHAIN, "--set", "chain.samples=99999999999"], "chain.samples"),
+        (["augment", *B, "--set", "data.name=digits", "--set", "data.n=0", "--few", "20", "--generated", "99999999999"], "--generated"),
+    ],
+)
+def test_sizes_beyond_memory_in_studies_are_one_line_before_anything_is_written(tmp_path, args, needle):
+    user_error(cli(*args, "--out", tmp_path / "o"), needle, "GiB")
+    assert not (tmp_path / "o").exists()
+
+
+def test_importance_samples_beyond_memory_are_one_line(run):
+    user_error(cli("evaluate", run, "--n", "50", "--k", "99999999999"), "--k", "GiB")
+
+
+# ---------------------------------------------------------------------------------------------
+# The second probe's findings.
+
+
+def test_a_newline_in_a_folders_name_stays_on_one_line(tmp_path):
+    d = tmp_path / "no\nsuch"
+    line = user_error(cli("sample", d, "--out", tmp_path / "s.png"), "does not exist")
+    assert "no\\nsuch" in line
+
+
+def test_a_folder_where_vaelab_writes_a_file_is_named(tmp_path, run):
+    d = copy(run, tmp_path / "run")
+    (d / "report.html").unlink()
+    (d / "report.html").mkdir()
+    user_error(cli("report", d), "report.html is a directory")
+
+
+def test_a_users_folder_with_a_copied_report_and_config_is_not_a_run(tmp_path, run):
+    d = tmp_path / "mine"
+    d.mkdir()
+    for name in ("report.html", "config.toml"):
+        shutil.copy(run / name, d / name)
+    before = snapshot(d)
+    user_error(cli("report", d), "not a vaelab run folder")
+    assert snapshot(d) == before
+
+
+def test_resume_without_a_training_state_is_refused_and_keeps_the_weights(tmp_path, run):
+    d = copy(run, tmp_path / "run")
+    (d / "state.safetensors").unlink()
+    before = snapshot(d)
+    user_error(cli("train", "--resume", d), "no state.safetensors")
+    assert snapshot(d) == before
+
+
+def test_latent_on_a_damaged_log_writes_nothing(tmp_path, run):
+    d = copy(run, tmp_path / "run")
+    (d / "metrics.jsonl").write_text("[1, 2]\n{}\n")
+    before = snapshot(d)
+    user_error(cli("latent", d, "--n", "32"), "metrics.jsonl line 1")
+    assert snapshot(d) == before
+
+
+def test_a_width_beyond_any_tensor_is_one_line(tmp_path):
+    user_error(cli("train", *B, "--set", "model.hidden=[1e30]", "--out", tmp_path / "o"), "model.hidden")
+    user_error(cli("train", *B, "--set", "model.hidden=[1000000000000000000000000000000]", "--out", tmp_path / "o"), "cannot be built")
+    assert not (tmp_path / "o").exists()
+
+
+def test_a_folder_name_that_is_not_utf8_gets_its_report(tmp_path):
+    d = Path(os.fsdecode(bytes(tmp_path) + b"/o\xff"))
+    r = cli("train", *B, "--out", d)
+    assert r.rc == 0, r.err
+    assert (d / "report.html").is_file()

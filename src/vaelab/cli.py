@@ -300,8 +300,9 @@ def cmd_report(a) -> None:
     from vaelab.runfolder import folder_kind, require_kind
 
     kind = folder_kind(a.dir)
+    if kind is None:
+        require_kind(a.dir, "run")  # says what the folder is instead: missing, a file, not vaelab's
     if kind not in REBUILDERS:
-        require_kind(a.dir, "run")  # says what the folder is instead
         raise UserError(f"vaelab report rebuilds {', '.join(REBUILDERS)} folders; {a.dir} is a {kind} folder")
     print(f"wrote {REBUILDERS[kind](a.dir)}")
 
@@ -405,6 +406,13 @@ def diverged_run_errors(run_dir: Path | str | None):
         raise UserError(f"{run_dir}: training diverged ({DIVERGED}), and the last good checkpoint gives values this cannot use ({first}); retrain with a lower train.lr") from None
 
 
+def one_line(message: str) -> str:
+    """`message` on one line: a line break in it (a folder's name may hold one) is shown escaped."""
+    from vaelab.config import LINE_BREAKS
+
+    return "".join(repr(c)[1:-1] if c in LINE_BREAKS else c for c in message)
+
+
 ENVIRONMENT_ERRORS = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT, errno.ENAMETOOLONG, errno.EISDIR, errno.ENOTDIR}
 """what the file system answers when the user's machine, not vaelab, refuses a read or write"""
 
@@ -418,7 +426,7 @@ def main(argv: list[str] | None = None) -> int:
         with diverged_run_errors(getattr(args, "dir", None)):  # the verbs that read a run folder
             rc = COMMANDS[args.verb](args)
     except UserError as e:
-        print(f"vaelab: error: {e}", file=sys.stderr)
+        print(f"vaelab: error: {one_line(str(e))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("vaelab: interrupted", file=sys.stderr)
@@ -426,7 +434,10 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as e:
         if e.errno not in ENVIRONMENT_ERRORS:
             raise
-        print(f"vaelab: error: {e.filename or 'a file'}: {e.strerror}", file=sys.stderr)  # the machine refused a write
+        print(f"vaelab: error: {one_line(str(e.filename or 'a file'))}: {e.strerror}", file=sys.stderr)  # the machine refused a write
+        return 2
+    except MemoryError:  # a size no check foresaw (numpy's allocation)
+        print("vaelab: error: out of memory: a size in the config or the arguments is too large for this machine", file=sys.stderr)
         return 2
     return rc or 0  # a verb returns 1 when its work partly failed (diverged sweep cells)
 

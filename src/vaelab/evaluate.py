@@ -18,6 +18,7 @@ from typing import Callable
 import torch
 from torch.distributions import Normal
 
+from vaelab.device import check_fits
 from vaelab.losses import RECONSTRUCTION, gaussian_kl, kl_per_image
 from vaelab.sample import batches, reconstruct
 
@@ -178,7 +179,7 @@ def evaluate_run(
     from vaelab.errors import UserError
     from vaelab.metrics import class_distribution, feature_net, fid, prdc
     from vaelab.report import write_run_report
-    from vaelab.runfolder import atomic_write
+    from vaelab.runfolder import atomic_write, read_metrics
     from vaelab.sample import sample
 
     run_dir = Path(run_dir)
@@ -189,6 +190,7 @@ def evaluate_run(
     if n < 0 or k < 1:
         raise UserError(f"--n must be >= 0 and --k >= 1, got n={n}, k={k}")
     cfg, model = load_run(run_dir)
+    read_metrics(run_dir / "metrics.jsonl")  # the report rebuilt at the end reads it: a damaged one is refused before anything is written
     train = load_data(cfg.data)
     test = load_data(test_data_config(cfg.data, n))
     wanted = set(asked or [m for m in EVALUATE_METRICS if m != "disentanglement"])
@@ -198,6 +200,7 @@ def evaluate_run(
             feature_net(train.images, None, source=cfg.data.name)  # raises the user error naming what to pass
         wanted -= needs
     x, y = test.images, test.labels if model.n_classes else None  # a conditional model's labels
+    check_fits(k * math.prod(x.shape[1:]) * 4, next(model.parameters()).device, f"--k {k:,} importance samples of one image")
     results: dict = {"n_test": len(x), "dataset": test.name}
     if "recon_mse" in wanted:
         results["recon_mse"] = recon_mse(model, x, y)

@@ -33,11 +33,13 @@ def atomic_write(path: Path | str, data: bytes | str) -> Path:
     """Write `data` to `path` through a temporary file and a rename."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    if path.is_dir():
+        raise UserError(f"{path} is a directory, where vaelab writes a file; move it away")
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         record_written(path)  # before the file appears: a kill never leaves one its manifest lacks
         with os.fdopen(fd, "wb") as f:
-            f.write(data.encode() if isinstance(data, str) else data)
+            f.write(data.encode(errors="surrogateescape") if isinstance(data, str) else data)  # a name's undecodable bytes as they were
         os.chmod(tmp, FILE_MODE)
         os.replace(tmp, path)
     except BaseException:
@@ -258,7 +260,8 @@ def folder_kind(folder: Path | str) -> str | None:
         sections = tomllib.loads((folder / "config.toml").read_text())
     except (OSError, ValueError, RecursionError):
         return None
-    return "run" if {"model", "train"} <= set(sections) else None
+    trained = (folder / "metrics.jsonl").is_file() or (folder / "model.safetensors").is_file()
+    return "run" if {"model", "train"} <= set(sections) and trained else None
 
 
 def require_kind(folder: Path | str, kind: str) -> Path:
@@ -332,6 +335,7 @@ def prepare_out(out: Path | str, kind: str, *, force: bool = False, inputs: Iter
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out} exists and is not a folder")
     check_writable(out)
+    _check_apart(out, inputs)
     if out.is_dir() and any(out.iterdir()):
         found = marked_kind(out)
         retry = found == kind and set(read_manifest(out)) <= RETRYABLE
@@ -341,7 +345,7 @@ def prepare_out(out: Path | str, kind: str, *, force: bool = False, inputs: Iter
             raise UserError(f"--force refused: {out} was not written by this vaelab (no .vaelab marker); choose another --out or empty it yourself")
         if found != kind:
             raise UserError(f"--force refused: {out} is a {found} folder and this command writes a {kind} folder; choose another --out")
-        _check_clearable(out, inputs)
+        _check_clearable(out)
         clear_folder(out)
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -351,14 +355,19 @@ def prepare_out(out: Path | str, kind: str, *, force: bool = False, inputs: Iter
     return out
 
 
-def _check_clearable(out: Path, inputs: Iterable[Path | str]) -> None:
-    target, here = out.resolve(), Path.cwd().resolve()
-    if target == here or target in here.parents:
-        raise UserError(f"--force refused: {out} is the working folder or holds it; run vaelab from outside it")
+def _check_apart(out: Path, inputs: Iterable[Path | str]) -> None:
+    """Refuse an `out` that holds one of the command's `inputs`, is one, or lies inside one."""
+    target = out.resolve()
     for item in inputs:
         source = Path(item).resolve()
         if source == target or target in source.parents or source in target.parents:
-            raise UserError(f"--force refused: {out} and {item}, an input of this command, overlap; choose another --out")
+            raise UserError(f"--out {out} and {item}, an input of this command, overlap; choose another --out")
+
+
+def _check_clearable(out: Path) -> None:
+    target, here = out.resolve(), Path.cwd().resolve()
+    if target == here or target in here.parents:
+        raise UserError(f"--force refused: {out} is the working folder or holds it; run vaelab from outside it")
 
 
 def clear_folder(out: Path) -> None:

@@ -137,8 +137,10 @@ def train(
         write_toml(run_dir / "config.toml", cfg.to_dict())
     if run_dir is not None and resume:
         require_kind(run_dir, "run")
-        remove_temporary_files(run_dir)
-        (run_dir / DIVERGED).unlink(missing_ok=True)  # the resumed run says again if it diverges  # left by a killed process
+        if not (run_dir / "state.safetensors").is_file() and (run_dir / "model.safetensors").is_file():
+            raise UserError(f"{run_dir} has trained weights but no state.safetensors to resume from (a chain's finished VAE keeps none); train a new run instead")
+        remove_temporary_files(run_dir)  # left by a killed process
+        (run_dir / DIVERGED).unlink(missing_ok=True)  # the resumed run says again if it diverges
 
     optimizer = make_optimizer(model, cfg.train.lr)
     step = 0
@@ -277,10 +279,10 @@ class MetricLog:
 
 
 def gives_finite_loss(model, batch: torch.Tensor, step: int, cond: dict, autocast) -> bool:
-    """Whether the weights give finite weights and a finite loss on `batch`: checked before each
-    checkpoint, so the checkpoint kept when training diverges is one that trains on. Computed
-    without gradients, in eval mode (no batch-norm or codebook statistics move) and under a
-    forked RNG, so training goes on exactly as it would without the check."""
+    """Whether the model's weights are finite and give a finite loss on `batch`: the check of the
+    last step's checkpoint, which no later logged loss vouches for. Computed without gradients, in
+    eval mode (no batch-norm or codebook statistics move) and under a forked RNG, so nothing the
+    run goes on with changes."""
     if not all(torch.isfinite(p).all() for p in model.parameters()):
         return False
     devices = [batch.device] if batch.device.type == "cuda" else []

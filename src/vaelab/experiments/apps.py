@@ -20,6 +20,7 @@ classifiers' test accuracies are reported.
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +28,7 @@ import torch
 
 from vaelab.config import Config
 from vaelab.data import Dataset, load_data
+from vaelab.device import check_fits
 from vaelab.errors import UserError
 from vaelab.evaluate import image_scores
 from vaelab.metrics.featurenet import FeatureNetConfig, LeNet, classifier_accuracy, fit_classifier
@@ -116,6 +118,7 @@ def run_augment(config: Config, out: Path | str, *, few: int = 100, generated: i
         raise UserError(f"--few must be in 10..{len(pool)} (the pool's size), got {few}")
     if generated < 1:
         raise UserError(f"--generated must be >= 1, got {generated}")
+    check_fits(generated * math.prod(pool.shape) * 4 * 2, torch.device("cpu"), f"--generated {generated:,} images")
     out = prepare_out(Path(out), "augment", force=force, inputs=config.input_paths())
     run = train(config, pool, out=out / "vae", quiet=quiet)
     g = torch.Generator().manual_seed(config.data.seed + 1)

@@ -32,7 +32,7 @@ import torch
 from vaelab.checkpoint import load_run
 from vaelab.config import Config
 from vaelab.data import DATASETS, Dataset, load_data
-from vaelab.device import training_device
+from vaelab.device import check_fits, training_device
 from vaelab.errors import UserError
 from vaelab.evaluate import neg_elbo
 from vaelab.experiments.backends import check_backend, check_visible, run_tasks, task_gpus
@@ -225,6 +225,8 @@ def check_chain_config(cfg: Config) -> None:
         raise UserError(f"chain.mode=fresh draws new real images each generation: dataset {cfg.data.name} cannot (use one of: {generative})")
     original, _ = original_data(cfg, 0)  # data.n + chain.holdout fit the dataset …
     check_resources(fit_to_data(cfg, original), original.shape, training_device(cfg.train))  # … and the model fits its images and this machine, before any folder is written
+    n = ch.samples or len(original)
+    check_fits(n * math.prod(original.shape) * 4 * 2, torch.device("cpu"), f"chain.samples = {n:,} images per generation")
 
 
 def run_chain(

@@ -96,8 +96,11 @@ def build_model(cfg, shape: tuple[int, int, int]) -> VAE:
 def parameter_count(cfg, shape: tuple[int, int, int]) -> int:
     """The number of parameters of `build_model(cfg, shape)`, built on the meta device: nothing is
     allocated, so a model too large for any machine is counted, not built."""
-    with torch.device("meta"):
-        return sum(p.numel() for p in build_model(cfg, shape).parameters())
+    try:
+        with torch.device("meta"):
+            return sum(p.numel() for p in build_model(cfg, shape).parameters())
+    except (OverflowError, TypeError, RuntimeError) as e:  # a size beyond what a tensor can have
+        raise UserError(f"model {cfg.model.name} cannot be built at these sizes (model.hidden = {list(cfg.model.hidden)}, model.latent_dim = {cfg.model.latent_dim}): {str(e).splitlines()[0][:80]}") from None
 
 
 def fit_to_data(cfg, data):
