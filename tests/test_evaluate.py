@@ -363,7 +363,7 @@ def test_evaluate_refuses_a_folder_that_is_not_a_run(tmp_path, digits_run):
     config_only = tmp_path / "config-only"
     config_only.mkdir()
     shutil.copy(digits_run[0] / "config.toml", config_only / "config.toml")
-    user_error(cli("evaluate", config_only), "model.safetensors")
+    user_error(cli("evaluate", config_only), "not a vaelab run folder")  # a config alone (no marker, log or weights) is no run
     for d in (empty, unrelated, config_only):
         assert not (d / "evaluation.json").exists()
 

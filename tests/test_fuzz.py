@@ -47,7 +47,7 @@ from vaelab.experiments.sweep import MAX_CELLS, Axis, parse_axis, sweep_axes
 from vaelab.models import build_model
 from vaelab.train import make_optimizer
 from vaelab.report import curves_figure, loss_terms, sweep_line_figure, write_run_report
-from vaelab.runfolder import load_tensors, read_csv, read_jsonl, read_metrics, save_tensors, write_csv, write_toml
+from vaelab.runfolder import load_tensors, prepare_out, read_csv, read_jsonl, read_metrics, save_tensors, write_csv, write_toml
 
 EXAMPLES = {
     "idx_file": 80,
@@ -831,7 +831,7 @@ def test_load_state_of_a_damaged_training_state_is_a_step_or_a_user_error(scratc
     """`load_state` (resume) of a state.safetensors with a tensor renamed or header fields mutated:
     the step, with the weights, the optimizer and the RNG restored, or a UserError; undamaged, the
     step saved. The optimizer then takes a step (a state it cannot use must have been refused)."""
-    run = fresh(scratch, "load-state")
+    run = prepare_out(fresh(scratch, "load-state"), "run")  # the marker: what makes it a run folder
     shutil.copy(state_run / "config.toml", run / "config.toml")
     raw = (state_run / "state.safetensors").read_bytes()
     new = mutate_state(data, raw)

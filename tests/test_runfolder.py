@@ -361,13 +361,6 @@ def test_a_newline_in_a_folders_name_stays_on_one_line(tmp_path):
     assert "no\\nsuch" in line
 
 
-def test_a_folder_where_vaelab_writes_a_file_is_named(tmp_path, run):
-    d = copy(run, tmp_path / "run")
-    (d / "report.html").unlink()
-    (d / "report.html").mkdir()
-    user_error(cli("report", d), "report.html is a directory")
-
-
 def test_a_users_folder_with_a_copied_report_and_config_is_not_a_run(tmp_path, run):
     d = tmp_path / "mine"
     d.mkdir()
@@ -405,3 +398,23 @@ def test_a_folder_name_that_is_not_utf8_gets_its_report(tmp_path):
     r = cli("train", *B, "--out", d)
     assert r.rc == 0, r.err
     assert (d / "report.html").is_file()
+
+
+def test_weights_that_are_not_finite_are_refused_in_one_line(tmp_path, run):
+    from safetensors.torch import load_file
+
+    d = copy(run, tmp_path / "run")
+    weights = load_file(str(d / "model.safetensors"))
+    _, meta = load_tensors(d / "model.safetensors")
+    save_tensors(d / "model.safetensors", {k: v * float("nan") for k, v in weights.items()}, **{k: v for k, v in meta.items() if k != "format"})
+    user_error(cli("evaluate", d, "--n", "50", "--k", "2", "--metrics", "recon_mse,elbo"), "NaN or infinite")
+
+
+def test_a_report_that_is_a_folder_is_refused_before_evaluate_writes(tmp_path, run):
+    d = copy(run, tmp_path / "run")
+    (d / "report.html").unlink()
+    (d / "report.html").mkdir()
+    before = snapshot(d)
+    user_error(cli("evaluate", d, "--n", "50", "--k", "2", "--metrics", "recon_mse"), "report.html is a directory")
+    user_error(cli("report", d), "report.html is a directory")
+    assert snapshot(d) == before

@@ -164,6 +164,8 @@ def load_run(run_dir: Path | str, device: str | torch.device | None = None):
     if (run_dir / DIVERGED).is_file() and not (run_dir / "model.safetensors").is_file():
         raise UserError(f"{run_dir}: training diverged before its first checkpoint ({DIVERGED}); there is no model to load (retrain with a lower train.lr)")
     tensors, meta = load_tensors(run_dir / "model.safetensors")
+    if not all(torch.isfinite(t).all() for t in tensors.values() if t.is_floating_point()):
+        raise UserError(f"{run_dir / 'model.safetensors'} holds weights that are NaN or infinite (a diverged run, or a damaged file); vaelab keeps only finite checkpoints")
     shape = _image_shape(meta, run_dir / "model.safetensors")
     with torch.device("meta"):  # the architecture alone, no memory: the weights must fit it before any are allocated
         _check_fits(build_model(cfg, shape).state_dict(), tensors, run_dir)

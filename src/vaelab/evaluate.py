@@ -178,7 +178,7 @@ def evaluate_run(
     from vaelab.data import load_data, test_data_config
     from vaelab.errors import UserError
     from vaelab.metrics import class_distribution, feature_net, fid, prdc
-    from vaelab.report import write_run_report
+    from vaelab.report import report_path, write_run_report
     from vaelab.runfolder import atomic_write, read_metrics
     from vaelab.sample import sample
 
@@ -191,6 +191,7 @@ def evaluate_run(
         raise UserError(f"--n must be >= 0 and --k >= 1, got n={n}, k={k}")
     cfg, model = load_run(run_dir)
     read_metrics(run_dir / "metrics.jsonl")  # the report rebuilt at the end reads it: a damaged one is refused before anything is written
+    report_path(run_dir)
     train = load_data(cfg.data)
     test = load_data(test_data_config(cfg.data, n))
     wanted = set(asked or [m for m in EVALUATE_METRICS if m != "disentanglement"])

@@ -114,13 +114,14 @@ def latent_views(run_dir: Path | str, *, n: int = 0, seed: int = 0) -> dict[str,
     from vaelab.checkpoint import load_run
     from vaelab.data import load_data, test_data_config
     from vaelab.images import interleave_rows, make_grid, png_bytes
-    from vaelab.report import write_run_report
+    from vaelab.report import report_path, write_run_report
     from vaelab.runfolder import atomic_write, read_metrics
     from vaelab.sample import reconstruct
 
     run_dir = Path(run_dir)
     cfg, model = load_run(run_dir)
     read_metrics(run_dir / "metrics.jsonl")  # the report rebuilt at the end reads it: a damaged one is refused before anything is written
+    report_path(run_dir)
     test = load_data(test_data_config(cfg.data, n))
     x = test.images
     if len(x) < 3:

@@ -248,11 +248,20 @@ def run_section(run_dir: Path | str, title: str = "Training run") -> Section:
     return Section(title, "\n".join(parts))
 
 
+def report_path(folder: Path | str) -> Path:
+    """`folder`'s report.html, refused in one line before any work when a folder stands there."""
+    path = Path(folder) / "report.html"
+    if path.is_dir():
+        raise UserError(f"{path} is a directory, where vaelab writes the report; move it away")
+    return path
+
+
 def write_run_report(run_dir: Path | str) -> Path:
     """(Re)build report.html of a training run from its files."""
     run_dir = Path(run_dir)
+    path = report_path(run_dir)
     section = run_section(run_dir)
-    return write_page(run_dir / "report.html", f"vaelab run: {run_dir.name}", [section], str(run_dir))
+    return write_page(path, f"vaelab run: {run_dir.name}", [section], str(run_dir))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -402,7 +411,7 @@ def chain_sections(chain_dir: Path | str, seconds: float | None = None) -> list[
 
 def write_chain_report(chain_dir: Path | str, seconds: float | None = None) -> Path:
     chain_dir = Path(chain_dir)
-    return write_page(chain_dir / "report.html", f"vaelab chain: {chain_dir.name}", chain_sections(chain_dir, seconds), str(chain_dir))
+    return write_page(report_path(chain_dir), f"vaelab chain: {chain_dir.name}", chain_sections(chain_dir, seconds), str(chain_dir))
 
 
 def write_compare_report(out: Path, tables: dict[str, list[dict]], sources: list[str]) -> Path:
