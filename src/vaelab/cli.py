@@ -406,7 +406,7 @@ def diverged_run_errors(run_dir: Path | str | None):
         raise UserError(f"{run_dir}: training diverged ({DIVERGED}), and the last good checkpoint gives values this cannot use ({first}); retrain with a lower train.lr") from None
 
 
-def one_line(message: str) -> str:
+def escape_breaks(message: str) -> str:
     """`message` on one line: a line break in it (a folder's name may hold one) is shown escaped."""
     from vaelab.config import LINE_BREAKS
 
@@ -426,7 +426,7 @@ def main(argv: list[str] | None = None) -> int:
         with diverged_run_errors(getattr(args, "dir", None)):  # the verbs that read a run folder
             rc = COMMANDS[args.verb](args)
     except UserError as e:
-        print(f"vaelab: error: {one_line(str(e))}", file=sys.stderr)
+        print(f"vaelab: error: {escape_breaks(str(e))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("vaelab: interrupted", file=sys.stderr)
@@ -434,7 +434,7 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as e:
         if e.errno not in ENVIRONMENT_ERRORS:
             raise
-        print(f"vaelab: error: {one_line(str(e.filename or 'a file'))}: {e.strerror}", file=sys.stderr)  # the machine refused a write
+        print(f"vaelab: error: {escape_breaks(str(e.filename or 'a file'))}: {e.strerror}", file=sys.stderr)  # the machine refused a write
         return 2
     except MemoryError:  # a size no check foresaw (numpy's allocation)
         print("vaelab: error: out of memory: a size in the config or the arguments is too large for this machine", file=sys.stderr)
