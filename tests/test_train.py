@@ -87,8 +87,8 @@ def test_nan_stops_training_names_the_step_and_keeps_the_last_good_checkpoint(tm
 
     real_loss = VAE.loss
 
-    def poisoned(self, x, step=0):
-        terms = real_loss(self, x, step)
+    def poisoned(self, x, step=0, *args, **kwargs):
+        terms = real_loss(self, x, step, *args, **kwargs)
         if step == 17:
             terms["loss"] = terms["loss"] * float("nan")
         return terms

@@ -160,6 +160,10 @@ class TrainConfig:
     """fp32, or bf16: the forward pass under torch.autocast in bfloat16 (weights and optimizer stay fp32)"""
     compile: bool = False
     """compile the model's loss with torch.compile (a one-time cost of seconds to minutes; single runs only)"""
+    cuda_graph: Literal["auto", "on", "off"] = "auto"
+    """capture the whole training step (forward, backward, Adam) once as a CUDA graph and replay it,
+    one launch per step instead of hundreds: auto (on for a CUDA device, a model that allows it and
+    no train.compile), on (an error where it cannot be), off"""
     checkpoint_every: int = 1000
     """steps between checkpoints (resume restarts from the last one)"""
     input_noise: float = 0.0

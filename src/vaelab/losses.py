@@ -89,6 +89,17 @@ def kl_weight(schedule: str, step: int, beta: float, warmup_steps: int) -> float
     raise ValueError(f"unknown KL schedule {schedule!r}")
 
 
+def loss_weights(loss, step: int) -> dict[str, float]:
+    """The weights of the loss terms at `step` from the `loss` settings: recon_weight, beta under
+    the KL schedule (`kl_weight`), variability_weight. The training loop computes them once per
+    step and hands them to the model's `loss`, which applies no schedule of its own."""
+    return {
+        "recon_weight": loss.recon_weight,
+        "beta": kl_weight(loss.kl_schedule, step, loss.beta, loss.warmup_steps),
+        "variability_weight": loss.variability_weight,
+    }
+
+
 def vae_terms(
     x: torch.Tensor,
     logits: torch.Tensor,

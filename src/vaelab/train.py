@@ -1,11 +1,17 @@
-"""Training: one plain loop over in-memory batches, with checkpoints and exact resume.
+"""Training: one loop over in-memory batches, with checkpoints and exact resume.
 
     run = train(load_config("chain-conv"), out="runs/conv")
 
-Batches are slices of the data tensor after one shuffle per epoch; the shuffle of epoch e comes
-from a generator seeded by (train.seed, e), and the reparameterisation noise from the global
-torch RNG (seeded by train.seed and saved in every checkpoint), so on the CPU a resumed run ends
-bitwise equal to an uninterrupted one.
+`run_loop` is the one loop skeleton: the batch order (`Batches`: a shuffle per epoch, streamed
+chunks or debiased draws), the log with its NaN check (`MetricLog`), held checkpoints and the
+start step of a resume. What a step does is handed in: one model (`ModelStep`) here, a stacked
+group through vmap in `vaelab.vectorized`, either captured once as a CUDA graph (`GraphedStep`,
+`train.cuda_graph`).
+
+Batch i of epoch e is positions i·B … (i+1)·B of the epoch's order, a shuffle from a generator
+seeded by (train.seed, e); the reparameterisation noise comes from the global torch RNG (seeded
+by train.seed and saved in every checkpoint), so on the CPU a resumed run ends bitwise equal to
+an uninterrupted one.
 """
 
 from __future__ import annotations
@@ -27,7 +33,8 @@ from vaelab.data.stream import ImageStream
 from vaelab.debias import debias_weights, debiased_order
 from vaelab.device import check_fits, training_device
 from vaelab.errors import DIVERGED, TrainingDiverged, UserError
-from vaelab.models import VAE, build_model, fit_to_data, parameter_count
+from vaelab.losses import loss_weights
+from vaelab.models import MODELS, VAE, build_model, fit_to_data, parameter_count
 from vaelab.runfolder import append_jsonl, atomic_write, prepare_out, read_metrics, remove_temporary_files, require_kind, write_jsonl, write_toml
 
 
@@ -60,16 +67,18 @@ def schedule(cfg: Config, n: int) -> tuple[int, int]:
     return max(per_epoch, 1), total
 
 
-def make_optimizer(model, lr: float) -> torch.optim.Optimizer:
+def make_optimizer(model, lr: float, capturable: bool = False) -> torch.optim.Optimizer:
     """Adam, with PyTorch's fused kernel where this build has it (CPU and CUDA in torch >= 2.4):
     one pass over each parameter instead of a chain of small ops, about 13% of a small model's
     step on the CPU. Deterministic like the plain one, but not bitwise equal to it. `model` is a
-    module or a list of parameter tensors."""
+    module or a list of parameter tensors. `capturable` keeps its step count on the device, as a
+    step captured in a CUDA graph needs."""
     params = list(model.parameters()) if isinstance(model, torch.nn.Module) else list(model)
+    extra = {"capturable": True} if capturable else {}
     try:
-        return torch.optim.Adam(params, lr=lr, fused=True)
+        return torch.optim.Adam(params, lr=lr, fused=True, **extra)
     except (RuntimeError, TypeError, ValueError):
-        return torch.optim.Adam(params, lr=lr)
+        return torch.optim.Adam(params, lr=lr, **extra)
 
 
 @torch.no_grad()
@@ -95,6 +104,20 @@ def check_resources(cfg: Config, shape: tuple[int, int, int], device: torch.devi
 def epoch_order(seed: int, epoch: int, n: int) -> torch.Tensor:
     """The shuffle of epoch `epoch`: a permutation of range(n) that depends only on (seed, epoch)."""
     return torch.randperm(n, generator=torch.Generator().manual_seed(seed * 1_000_003 + epoch))
+
+
+def graphed(cfg: Config, device: torch.device) -> bool:
+    """Whether training captures its step as a CUDA graph (`train.cuda_graph`); `on` where it
+    cannot be is a UserError naming why."""
+    mode = cfg.train.cuda_graph
+    why = (
+        (device.type != "cuda" and f"it needs a CUDA device, and this run trains on {device.type}")
+        or (not MODELS[cfg.model.name].graphable and f"model {cfg.model.name}'s step changes as it trains (a warm-up or a codebook set from the data)")
+        or (cfg.train.compile and "train.compile=true compiles the step instead")
+    )
+    if mode == "on" and why:
+        raise UserError(f"train.cuda_graph=on cannot be: {why}; use train.cuda_graph=auto or off")
+    return mode != "off" and not why
 
 
 def train(
@@ -128,6 +151,7 @@ def train(
     cfg = fit_to_data(config, data)  # a conditional model's classes come from the labels
     run_dir = Path(out) if out is not None else None
     check_resources(cfg, data.shape, device)
+    capture = graphed(cfg, device)
     torch.manual_seed(cfg.train.seed)
     model = build_model(cfg, data.shape).to(device)  # first: a config the data cannot fit writes nothing
     if init is not None:
@@ -142,7 +166,7 @@ def train(
         remove_temporary_files(run_dir)  # left by a killed process
         (run_dir / DIVERGED).unlink(missing_ok=True)  # the resumed run says again if it diverges
 
-    optimizer = make_optimizer(model, cfg.train.lr)
+    optimizer = make_optimizer(model, cfg.train.lr, capturable=capture)
     step = 0
     history: list[dict] = []
     loop_state: dict[str, torch.Tensor] = {}  # the loop's own state in a checkpoint: the epoch's debiasing weights
@@ -159,59 +183,45 @@ def train(
         raise UserError("train.debias weighs every image each epoch, which streamed data (data.stream) cannot afford: set data.stream=off or train.debias=false")
     x = data.images if streamed else data.images.to(device)
     y = data.labels.to(device) if model.n_classes else None  # (N,) for a conditional model
-    n, b = x.shape[0], cfg.train.batch_size
+    n = x.shape[0]
     per_epoch, total = schedule(cfg, n)
     if n < 2 and (cfg.loss.variability_weight > 0 or cfg.model.batch_norm):
         raise UserError(f"the dataset holds {n} image(s); batch norm and the variability term need at least 2")
-    bar = tqdm(total=total, initial=step, unit="step", disable=quiet or not sys.stderr.isatty(), dynamic_ncols=True)
-    log = MetricLog(run_dir, history, start=time.perf_counter() - (history[-1]["time"] if history else 0.0), last_good=step)
-    shuffled, shuffled_y, shuffled_epoch = None, None, -1
+
+    def orders(epoch: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Epoch `epoch`'s order of the images, and what it adds to the log."""
+        nonlocal loop_state
+        if not cfg.train.debias:  # a shuffle, or chunk by chunk for streamed data (vaelab.data.stream)
+            return (x.epoch_order(cfg.train.seed, epoch) if streamed else epoch_order(cfg.train.seed, epoch, n).to(device)), {}
+        if int(loop_state.get("debias_epoch", -1)) != epoch:  # draws by the inverse density of the codes, weighed once per epoch
+            loop_state = {"debias_weights": latent_weights(model, x, y, cfg.train.debias_smoothing), "debias_epoch": torch.tensor(epoch)}
+        w = loop_state["debias_weights"]
+        ess = 1.0 / w.double().pow(2).sum().float()  # how many distinct images the draws are worth
+        return debiased_order(w, cfg.train.seed, epoch).to(device), {"debias_ess": ess.to(device)}
+
     autocast = precision_context(cfg.train.precision, device)
     loss_fn = torch.compile(model.loss) if cfg.train.compile else model.loss
+    stepper = ModelStep(model, optimizer, loss_fn, autocast, cfg.train.input_noise)
+    batches = Batches(x, y, orders, cfg.train.batch_size, per_epoch, device)
+    log = MetricLog([run_dir], [history], start=time.perf_counter() - (history[-1]["time"] if history else 0.0), last_good=[step], stop=True)
+    checkpoint = (lambda member, at: take_checkpoint(model, optimizer, at, data.shape, loop_state)) if run_dir is not None else None
     model.train()
-    while step < total:
-        epoch, i = divmod(step, per_epoch)
-        if epoch != shuffled_epoch:
-            if cfg.train.debias:  # draws by the inverse density of the codes, weighed once per epoch
-                if int(loop_state.get("debias_epoch", -1)) != epoch:
-                    loop_state = {"debias_weights": latent_weights(model, x, y, cfg.train.debias_smoothing), "debias_epoch": torch.tensor(epoch)}
-                order = debiased_order(loop_state["debias_weights"], cfg.train.seed, epoch).to(device)
-                ess = (1.0 / loop_state["debias_weights"].double().pow(2).sum().float()).to(device)  # how many distinct images the draws are worth
-            elif streamed:  # chunk by chunk (vaelab.data.stream)
-                order = x.epoch_order(cfg.train.seed, epoch)
-            else:
-                order = epoch_order(cfg.train.seed, epoch, n).to(device)
-            shuffled, shuffled_epoch = (order if streamed else x[order]), epoch
-            shuffled_y = y[order.to(y.device)] if y is not None else None
-        batch = x[shuffled[i * b : (i + 1) * b]].to(device) if streamed else shuffled[i * b : (i + 1) * b]  # (B, C, H, W)
-        cond = {} if y is None else {"labels": shuffled_y[i * b : (i + 1) * b]}  # (B,)
-
-        with autocast:
-            if cfg.train.input_noise > 0:  # a denoising VAE: noisy inputs, clean targets
-                terms = loss_fn(batch, step, inputs=batch + cfg.train.input_noise * torch.randn_like(batch), **cond)
-            else:
-                terms = loss_fn(batch, step, **cond)
-        if cfg.train.debias:  # logged with the terms: the epoch's effective sample size
-            terms["debias_ess"] = ess
-        optimizer.zero_grad(set_to_none=True)
-        terms["loss"].backward()
-        optimizer.step()
-        log.add(step, epoch, terms)  # detached tensors on the device: read (one copy) when flushed
-        step += 1
-
-        bar.update(1)
-        checkpoint = run_dir is not None and (step % cfg.train.checkpoint_every == 0 or step == total)
-        if step % LOG_EVERY == 0 or checkpoint:
-            log.flush_check()
-            bar.set_postfix(loss=f"{log.rows[-1]['loss']:.3f}")
-        if checkpoint:  # written once the loss of the step after it is read and finite
-            log.held = take_checkpoint(model, optimizer, step, data.shape, loop_state)
-    bar.close()
-    log.flush_check()
-    if log.held is not None:  # the last step's checkpoint, which no later step vouches for
-        if not gives_finite_loss(model, batch, step, cond, autocast):
-            log.diverged(step - 1, "the final weights give a non-finite loss")
-        log.commit()
+    step = run_loop(
+        GraphedStep(stepper, device) if capture else stepper,
+        batches,
+        StepWeights(lambda at: loss_weights(cfg.loss, at), device if capture or cfg.train.compile else None),
+        log,
+        start=step,
+        total=total,
+        checkpoint=checkpoint,
+        checkpoint_every=cfg.train.checkpoint_every,
+        bar=tqdm(total=total, initial=step, unit="step", disable=quiet or not sys.stderr.isatty(), dynamic_ncols=True),
+    )
+    if log.held[0] is not None:  # the last step's checkpoint, which no later step vouches for
+        batch, labels = batches.last
+        if not gives_finite_loss(model, batch, step, {} if labels is None else {"labels": labels}, autocast):
+            log.diverged(0, step - 1, "the final weights give a non-finite loss")
+        log.commit(0)
     if model.after_training(x, cfg.train.seed) and run_dir is not None:  # a stage after the loop (a VQ-VAE's prior)
         save_checkpoint(run_dir, model, optimizer, step, data.shape, loop_state)
     seconds = time.perf_counter() - log.start
@@ -226,56 +236,226 @@ LOG_EVERY = 50
 """steps between reads of the logged terms (one device sync each)"""
 
 
+class Batches:
+    """The batch order of the loop, for one model or a stacked group alike.
+
+    `orders(epoch)` gives the epoch's order of the images, (N,) for one model or (M, N) for M
+    members each over its own images (`images` then (M, N, C, H, W)), with the 0-d tensors the
+    order adds to the log; batch i of an epoch is positions i·B … (i+1)·B of it. Streamed images
+    (an `ImageStream`, one model) are read from disk batch by batch, with a CPU order."""
+
+    def __init__(self, images, labels: torch.Tensor | None, orders, batch_size: int, per_epoch: int, device: torch.device):
+        self.images, self.labels, self.orders = images, labels, orders
+        self.batch_size, self.per_epoch, self.device = batch_size, per_epoch, device
+        self.epoch, self.order, self.logged = -1, None, {}
+        self.last: tuple[torch.Tensor, torch.Tensor | None] | None = None
+        """the batch last handed out"""
+
+    def __call__(self, step: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Batch `step`: images (B, C, H, W) or (M, B, C, H, W), labels (B,) or (M, B) or None."""
+        epoch, i = divmod(step, self.per_epoch)
+        if epoch != self.epoch:
+            (self.order, self.logged), self.epoch = self.orders(epoch), epoch
+        index = self.order[..., i * self.batch_size : (i + 1) * self.batch_size]  # (B,) or (M, B)
+        if index.dim() == 2:  # a stacked group: member m's batch from its own images
+            rows = torch.arange(len(index), device=index.device)[:, None]  # (M, 1)
+            self.last = self.images[rows, index], None if self.labels is None else self.labels[rows, index]
+        else:
+            self.last = self.images[index].to(self.device), None if self.labels is None else self.labels[index.to(self.labels.device)]
+        return self.last
+
+
+class StepWeights:
+    """Each step's loss weights, `of(step)` (floats, or (M,) tensors for a group). With a `device`,
+    a float β (the one weight a KL schedule moves) is handed over as a 0-d tensor there, refilled
+    each step, so a captured graph or a compiled loss reads each step's value instead of baking
+    one in."""
+
+    def __init__(self, of, device: torch.device | None = None):
+        self.of = of
+        self.beta = torch.zeros((), device=device) if device is not None else None
+
+    def __call__(self, step: int) -> dict:
+        weights = self.of(step)
+        if self.beta is None or torch.is_tensor(weights["beta"]):
+            return weights
+        return {**weights, "beta": self.beta.fill_(weights["beta"])}
+
+
+class ModelStep:
+    """One optimizer step of one model: its loss (under autocast) with the step's loss weights,
+    backward, Adam; returns the named terms."""
+
+    def __init__(self, model, optimizer, loss_fn, autocast, input_noise: float):
+        self.model, self.optimizer, self.loss_fn, self.autocast, self.input_noise = model, optimizer, loss_fn, autocast, input_noise
+
+    def __call__(self, step: int, batch: torch.Tensor, labels: torch.Tensor | None, weights: dict) -> dict[str, torch.Tensor]:
+        with self.autocast:
+            inputs = batch + self.input_noise * torch.randn_like(batch) if self.input_noise > 0 else None  # a denoising VAE: noisy inputs, clean targets
+            terms = self.loss_fn(batch, step, weights, inputs=inputs, labels=labels)
+        self.optimizer.zero_grad(set_to_none=True)
+        terms["loss"].backward()
+        self.optimizer.step()
+        return terms
+
+
+class GraphedStep:
+    """A training step (`ModelStep`, or a vectorized group's) captured as a CUDA graph once per
+    batch shape and replayed: one launch per step instead of one per kernel.
+
+    The first WARMUP steps run as they are, on a side stream (they allocate Adam's state, cuBLAS's
+    workspaces and autograd's buffers, which a capture must find in place). Then each new batch
+    shape (the last batch of an epoch may be smaller) is captured on fixed input tensors; a replay
+    copies the batch, its labels and the tensor weights into them and returns the step's terms,
+    which the next replay overwrites. Weights given as floats are constants of the graph: a
+    changed one is an error, never a silently stale value. The reparameterisation noise is drawn
+    inside the graph from the device's generator, which replays advance as the plain steps do.
+    Off CUDA it runs the same fixed-input path without a graph (how the CPU tests check it)."""
+
+    WARMUP = 3
+
+    def __init__(self, step, device: torch.device):
+        self.step, self.device, self.capture = step, device, device.type == "cuda"
+        self.warm = 0
+        self.graphs: dict[tuple, tuple] = {}
+
+    def __call__(self, step: int, batch: torch.Tensor, labels: torch.Tensor | None, weights: dict) -> dict[str, torch.Tensor]:
+        if self.capture and self.warm < self.WARMUP:
+            self.warm += 1
+            side = torch.cuda.Stream(self.device)
+            side.wait_stream(torch.cuda.current_stream(self.device))
+            with torch.cuda.stream(side):
+                terms = self.step(step, batch, labels, weights)
+            torch.cuda.current_stream(self.device).wait_stream(side)
+            return terms
+        key = (tuple(batch.shape), None if labels is None else tuple(labels.shape))
+        if key not in self.graphs:
+            self.graphs[key] = self._capture(step, batch, labels, weights)
+        graph, inputs, terms = self.graphs[key]
+        fixed_batch, fixed_labels, fixed_weights = inputs
+        fixed_batch.copy_(batch)
+        if labels is not None:
+            fixed_labels.copy_(labels)
+        for k, v in weights.items():
+            if torch.is_tensor(v):
+                fixed_weights[k].copy_(v)
+            elif v != fixed_weights[k]:
+                raise RuntimeError(f"the loss weight {k} changed from {fixed_weights[k]} to {v} in a captured step: hand it over as a tensor")
+        if graph is None:  # no capture: the step itself, on the fixed inputs
+            return self.step(step, fixed_batch, fixed_labels, fixed_weights)
+        graph.replay()
+        return terms
+
+    def _capture(self, step: int, batch, labels, weights) -> tuple:
+        inputs = (batch.clone(), None if labels is None else labels.clone(), {k: v.clone() if torch.is_tensor(v) else v for k, v in weights.items()})
+        if not self.capture:
+            return None, inputs, None
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            terms = self.step(step, *inputs)
+        return graph, inputs, terms
+
+
+def run_loop(stepper, batches: Batches, weights, log: "MetricLog", *, start: int, total: int, checkpoint, checkpoint_every: int, bar) -> int:
+    """The training loop of one model and of a stacked group: from step `start` to `total`, each
+    step's batch from `batches`, its loss weights from `weights(step)`, one `stepper` call, the
+    terms logged; every LOG_EVERY steps the log is read (a NaN/Inf loss caught there), and every
+    `checkpoint_every` steps `checkpoint(member, step)` is taken and held until the loss of the
+    next step vouches for it. Returns the step it stopped at."""
+    step = start
+    while step < total and not log.all_diverged():
+        batch, labels = batches(step)
+        terms = stepper(step, batch, labels, weights(step))
+        log.add(step, step // batches.per_epoch, {**terms, **batches.logged})  # detached on the device: read (one copy) when flushed
+        step += 1
+        bar.update(1)
+        due = checkpoint is not None and (step % checkpoint_every == 0 or step == total)
+        if step % LOG_EVERY == 0 or due:
+            log.flush_check()
+            bar.set_postfix(loss=f"{log.last_loss():.3f}")
+        if due:  # written once the loss of the step after it is read and finite
+            log.hold(step, checkpoint)
+    bar.close()
+    log.flush_check()
+    return step
+
+
 class MetricLog:
-    """Per-step loss terms, kept as detached tensors and read in one go every LOG_EVERY steps.
+    """Per-step loss terms of M members (one model: M = 1), kept as detached tensors and read in
+    one copy every LOG_EVERY steps.
 
-    Reading them is also where a NaN/Inf loss is caught: training stops with the step named, the
-    good rows are written to metrics.jsonl, and no checkpoint is written past the last good one.
-    A checkpoint taken at step c is `held` until the loss of step c (the first its weights give)
-    is read: written if it is finite, dropped if not, so the checkpoint kept is one that trains on.
-    """
+    Reading them is also where a NaN/Inf loss is caught: the member's good rows are written to
+    its metrics.jsonl, DIVERGED records the step, and no checkpoint of it is written past the last
+    good one; with `stop` (one model) training stops there with a TrainingDiverged, else the other
+    members go on (they share no parameters). A checkpoint taken at step c is `held` until the
+    loss of step c (the first its weights give) is read: written if it is finite, dropped if not,
+    so the checkpoint kept is one that trains on."""
 
-    def __init__(self, run_dir: Path | None, rows: list[dict], start: float, last_good: int):
-        self.run_dir, self.rows, self.start, self.last_good = run_dir, rows, start, last_good
-        self.pending: list[tuple[int, int, float, list[str], list[torch.Tensor]]] = []
-        self.held: Checkpoint | None = None
+    def __init__(self, dirs: list[Path | None], rows: list[list[dict]], start: float, last_good: list[int], stop: bool = False):
+        self.dirs, self.rows, self.start, self.last_good, self.stop = dirs, rows, start, last_good, stop
+        self.pending: list[tuple[int, int, float, list[str], torch.Tensor]] = []
+        self.held: list[Checkpoint | None] = [None for _ in dirs]
+        self.failures: list[TrainingDiverged | None] = [None for _ in dirs]
 
     def add(self, step: int, epoch: int, terms: dict[str, torch.Tensor]) -> None:
-        self.pending.append((step, epoch, time.perf_counter() - self.start, list(terms), [t.detach() for t in terms.values()]))
+        device = terms["loss"].device  # a term made elsewhere (a constant on the CPU) joins it there
+        values = torch.stack([t.detach().float().to(device) for t in terms.values()]).reshape(len(terms), -1)  # (K, M)
+        self.pending.append((step, epoch, time.perf_counter() - self.start, list(terms), values))
 
     def flush_check(self) -> None:
-        """Move pending steps into rows (and metrics.jsonl); raise TrainingDiverged on NaN/Inf."""
+        """Move pending steps into each member's rows (and metrics.jsonl); a NaN/Inf loss marks
+        the member diverged (`diverged`)."""
         if not self.pending:
             return
-        values = gather([v for p in self.pending for v in p[4]])
-        new, bad = [], None
-        for step, epoch, t, keys, _ in self.pending:
-            vals, values = values[: len(keys)], values[len(keys) :]
-            row = {"step": step, "epoch": epoch, **dict(zip(keys, vals)), "time": round(t, 4)}
-            if not math.isfinite(row["loss"]):
-                bad = row
-                break
-            new.append(row)
-        self.pending.clear()
-        if self.run_dir is not None:
-            append_jsonl(self.run_dir / "metrics.jsonl", new)
-        self.rows += new
-        if self.held is not None and any(row["step"] == self.held.step for row in new):
-            self.commit()
-        if bad is not None:
-            self.diverged(bad["step"], f"the loss is {bad['loss']}")
+        values = torch.stack([p[4] for p in self.pending]).tolist()  # (S, K, M): one copy from the device
+        pending, self.pending = self.pending, []
+        for m, run_dir in enumerate(self.dirs):
+            if self.failures[m] is not None:
+                continue
+            new, bad = [], None
+            for (step, epoch, t, keys, _), vals in zip(pending, values):
+                row = {"step": step, "epoch": epoch, **{k: v[m] for k, v in zip(keys, vals)}, "time": round(t, 4)}
+                if not math.isfinite(row["loss"]):
+                    bad = row
+                    break
+                new.append(row)
+            if run_dir is not None:
+                append_jsonl(run_dir / "metrics.jsonl", new)
+            self.rows[m] += new
+            if self.held[m] is not None and any(row["step"] == self.held[m].step for row in new):
+                self.commit(m)
+            if bad is not None:
+                self.diverged(m, bad["step"], f"the loss is {bad['loss']}")
 
-    def commit(self) -> None:
-        """Write the held checkpoint."""
-        self.held.write(self.run_dir)
-        self.last_good, self.held = self.held.step, None
+    def hold(self, step: int, checkpoint) -> None:
+        """Take each live member's checkpoint at `step` (`checkpoint(member, step)`) and hold it."""
+        for m in range(len(self.dirs)):
+            if self.failures[m] is None and self.dirs[m] is not None:
+                self.held[m] = checkpoint(m, step)
 
-    def diverged(self, step: int, what: str) -> None:
-        """Record in the run folder (DIVERGED) that training diverged at `step`, and raise."""
-        kept = f"; the last good checkpoint (step {self.last_good}) is kept in {self.run_dir}" if self.run_dir and self.last_good else ""
-        if self.run_dir is not None:
-            atomic_write(self.run_dir / DIVERGED, json.dumps({"step": step, "what": what, "checkpoint": self.last_good}))
-        raise TrainingDiverged(f"training diverged at step {step}: {what}{kept} (try a lower train.lr)", step)
+    def commit(self, m: int) -> None:
+        """Write member m's held checkpoint."""
+        self.held[m].write(self.dirs[m])
+        self.last_good[m], self.held[m] = self.held[m].step, None
+
+    def diverged(self, m: int, step: int, what: str) -> None:
+        """Record in member m's folder (DIVERGED) that its training diverged at `step`; raise with `stop`."""
+        run_dir, good = self.dirs[m], self.last_good[m]
+        kept = f"; the last good checkpoint (step {good}) is kept in {run_dir}" if run_dir and good else ""
+        if run_dir is not None:
+            atomic_write(run_dir / DIVERGED, json.dumps({"step": step, "what": what, "checkpoint": good}))
+        self.held[m] = None
+        self.failures[m] = TrainingDiverged(f"training diverged at step {step}: {what}{kept} (try a lower train.lr)", step)
+        if self.stop:
+            raise self.failures[m]
+
+    def all_diverged(self) -> bool:
+        return all(f is not None for f in self.failures)
+
+    def last_loss(self) -> float:
+        """The last logged loss, averaged over the members still training (for the progress bar)."""
+        last = [rows[-1]["loss"] for rows, f in zip(self.rows, self.failures) if rows and f is None]
+        return sum(last) / len(last) if last else math.nan
 
 
 def gives_finite_loss(model, batch: torch.Tensor, step: int, cond: dict, autocast) -> bool:
@@ -293,15 +473,6 @@ def gives_finite_loss(model, batch: torch.Tensor, step: int, cond: dict, autocas
         finally:
             model.train()
     return bool(torch.isfinite(loss))
-
-
-def gather(values: list[torch.Tensor]) -> list[float]:
-    """Logged 0-d (or (M,)) tensors → their values as Python lists, in one copy from the device.
-
-    A term that lives elsewhere (a constant made on the CPU) is moved to the first term's device,
-    so terms of mixed devices are read together rather than one sync each."""
-    device = values[0].device
-    return torch.stack([v.detach().float().to(device) for v in values]).tolist()
 
 
 def finish_run(run: Run) -> None:

@@ -16,13 +16,15 @@ it alone, not bitwise. A member whose loss turns NaN/Inf stops counting; the oth
 
 Members must share the architecture, the image shape, the number of images and the schedule
 (`group_key`). Batch norm is not vectorized (its running statistics are per-call state).
+
+This file holds only the stacked step (`GroupStep`) and its optimizer; the loop around it, with
+its batch order, log, NaN check and checkpoints (each member's, in its own folder), is
+`vaelab.train.run_loop`, the one single runs use, captured as a CUDA graph the same way.
 """
 
 from __future__ import annotations
 
 import copy
-import json
-import math
 import sys
 import time
 from pathlib import Path
@@ -32,14 +34,15 @@ from torch import nn
 from torch.func import functional_call, stack_module_state, vmap
 from tqdm import tqdm
 
-from vaelab.checkpoint import save_checkpoint
+from vaelab.checkpoint import take_checkpoint
 from vaelab.config import Config
 from vaelab.data import Dataset
 from vaelab.device import training_device
-from vaelab.errors import DIVERGED, TrainingDiverged, UserError
+from vaelab.errors import TrainingDiverged, UserError
+from vaelab.losses import kl_weight
 from vaelab.models import MODELS, build_model, fit_to_data
-from vaelab.runfolder import append_jsonl, atomic_write, prepare_out, write_jsonl, write_toml
-from vaelab.train import LOG_EVERY, Run, epoch_order, finish_run, precision_context, schedule
+from vaelab.runfolder import prepare_out, write_jsonl, write_toml
+from vaelab.train import Batches, GraphedStep, MetricLog, Run, epoch_order, finish_run, graphed, make_optimizer, precision_context, run_loop, schedule
 
 WEIGHTS = ("recon_weight", "beta", "variability_weight")
 """loss settings that may differ between members (as tensors); every other loss key must match"""
@@ -74,12 +77,10 @@ class StackedAdam:
     steps at lr = 1 and rescales each member's update: p ← p_old + lr_m·(p − p_old), which is
     Adam at lr_m because Adam's moments do not depend on the learning rate."""
 
-    def __init__(self, params: list[torch.Tensor], lr: torch.Tensor):
-        from vaelab.train import make_optimizer
-
+    def __init__(self, params: list[torch.Tensor], lr: torch.Tensor, capturable: bool = False):
         self.params = params
         same = bool((lr == lr[0]).all())
-        self.optimizer = make_optimizer(params, float(lr[0]) if same else 1.0)
+        self.optimizer = make_optimizer(params, float(lr[0]) if same else 1.0, capturable)
         self.scale = None if same else [lr.to(p).view(-1, *[1] * (p.dim() - 1)) for p in params]  # (M, 1, …)
 
     @torch.no_grad()
@@ -112,6 +113,53 @@ class _LossOf(nn.Module):
         return self.model.loss(x, step, weights, inputs=x + noise * torch.randn_like(x) if noise > 0 else None, labels=labels)
 
 
+class GroupStep:
+    """One optimizer step of a stacked group: every member's loss in one vmap (each member its
+    own batch, weights and noise), one backward, the stacked Adam; returns the terms, each (M,).
+
+    `params` and `buffers` hold the members' stacked tensors (M, …); `member(i)` gives member i
+    back as an ordinary model and optimizer (for its checkpoints and its Run)."""
+
+    def __init__(self, models: list[nn.Module], configs: list[Config], device: torch.device, capturable: bool = False):
+        stacked, buffers = stack_module_state([_LossOf(m) for m in models])  # each (M, …)
+        self.models, self.configs = models, configs
+        self.params = {k: v.detach().to(device).requires_grad_() for k, v in stacked.items()}
+        self.buffers = {k: v.to(device) for k, v in buffers.items()}
+        self.adam = StackedAdam(list(self.params.values()), torch.tensor([c.train.lr for c in configs]), capturable)
+        self.autocast = precision_context(configs[0].train.precision, device)
+        base, noise = copy.deepcopy(_LossOf(models[0])).to("meta"), configs[0].train.input_noise
+        self.losses = vmap(
+            lambda p, bu, x, w, step, y: functional_call(base, (p, bu), (x, step, w, noise, y)),
+            in_dims=(0, 0, 0, 0, None, 0 if models[0].n_classes else None),
+            randomness="different",
+        )
+
+    def __call__(self, step: int, batch: torch.Tensor, labels: torch.Tensor | None, weights: dict) -> dict[str, torch.Tensor]:
+        with self.autocast:
+            terms = self.losses(self.params, self.buffers, batch, weights, step, labels)  # name → (M,)
+        grads = torch.autograd.grad(terms["loss"].sum(), list(self.params.values()))
+        self.adam.step(list(grads))
+        return terms
+
+    def member(self, i: int) -> tuple[nn.Module, torch.optim.Optimizer]:
+        """Member i as a model on the group's device with its trained weights, and an Adam holding its moments."""
+        device = next(iter(self.params.values())).device
+        model = self.models[i].to(device)
+        model.load_state_dict({k[len("model.") :]: v[i].detach() for k, v in self.params.items()})
+        optimizer = torch.optim.Adam(model.parameters(), lr=self.configs[i].train.lr)
+        for p, state in zip(model.parameters(), self.adam.member_state(i)):
+            optimizer.state[p] = state
+        return model, optimizer
+
+
+def group_weights(configs: list[Config], device: torch.device):
+    """step → each member's loss weights at that step, (M,) tensors on `device` (the KL schedule,
+    which members share, applied to each member's β)."""
+    base = {w: torch.tensor([getattr(c.loss, w) for c in configs], device=device) for w in WEIGHTS}  # (M,) each
+    c = configs[0].loss
+    return lambda step: {**base, "beta": base["beta"] * kl_weight(c.kl_schedule, step, 1.0, c.warmup_steps)}
+
+
 def train_group(
     configs: list[Config],
     datas: list[Dataset],
@@ -121,7 +169,7 @@ def train_group(
     quiet: bool = False,
     finish: bool = True,
 ) -> list[Run | TrainingDiverged]:
-    """Train every member of a group at once.
+    """Train every member of a group at once, in `train`'s loop (`vaelab.train.run_loop`).
 
     Arguments:
         configs: one Config per member, all with the same `group_key`.
@@ -144,6 +192,7 @@ def train_group(
     configs = [fit_to_data(c, d) for c, d in zip(configs, datas)]  # a conditional model's classes
     cfg0, n_members = configs[0], len(configs)
     device = training_device(cfg0.train)
+    capture = graphed(cfg0, device)
     models = []
     for cfg, data in zip(configs, datas):
         torch.manual_seed(cfg.train.seed)  # the same initialisation `train` would give this member
@@ -155,99 +204,44 @@ def train_group(
             write_toml(d / "config.toml", cfg.to_dict())
             write_jsonl(d / "metrics.jsonl", [])
 
-    stacked, buffers = stack_module_state([_LossOf(m) for m in models])  # each (M, …)
-    params = {k: v.detach().to(device).requires_grad_() for k, v in stacked.items()}
-    buffers = {k: v.to(device) for k, v in buffers.items()}
-    base = copy.deepcopy(_LossOf(models[0])).to("meta")
-    weights = {w: torch.tensor([getattr(c.loss, w) for c in configs], device=device) for w in WEIGHTS}  # (M,) each
-    adam = StackedAdam(list(params.values()), torch.tensor([c.train.lr for c in configs]))
-
-    images = [d.images.to(device) for d in datas]
-    labels = [d.labels.to(device) for d in datas] if models[0].n_classes else None  # a conditional model's
-    n, b = len(datas[0]), cfg0.train.batch_size
+    stepper = GroupStep(models, configs, device, capturable=capture)
+    images = torch.stack([d.images.to(device) for d in datas])  # (M, N, C, H, W)
+    labels = torch.stack([d.labels.to(device) for d in datas]) if models[0].n_classes else None  # (M, N) a conditional model's
+    n = len(datas[0])
     per_epoch, total = schedule(cfg0, n)
+    orders = lambda epoch: (torch.stack([epoch_order(c.train.seed, epoch, n) for c in configs]).to(device), {})  # (M, N)
     torch.manual_seed(cfg0.train.seed)
-    step_fn = vmap(
-        lambda p, bu, x, w, step, y: functional_call(base, (p, bu), (x, step, w, cfg0.train.input_noise, y)),
-        in_dims=(0, 0, 0, 0, None, 0 if labels else None),
-        randomness="different",
+    log = MetricLog(dirs, [[] for _ in dirs], time.perf_counter(), [0 for _ in dirs])
+    shape = datas[0].shape
+
+    def checkpoint(i: int, step: int):
+        return take_checkpoint(*stepper.member(i), step, shape)
+
+    run_loop(
+        GraphedStep(stepper, device) if capture else stepper,
+        Batches(images, labels, orders, cfg0.train.batch_size, per_epoch, device),
+        group_weights(configs, device),
+        log,
+        start=0,
+        total=total,
+        checkpoint=checkpoint if any(d is not None for d in dirs) else None,
+        checkpoint_every=cfg0.train.checkpoint_every,
+        bar=tqdm(total=total, unit="step", disable=quiet or not sys.stderr.isatty(), dynamic_ncols=True, desc=f"{n_members} models"),
     )
-    autocast = precision_context(cfg0.train.precision, device)  # (train.compile applies to single runs only)
-    log = _GroupLog(dirs, time.perf_counter())
-    bar = tqdm(total=total, unit="step", disable=quiet or not sys.stderr.isatty(), dynamic_ncols=True, desc=f"{n_members} models")
-    shuffled, shuffled_y, shuffled_epoch, step = None, None, -1, 0
-    while step < total:
-        epoch, i = divmod(step, per_epoch)
-        if epoch != shuffled_epoch:
-            orders = [epoch_order(c.train.seed, epoch, n).to(device) for c in configs]
-            shuffled, shuffled_epoch = torch.stack([x[o] for x, o in zip(images, orders)]), epoch  # (M, N, C, H, W)
-            shuffled_y = torch.stack([y[o] for y, o in zip(labels, orders)]) if labels else None  # (M, N)
-        batch = shuffled[:, i * b : (i + 1) * b]  # (M, B, C, H, W)
-        batch_y = shuffled_y[:, i * b : (i + 1) * b] if labels else None  # (M, B)
-        with autocast:
-            terms = step_fn(params, buffers, batch, weights, step, batch_y)  # name → (M,)
-        grads = torch.autograd.grad(terms["loss"].sum(), list(params.values()))
-        adam.step(list(grads))
-        log.add(step, epoch, terms)
-        step += 1
-        bar.update(1)
-        if step % LOG_EVERY == 0 or step == total:
-            log.flush()
-    bar.close()
+    for i, held in enumerate(log.held):
+        if held is not None:  # the final checkpoint of a member that did not diverge
+            log.commit(i)
     seconds = time.perf_counter() - log.start
 
     results: list[Run | TrainingDiverged] = []
-    for i, (cfg, model, data, d) in enumerate(zip(configs, models, datas, dirs)):
-        if log.diverged[i] is not None:
-            results.append(log.diverged[i])
+    for i, (cfg, data, d) in enumerate(zip(configs, datas, dirs)):
+        if log.failures[i] is not None:
+            results.append(log.failures[i])
             continue
-        model.to(device).load_state_dict({k[len("model.") :]: v[i].detach() for k, v in params.items()})
-        if d is not None:
-            optimizer = torch.optim.Adam(model.parameters(), lr=cfg.train.lr)
-            for p, state in zip(model.parameters(), adam.member_state(i)):
-                optimizer.state[p] = state
-            save_checkpoint(d, model, optimizer, total, data.shape)
+        model, _ = stepper.member(i)
         model.eval()
         run = Run(cfg, model, data, d, log.rows[i], seconds / n_members)  # each member's share of the time
         if d is not None and finish:
             finish_run(run)
         results.append(run)
     return results
-
-
-class _GroupLog:
-    """Per-member rows of the logged terms, read from the stacked tensors every LOG_EVERY steps.
-
-    A member whose loss is NaN/Inf is marked diverged at that step (its later rows are dropped);
-    the others are unaffected, since members share no parameters."""
-
-    def __init__(self, dirs: list[Path | None], start: float):
-        self.dirs, self.start = dirs, start
-        self.rows: list[list[dict]] = [[] for _ in dirs]
-        self.diverged: list[TrainingDiverged | None] = [None for _ in dirs]
-        self.pending: list[tuple[int, int, float, list[str], torch.Tensor]] = []
-
-    def add(self, step: int, epoch: int, terms: dict[str, torch.Tensor]) -> None:
-        values = torch.stack([t.detach().float() for t in terms.values()])  # (K, M)
-        self.pending.append((step, epoch, time.perf_counter() - self.start, list(terms), values))
-
-    def flush(self) -> None:
-        if not self.pending:
-            return
-        values = torch.stack([p[4] for p in self.pending]).tolist()  # (S, K, M)
-        for i, d in enumerate(self.dirs):
-            if self.diverged[i] is not None:
-                continue
-            new = []
-            for (step, epoch, t, keys, _), vals in zip(self.pending, values):
-                row = {"step": step, "epoch": epoch, **{k: v[i] for k, v in zip(keys, vals)}, "time": round(t, 4)}
-                if not math.isfinite(row["loss"]):
-                    self.diverged[i] = TrainingDiverged(f"training diverged at step {step}: the loss is {row['loss']} (try a lower train.lr)", step)
-                    if d is not None:
-                        atomic_write(d / DIVERGED, json.dumps({"step": step, "what": f"the loss is {row['loss']}", "checkpoint": 0}))
-                    break
-                new.append(row)
-            if d is not None:
-                append_jsonl(d / "metrics.jsonl", new)
-            self.rows[i] += new
-        self.pending.clear()

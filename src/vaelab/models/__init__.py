@@ -43,6 +43,10 @@ class ModelSpec:
     vectorizable: bool = True
     """members can train stacked in one vmap (`vaelab.vectorized`); False for models that update
     buffers in place while training"""
+    graphable: bool = True
+    """its training step can be captured once as a CUDA graph and replayed (`train.cuda_graph`):
+    the step runs the same kernels every time, with no Python branch on the step or the data;
+    False for models whose step changes (a warm-up phase, a codebook set from the first batch)"""
 
     def default(self, key: str, hidden: tuple[int, ...] = ()):
         if key == "decoder_hidden":
@@ -76,12 +80,14 @@ MODELS: dict[str, ModelSpec] = {
         "VQ-VAE: conv encoder to a grid of codes (H/4 x W/4) from a codebook of model.codebook_size, a GRU prior over the codes for sampling",
         {"hidden": (), "channels": (32, 64)},
         vectorizable=False,
+        graphable=False,
     ),
     "introvae": ModelSpec(
         build_introvae,
         "IntroVAE: the cnn's networks trained introspectively (the encoder's KL as the discriminator; model.margin, model.adversarial_weight, model.adversarial_warmup)",
         {"hidden": (64,), "channels": (16, 32), "kernel": 5, "pool": True},
         vectorizable=False,
+        graphable=False,
     ),
 }
 

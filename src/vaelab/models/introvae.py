@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch.func import functional_call
 
-from vaelab.losses import RECONSTRUCTION, gaussian_kl, kl_per_image, kl_weight
+from vaelab.losses import RECONSTRUCTION, gaussian_kl, kl_per_image, loss_weights
 from vaelab.models.conv import ConvDecoder, ConvEncoder
 from vaelab.models.vae import VAE
 
@@ -49,8 +49,7 @@ class IntroVAE(VAE):
         return encoder_kl(functional_call(self.encoder, weights, (x,)))
 
     def loss(self, x, step=0, weights=None, inputs=None, labels=None):
-        c = self.loss_cfg
-        w = weights or {"recon_weight": c.recon_weight, "beta": c.beta}
+        w = weights or loss_weights(self.loss_cfg, step)
         mu, logvar = self.posterior_params(x if inputs is None else inputs)  # (B, L) each
         z = mu + torch.exp(0.5 * logvar) * torch.randn_like(mu)  # (B, L)
         z_p = torch.randn_like(z)  # (B, L) prior draws
@@ -62,8 +61,7 @@ class IntroVAE(VAE):
             fakes = torch.sigmoid(self.decoder(torch.cat([z.detach(), z_p])))  # (2B, C, H, W): x_r, x_p
             kl_fake = encoder_kl(self.encoder(fakes.detach()))  # (2B,) the encoder's view, as discriminator
         hinge = F.relu(self.margin - kl_fake).view(2, -1).mean(1).sum()  # Σ_s mean [m − L_REG(s)]⁺
-        beta = kl_weight(c.kl_schedule, step, w["beta"], c.warmup_steps)
-        total = w["recon_weight"] * recon + beta * kl
+        total = w["recon_weight"] * recon + w["beta"] * kl
         if not warm:
             pull = self.frozen_kl(fakes).view(2, -1).mean(1).sum()  # Σ_s mean L_REG(s), for the generator
             total = total + self.alpha * (hinge + pull)

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 from torch.distributions import Normal
 
-from vaelab.losses import kl_weight, vae_terms
+from vaelab.losses import loss_weights, vae_terms
 
 
 class VAE(nn.Module):
@@ -76,15 +76,15 @@ class VAE(nn.Module):
     ) -> dict[str, torch.Tensor]:
         """Named loss terms for a batch x (B, C, H, W) at training step `step`; `loss` is the total.
 
-        `weights` (recon_weight, beta, variability_weight; floats or 0-d tensors) replaces the loss
-        config's, as a vectorized group does for each member; the KL schedule still applies.
+        `weights` (recon_weight, beta, variability_weight; floats or 0-d tensors) are the loss
+        weights of this step, the KL schedule already applied (`losses.loss_weights`, as the
+        training loop hands them over); None: the loss config's at `step`.
         `inputs` (B, C, H, W), when given, is what the encoder sees (e.g. x plus noise) while the
         reconstruction is still measured against x. `labels` (B,) condition a conditional model."""
         mu, logvar = self.posterior_params(x if inputs is None else inputs, labels)
         z = mu if logvar is None else mu + torch.exp(0.5 * logvar) * torch.randn_like(mu)  # (B, L)
         logits = self.logits(z, labels)  # (B, C, H, W)
-        c = self.loss_cfg
-        w = weights or {"recon_weight": c.recon_weight, "beta": c.beta, "variability_weight": c.variability_weight}
+        w = weights or loss_weights(self.loss_cfg, step)
         return vae_terms(
             x,
             logits,
@@ -92,6 +92,6 @@ class VAE(nn.Module):
             logvar,
             likelihood=self.likelihood,
             recon_weight=w["recon_weight"],
-            beta=kl_weight(c.kl_schedule, step, w["beta"], c.warmup_steps),
+            beta=w["beta"],
             variability_weight=w["variability_weight"],
         )

@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from vaelab.errors import UserError
-from vaelab.losses import RECONSTRUCTION
+from vaelab.losses import RECONSTRUCTION, loss_weights
 from vaelab.models.vae import VAE
 
 EMA_DECAY = 0.99
@@ -173,8 +173,7 @@ class VQVAE(VAE):
         z_e, z_q, idx = self._encode(x if inputs is None else inputs)
         z_st = z_e + (z_q - z_e).detach()  # straight through
         logits = self.decoder(self._to_grid(z_st, len(x)))
-        c = self.loss_cfg
-        w = weights or {"recon_weight": c.recon_weight}
+        w = weights or loss_weights(self.loss_cfg, step)
         terms = {"recon": RECONSTRUCTION[self.likelihood](logits, x)}
         per_image = (lambda t: t.pow(2).sum() / len(x))  # summed over the grid, mean over images
         terms["commitment"] = per_image(z_e - z_q.detach())
