@@ -355,6 +355,37 @@ def test_accumulate_measures_each_dataset_against_the_pool_it_came_from(modes):
         assert rows[(0, g)]["distribution_diff_train"] == pytest.approx(occupancy_distance(data[g], pool), abs=1e-12)
 
 
+def test_the_seeds_of_a_chain_train_each_generation_as_one_vectorized_group(tmp_path, monkeypatch):
+    """chain.seeds = 3: each generation's three VAEs are one `train_group` call, each member with its
+    own seed's training set and train.seed; with chain.init = finetune, VAE 1 of seed r starts from
+    seed r's VAE 0 as it was saved."""
+    import vaelab.experiments.chain as chain_module
+
+    calls = []
+    real = chain_module.train_group
+
+    def spy(configs, datas, outs, **kw):
+        calls.append(([c.train.seed for c in configs], [d.images.clone() for d in datas], [o.relative_to(tmp_path).as_posix() for o in outs], kw["init"]))
+        return real(configs, datas, outs, **kw)
+
+    monkeypatch.setattr(chain_module, "train_group", spy)
+    out = chain(tmp_path / "c", "chain.generations=2", "chain.seeds=3", "chain.init=finetune", "chain.save_data=true", "train.device=cpu")
+    assert [c[2] for c in calls] == [[f"c/seed-{r}/gen-{g:03d}/vae" for r in range(3)] for g in (0, 1)]
+    cfg = load_config(config_file=out / "config.toml")
+    for g, (seeds, images, _, inits) in enumerate(calls):
+        assert seeds == [cfg.train.seed + 10_007 * r + g for r in range(3)]  # each repeat its own seed
+        for r in range(3):
+            saved = np.load(out / f"seed-{r}/gen-{g:03d}/data.npz")["images"]
+            assert np.array_equal(images[r].numpy(), saved)  # each member its own seed's data
+        if g == 0:
+            assert inits == [None, None, None]
+        else:
+            for r in range(3):
+                vae0 = load_file(out / f"seed-{r}/gen-000/vae/model.safetensors")
+                assert vae0.keys() == inits[r].keys() and all(torch.equal(vae0[k], inits[r][k].cpu()) for k in vae0)
+    assert len(read_table(out / "chain.csv")) == 3 * 3
+
+
 def test_the_same_config_twice_gives_the_same_chain_csv(ref, work):
     again = chain(work / "again", *K[len(TINY) :])
     assert (again / "chain.csv").read_text() == (ref / "chain.csv").read_text()

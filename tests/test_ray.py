@@ -67,11 +67,6 @@ def local_sweep(tmp_path_factory):
     return out
 
 
-@pytest.fixture(scope="module")
-def local_chain(tmp_path_factory):
-    out = tmp_path_factory.mktemp("chain") / "local"
-    run_chain(CHAIN, out, quiet=True)
-    return out
 
 
 @pytest.mark.parametrize("vectorize", ["off", "auto"])
@@ -90,12 +85,24 @@ def test_a_ray_sweep_writes_the_local_sweeps_table(local_sweep, tmp_path, vector
     assert (out / "report.html").is_file()
 
 
-def test_a_ray_chain_writes_the_local_chains_table(local_chain, tmp_path):
+@pytest.fixture(scope="module")
+def local_chain(tmp_path_factory):
+    out = tmp_path_factory.mktemp("chain") / "local"
+    run_chain(CHAIN, out, quiet=True)
+    return out
+
+
+@pytest.mark.parametrize("vectorize", ["off", "auto"])
+def test_a_ray_chain_writes_the_local_chains_table(local_chain, tmp_path, vectorize):
+    # off: a task per seed, two at a time; auto: one task, the seeds' VAEs stacked
+    if vectorize == "off":  # seeds trained alone round (and draw noise) differently from a stacked group
+        local_chain = tmp_path / "local"
+        run_chain(CHAIN, local_chain, quiet=True, vectorize=vectorize)
     out = tmp_path / "ray"
-    rows = run_chain(CHAIN, out, quiet=True, backend="ray")
+    rows = run_chain(CHAIN, out, quiet=True, vectorize=vectorize, backend="ray")
     assert [(r["seed"], r["generation"]) for r in rows] == [(s, g) for s in (0, 1) for g in (0, 1, 2)]
     assert table(out / "chain.csv") == table(local_chain / "chain.csv")
-    for s in (0, 1):  # the seeds ran as separate tasks, each into its own folder
+    for s in (0, 1):  # each seed into its own folder
         assert (out / f"seed-{s}/gen-001/vae/model.safetensors").is_file()
         assert table(out / f"seed-{s}/chain.csv")[1:] == [r for r in table(local_chain / "chain.csv")[1:] if r[0] == str(s)]
 

@@ -365,3 +365,32 @@ def test_each_member_gets_a_complete_run_folder(tmp_path):
         assert any(s["exp_avg_sq"].abs().max() > 0 for s in moments)
     # the two members are different models
     assert max_abs_diff(runs[0].model.state_dict(), runs[1].model.state_dict()) > 1e-3
+
+
+def test_a_member_given_starting_weights_starts_from_them():
+    """`init` replaces a member's fresh initialisation (a chain's fine-tuning): with the deterministic
+    `ae` at lr = 1e-12 the loss logged at step 0 is the starting model's loss on the member's first
+    batch, and a member given None starts from its seed's initialisation."""
+    configs = [cfg(POINTS, model__name="ae", train__steps=2, train__lr=1e-12, train__seed=s, data__seed=s) for s in (0, 1)]
+    datas = [load_data(c.data) for c in configs]
+    start = fresh_model(configs[0].override({"train.seed": 99}), datas[0].shape)
+    runs = train_group(configs, datas, [None, None], quiet=True, init=[start.state_dict(), None])
+    for run, c, d, model in zip(runs, configs, datas, (start, fresh_model(configs[1], datas[1].shape))):
+        batch = d.images[epoch_order(c.train.seed, 0, len(d))][: c.train.batch_size]
+        with torch.no_grad():
+            assert run.history[0]["loss"] == pytest.approx(model.loss(batch)["loss"].item(), rel=1e-5)
+        assert max_abs_diff(run.model.state_dict(), model.state_dict()) < 1e-9
+    assert max_abs_diff(runs[0].model.state_dict(), fresh_model(configs[0], datas[0].shape).state_dict()) > 1e-2  # teeth
+
+
+def test_members_write_their_checkpoints_every_checkpoint_every_steps(tmp_path, monkeypatch):
+    """The loop `train` uses: each member's checkpoint is taken every train.checkpoint_every steps
+    and written, into its own folder, once the next step's loss is read and finite."""
+    from vaelab.checkpoint import Checkpoint
+
+    written = []
+    real_write = Checkpoint.write
+    monkeypatch.setattr(Checkpoint, "write", lambda self, d: (written.append((d.name, self.step)), real_write(self, d)))
+    configs = [cfg(POINTS, train__steps=60, train__checkpoint_every=25, train__seed=s) for s in (0, 1)]
+    train_group(configs, [load_data(c.data) for c in configs], [tmp_path / "a", tmp_path / "b"], quiet=True, finish=False)
+    assert written == [("a", 25), ("b", 25), ("a", 50), ("b", 50), ("a", 60), ("b", 60)]

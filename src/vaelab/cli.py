@@ -88,7 +88,8 @@ def build_parser() -> Parser:
     q.add_argument("--out", help="the chain's folder (or the comparison's)")
     q.add_argument("--resume", action="store_true", help="continue the chain in --out from its first unfinished generation")
     q.add_argument("--force", action="store_true", help="overwrite an existing folder at --out")
-    backend_args(q, "the seeds")
+    q.add_argument("--vectorize", choices=("auto", "off"), default="auto", help="auto: each generation's VAEs of all seeds train together as one stacked model, in one task (default); off: a task per seed")
+    backend_args(q, "the seeds (one task for all with --vectorize auto)")
     q.add_argument("--quiet", action="store_true", help="no progress bars")
 
     q = verb("sweep", "train one model per cell of a grid over config keys, measure each, and report")
@@ -344,7 +345,7 @@ def cmd_chain(a) -> None:
         cfg = read_run_config(a.out, "chain")  # the stored config
     else:
         cfg = load_config(a.preset, a.config, a.set)
-    rows = run_chain(cfg, a.out, resume=a.resume, force=a.force, quiet=a.quiet, backend=a.backend, address=a.address)
+    rows = run_chain(cfg, a.out, resume=a.resume, force=a.force, quiet=a.quiet, vectorize=a.vectorize, backend=a.backend, address=a.address)
     last = max(r["generation"] for r in rows)
     final = [r["variability"] for r in rows if r["generation"] == last]
     print(f"{last} generations; variability {rows[0]['variability']:.3f} → {sum(final) / len(final):.3f}; report: {Path(a.out) / 'report.html'}")

@@ -168,6 +168,7 @@ def train_group(
     force: bool = False,
     quiet: bool = False,
     finish: bool = True,
+    init: list[dict[str, torch.Tensor] | None] | None = None,
 ) -> list[Run | TrainingDiverged]:
     """Train every member of a group at once, in `train`'s loop (`vaelab.train.run_loop`).
 
@@ -179,6 +180,8 @@ def train_group(
         force: overwrite existing run folders.
         quiet: no progress bar.
         finish: write each member's samples, reconstructions and report at the end.
+        init: per member, weights to start from (a state dict, e.g. a chain's previous VAE to
+            fine-tune) instead of its fresh initialisation, or None.
     Returns:
         per member, a Run (model in eval mode, history; `seconds` is the member's share of the
         group's time) or the TrainingDiverged that stopped it.
@@ -194,9 +197,11 @@ def train_group(
     device = training_device(cfg0.train)
     capture = graphed(cfg0, device)
     models = []
-    for cfg, data in zip(configs, datas):
+    for cfg, data, start in zip(configs, datas, init or [None] * n_members):
         torch.manual_seed(cfg.train.seed)  # the same initialisation `train` would give this member
         models.append(build_model(cfg, data.shape))
+        if start is not None:
+            models[-1].load_state_dict(start)
     dirs = [Path(o) if o is not None else None for o in outs]
     for cfg, d in zip(configs, dirs):
         if d is not None:

@@ -33,7 +33,7 @@ from vaelab.checkpoint import load_run
 from vaelab.config import Config
 from vaelab.data import DATASETS, Dataset, load_data
 from vaelab.device import check_fits, training_device
-from vaelab.errors import UserError
+from vaelab.errors import TrainingDiverged, UserError
 from vaelab.evaluate import neg_elbo
 from vaelab.experiments.backends import check_backend, check_visible, run_tasks, task_gpus
 from vaelab.experiments.study import open_study
@@ -53,6 +53,7 @@ from vaelab.runfolder import atomic_write, prepare_out, read_csv, write_csv
 from vaelab.models import class_labels, fit_to_data
 from vaelab.sample import sample
 from vaelab.train import check_resources, save_reconstructions, train
+from vaelab.vectorized import group_key, train_group
 
 PRDC = ("precision", "recall", "density", "coverage")
 METRICS = (
@@ -142,18 +143,19 @@ def generate(cfg: Config, model, n: int, r: int, g: int) -> Dataset:
 
 
 class Neighbourhoods:
-    """The PRDC subset of a set and its k-NN radii, kept for the few sets a chain measures again
-    (the original in every generation, D_g as the next generation's training set)."""
+    """The PRDC subset of a set and its k-NN radii, on `device` (where the distances are computed),
+    kept for the few sets a chain measures again (the original in every generation, D_g as the
+    next generation's training set)."""
 
-    def __init__(self, m: int, k: int = 5, keep: int = 3):
-        self.m, self.k, self.keep = m, k, keep
+    def __init__(self, m: int, k: int = 5, keep: int = 3, device: torch.device | None = None):
+        self.m, self.k, self.keep, self.device = m, k, keep, device or torch.device("cpu")
         self.entries: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
 
     def __call__(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         for t, sub, radii in self.entries:
             if t is images:
                 return sub, radii
-        sub = _subset(images, self.m, seed=11)
+        sub = _subset(images, self.m, seed=11).to(self.device)  # the k-NN distances on the training device
         radii = knn_radii(sub.flatten(1).double(), self.k)
         self.entries = [(images, sub, radii), *self.entries][: self.keep]
         return sub, radii
@@ -230,7 +232,15 @@ def check_chain_config(cfg: Config) -> None:
 
 
 def run_chain(
-    config: Config, out: Path | str, *, resume: bool = False, force: bool = False, quiet: bool = False, backend: str = "local", address: str | None = None
+    config: Config,
+    out: Path | str,
+    *,
+    resume: bool = False,
+    force: bool = False,
+    quiet: bool = False,
+    vectorize: str = "auto",
+    backend: str = "local",
+    address: str | None = None,
 ) -> list[dict]:
     """Run (or resume) a chain into `out`; returns the rows of chain.csv.
 
@@ -240,9 +250,14 @@ def run_chain(
         resume: continue the chain in `out` (its stored config must equal `config`, except for a
             larger chain.generations, which extends a finished chain).
         force: overwrite an existing chain folder at `out`.
-        backend: where the seeds run (`vaelab.experiments.backends.BACKENDS`: local, ray).
+        vectorize: "auto" runs every seed in one task, generation by generation, each
+            generation's VAEs trained as one vectorized group where the model allows; "off" one
+            task per seed. The same choice gives the same chain.csv on either backend.
+        backend: where the tasks run (`vaelab.experiments.backends.BACKENDS`: local, ray).
         address: the Ray cluster to join (backend ray; else RAY_ADDRESS, else a local Ray runtime).
     """
+    if vectorize not in ("auto", "off"):
+        raise UserError(f"--vectorize must be auto or off, got {vectorize!r}")
     cfg, out = config, Path(out)
     check_chain_config(cfg)
     check_backend(backend, address)
@@ -259,8 +274,10 @@ def run_chain(
 
     marker = (out / "config.toml").read_bytes()
     live = backend == "local"  # one process: chain.csv itself is the resume point after every generation
-    tasks = [(cfg, out, r, [row for row in rows if row["seed"] == r], quiet or not live, marker, live) for r in range(cfg.chain.seeds)]
-    run_tasks(run_seed, tasks, finished, backend=backend, address=address, gpus=gpus)
+    done = lambda r: [row for row in rows if row["seed"] == r]  # noqa: E731
+    seeds = [list(range(cfg.chain.seeds))] if vectorize == "auto" else [[r] for r in range(cfg.chain.seeds)]  # the seeds of each task
+    tasks = [(cfg, out, {r: done(r) for r in task}, quiet or not live, marker, live) for task in seeds]
+    run_tasks(run_seeds, tasks, finished, backend=backend, address=address, gpus=gpus)
     from vaelab.report import write_chain_report
 
     write_chain_report(out, seconds=time.perf_counter() - start)
@@ -280,58 +297,101 @@ def all_rows(out: Path) -> list[dict]:
     return list(rows.values())
 
 
-def run_seed(cfg: Config, out: Path, r: int, rows: list[dict], quiet: bool, marker: bytes, live: bool = False) -> list[dict]:
-    """One task: run (or continue) seed r's chain in `out` (whose config.toml holds `marker`) from
-    its finished `rows`; returns the seed's rows. `live` also rewrites the chain's chain.csv after
-    every generation (only the one process that owns it may)."""
-    check_visible(out, marker)
-    ch = cfg.chain
-    seed_dir = out / f"seed-{r}"
-    rows = list(rows)
-    done = {row["generation"] for row in rows}
-    original, heldout = original_data(cfg, r)
-    n = ch.samples or len(original)
-    datasets = [original]
-    keep_all = ch.mode in ("accumulate", "accumulate-subsample")
-    hoods = Neighbourhoods(ch.metric_samples)
+class SeedChain:
+    """Repeat r of the chain in `out`/seed-r: its datasets so far, its rows, and what it writes
+    after each generation. `rows` are the seed's finished rows (a resumed chain's)."""
 
-    def record(g: int, images, reference, model, n_train: int) -> None:
-        gen_dir = seed_dir / f"gen-{g:03d}"
-        row, detail = measure(cfg, images.images, reference.images, original.images, heldout, model, hoods)
-        row = {"seed": r, "generation": g, "n_train": n_train, **row}
+    def __init__(self, cfg: Config, out: Path, r: int, rows: list[dict], live: bool, device: torch.device):
+        self.cfg, self.out, self.r, self.live = cfg, out, r, live
+        self.dir = out / f"seed-{r}"
+        self.rows = list(rows)
+        self.done = {row["generation"] for row in rows}
+        self.original, self.heldout = original_data(cfg, r)
+        self.n = cfg.chain.samples or len(self.original)
+        self.datasets = [self.original]
+        self.hoods = Neighbourhoods(cfg.chain.metric_samples, device=device)
+        self.init: dict[str, torch.Tensor] | None = None
+        """VAE g's starting weights (chain.init = finetune: VAE g−1's)"""
+        if 0 not in self.done:
+            self.record(0, self.original, self.original, None, 0)
+
+    def vae_dir(self, g: int) -> Path:
+        return self.dir / f"gen-{g:03d}" / "vae"
+
+    def training_set(self, g: int) -> Dataset:
+        return replace(training_set(self.cfg, self.r, g, self.datasets), name=f"chain T_{g}")
+
+    def config(self, g: int) -> Config:
+        """VAE g's config: its own train.seed."""
+        return self.cfg.override({"train.seed": _seed(self.cfg.train.seed, self.r, g)})
+
+    def record(self, g: int, images: Dataset, reference: Dataset, model, n_train: int) -> None:
+        """Measure D_g and write its row, pictures and files."""
+        cfg, gen_dir = self.cfg, self.dir / f"gen-{g:03d}"
+        row, detail = measure(cfg, images.images, reference.images, self.original.images, self.heldout, model, self.hoods)
+        row = {"seed": self.r, "generation": g, "n_train": n_train, **row}
         save_grid(gen_dir / "samples.png", images.images[:64])
         atomic_write(gen_dir / "occupancy.png", png_bytes(make_grid(occupancy(images.images)[None].float(), scale=4)))
         atomic_write(gen_dir / "metrics.json", json.dumps({**row, **detail}, indent=1))
-        if ch.save_data:
+        if cfg.chain.save_data:
             buf = io.BytesIO()
             np.savez_compressed(buf, images=images.images.numpy(), **({"labels": images.labels.numpy()} if images.labels is not None else {}))
             atomic_write(gen_dir / "data.npz", buf.getvalue())
-        rows.append(row)
-        write_table(seed_dir / SEED_TABLE, rows)  # after every generation: the seed's resume point
-        if live:
-            write_table(out / "chain.csv", all_rows(out))
+        self.rows.append(row)
+        write_table(self.dir / SEED_TABLE, self.rows)  # after every generation: the seed's resume point
+        if self.live:
+            write_table(self.out / "chain.csv", all_rows(self.out))
 
-    if 0 not in done:
-        record(0, original, original, None, 0)
-    state = None
-    for g in range(ch.generations):
-        train_set = training_set(cfg, r, g, datasets)
-        vae_dir = seed_dir / f"gen-{g:03d}" / "vae"
-        if g + 1 in done:  # finished before a kill: reload VAE g and redraw its (deterministic) samples
-            _, model = load_run(vae_dir)
-        else:
-            if vae_dir.exists():
-                shutil.rmtree(vae_dir)  # an unfinished VAE a kill left behind, in whatever state
-            cfg_g = cfg.override({"train.seed": _seed(cfg.train.seed, r, g)})
-            data = replace(train_set, name=f"chain T_{g}")
-            model = train(cfg_g, data, out=vae_dir, force=True, quiet=quiet, init=state, finish=False).model
-            finish_vae(vae_dir, model, train_set)
-        generated = generate(cfg, model, n, r, g)
-        if g + 1 not in done:
-            record(g + 1, generated, train_set, model, len(train_set))
-        datasets = [*datasets, generated] if keep_all else [datasets[0], generated]
-        state = {k: v.detach().clone() for k, v in model.state_dict().items()} if ch.init == "finetune" else None
-    return rows
+    def advance(self, g: int, model, train_set: Dataset) -> None:
+        """VAE g is trained (or reloaded): generate D_{g+1}, measure it unless it was, move on."""
+        generated = generate(self.cfg, model, self.n, self.r, g)
+        if g + 1 not in self.done:
+            self.record(g + 1, generated, train_set, model, len(train_set))
+        keep_all = self.cfg.chain.mode in ("accumulate", "accumulate-subsample")
+        self.datasets = [*self.datasets, generated] if keep_all else [self.datasets[0], generated]
+        self.init = {k: v.detach().clone() for k, v in model.state_dict().items()} if self.cfg.chain.init == "finetune" else None
+
+
+def run_seeds(cfg: Config, out: Path, rows: dict[int, list[dict]], quiet: bool, marker: bytes, live: bool = False) -> list[dict]:
+    """One task: run (or continue) the chains of the seeds in `rows` (seed → its finished rows) in
+    `out` (whose config.toml holds `marker`), generation by generation; returns their rows. The
+    seeds' VAE g train together as one vectorized group where the model allows
+    (`vaelab.vectorized`), each with its own data, initialisation, noise and shuffle. `live` also
+    rewrites the chain's chain.csv after every generation (only the one process that owns it may)."""
+    check_visible(out, marker)
+    device = training_device(cfg.train)
+    chains = [SeedChain(cfg, out, r, seed_rows, live, device) for r, seed_rows in rows.items()]
+    for g in range(cfg.chain.generations):
+        sets = [c.training_set(g) for c in chains]
+        models: list = [None for _ in chains]
+        todo = []
+        for i, c in enumerate(chains):
+            if g + 1 in c.done:  # finished before a kill: reload VAE g and redraw its (deterministic) samples
+                models[i] = load_run(c.vae_dir(g))[1]
+                continue
+            if c.vae_dir(g).exists():
+                shutil.rmtree(c.vae_dir(g))  # an unfinished VAE a kill left behind, in whatever state
+            todo.append(i)
+        for i, model in zip(todo, train_vaes([chains[i] for i in todo], [sets[i] for i in todo], g, quiet)):
+            finish_vae(chains[i].vae_dir(g), model, sets[i])
+            models[i] = model
+        for c, model, train_set in zip(chains, models, sets):
+            c.advance(g, model, train_set)
+    return [row for c in chains for row in c.rows]
+
+
+def train_vaes(chains: list[SeedChain], sets: list[Dataset], g: int, quiet: bool) -> list:
+    """Train VAE g of each chain on its training set: one vectorized group when they can share one
+    (a vectorizable model, training sets of one size), else one after another. Returns the models."""
+    configs = [c.config(g) for c in chains]
+    inits = [c.init for c in chains]
+    if len(chains) > 1 and group_key(configs[0]) is not None and len({(len(s), s.shape) for s in sets}) == 1:
+        runs = train_group(configs, sets, [c.vae_dir(g) for c in chains], force=True, quiet=quiet, finish=False, init=inits)
+        failed = next((r for r in runs if isinstance(r, TrainingDiverged)), None)
+        if failed is not None:
+            raise failed
+        return [r.model for r in runs]
+    return [train(cfg, s, out=c.vae_dir(g), force=True, quiet=quiet, init=init, finish=False).model for cfg, s, c, init in zip(configs, sets, chains, inits)]
 
 
 def finish_vae(vae_dir: Path, model, train_set: Dataset) -> None:
