@@ -36,3 +36,20 @@ def synchronize(device: torch.device) -> None:
     """Wait for the kernels queued on a CUDA device (a no-op on the CPU): before an end time."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+
+
+PEAK_TFLOPS = {
+    "H200": {"fp32": 67.0, "bf16": 989.0},
+    "H100": {"fp32": 67.0, "bf16": 989.0},
+    "A100": {"fp32": 19.5, "bf16": 312.0},
+}
+"""dense peak TFLOP/s by GPU (NVIDIA's data sheets, SXM parts): fp32 on the CUDA cores (PyTorch's
+default fp32 matmul does not use TF32), bf16 on the tensor cores without sparsity"""
+
+
+def peak_flops(device: torch.device, precision: str) -> float | None:
+    """The device's peak FLOP/s for `precision`, where PEAK_TFLOPS knows the GPU; None otherwise (the CPU)."""
+    if device.type != "cuda":
+        return None
+    name = torch.cuda.get_device_name(device)
+    return next((peaks[precision] * 1e12 for key, peaks in PEAK_TFLOPS.items() if key in name), None)

@@ -56,6 +56,8 @@ RUNS: list[tuple[str, list[str], str, str]] = [
     ("process_time.py", [], "whole process, small `vaelab train` vs a hand-written script (hand s / vaelab s)", "≥ 0.83 (≤ 1.2× the time)"),
     ("sweep.py", [], "16 VAEs, samples/s: vectorized vs sequential", "≥ 1.5 (2 CPU cores); ≥ 10 (GPU)"),
     ("chain.py", [], "3-generation chain with its metrics: vaelab chain vs hand-written", "≥ 1.0"),
+    ("studies.py", ["--part", "chain"], "chain-conv, 20 generations at the study's settings: 5 seeds vs 1 (2 x one seed's s / five seeds' s)", "≥ 1 (GPU; one seed < 60 s)"),
+    ("studies.py", ["--part", "sweep"], "bias-robustness in full, 77 cells x 10,000 steps (120 s / its s)", "≥ 1 (GPU)"),
     ("fid.py", [], "FID of 10k vs 10k images: vaelab vs NumPy/SciPy (ref s / vaelab s)", "vaelab < 20 s per FID"),
     ("memory.py", [], "one epoch over 1,000,000 28x28 images streamed from disk vs 100,000 in memory (samples/s)", "peak RSS < 2 GiB"),
 ]
@@ -64,7 +66,10 @@ RUNS: list[tuple[str, list[str], str, str]] = [
 DRIVERS = ("all.py", "gpu_check.py")
 
 # the scripts that take --device (both sides on that device); the others run on the CPU
-DEVICE_SCRIPTS = ("train_throughput.py", "sweep.py", "chain.py")
+DEVICE_SCRIPTS = ("train_throughput.py", "sweep.py", "chain.py", "studies.py")
+
+# the scripts whose full sizes are GPU work (hours on a 2-core CPU): on the CPU only their --quick runs
+GPU_SCRIPTS = ("studies.py",)
 
 ROW = re.compile(r"^row: vaelab=(.*?); reference=(.*)$")
 
@@ -221,6 +226,13 @@ def main() -> None:
     runs = [r for r in plan() if args.only in run_name(r[0], r[1])]
     if not runs:
         raise SystemExit(f"no benchmark matches --only {args.only!r}")
+    if args.device == "cpu" and not args.quick:
+        skipped = [run_name(r[0], r[1]) for r in runs if r[0] in GPU_SCRIPTS]
+        runs = [r for r in runs if r[0] not in GPU_SCRIPTS]
+        if skipped:
+            print(f"skipped on the CPU (GPU sizes, hours here; run them with --device cuda, or --quick): {', '.join(skipped)}")
+        if not runs:
+            raise SystemExit(f"--only {args.only!r} matches GPU benchmarks only: add --device cuda (on a GPU machine) or --quick")
     t0 = time.perf_counter()
     results = [run_one(script, a, compares, target, args.quick, env, machine, args.device) for script, a, compares, target in runs]
     failed = [r.name for r in results if r.failed]

@@ -11,6 +11,19 @@ What it measures
     3x3), 3,581,343 weights) on the same 20,000 images (kept as (N, 1, 24, 24)), batch 128,
     1 epoch per run by default (a conv step costs about 20x the mlp's on the CPU).
 
+    `--model cnn`: vaelab's `cnn` model (the MNIST study's CNN VAE: 5x5 convs of 16 and 32
+    channels, 2x2 pooling, dense 64, latent 16) on 20,000 `fontdigits` images (28x28), batch 128,
+    3 epochs: the GPU target's case (issue 16).
+
+    `--reference` chooses the other side: `loop` (the default, mlp and conv only) the hand-written
+    loop below; `dataloader` the loop most users write, on vaelab's own network (the same
+    initialisation) with batches from a shuffling `torch.utils.data.DataLoader` over the CPU
+    images, each moved to the device (its weights then differ from vaelab's: other shuffles);
+    `fp32` vaelab itself at fp32, so that `--precision bf16` (vaelab's side under bf16 autocast)
+    is measured against it. The script also prints the model's FLOPs per image (forward and
+    backward, torch.utils.flop_counter) and, on a GPU whose peak `_device.PEAK_TFLOPS` knows,
+    vaelab's samples/s as a share of what that arithmetic allows.
+
     Either model is trained two ways in one process, both on the same device (`--device`: cpu,
     the default, cuda, cuda:N or auto = cuda:0 where there is one, else cpu):
 
@@ -57,6 +70,8 @@ How to run (from the repository root)
     .venv/bin/python bench/train_throughput.py --threads 1
     .venv/bin/python bench/train_throughput.py --model conv   # conv: 5 rounds of 1 epoch each
     .venv/bin/python bench/train_throughput.py --device cuda  # both sides on the GPU (also cuda:N, auto)
+    .venv/bin/python bench/train_throughput.py --model cnn --reference dataloader --device cuda   # the GPU target: >= 5
+    .venv/bin/python bench/train_throughput.py --model cnn --precision bf16 --reference fp32 --device cuda   # bf16 >= fp32
     .venv/bin/python bench/train_throughput.py --quick     # smoke check: 1 round of 1 epoch on 2,000 images (conv: 512)
 """
 
@@ -70,39 +85,55 @@ import time
 
 import torch
 from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
 
 from vaelab.config import load_config
 from vaelab.data import load_data
 from vaelab.device import describe
+from vaelab.models import build_model
 from vaelab.train import train
 
-from _device import add_device, resolved, synchronize
+from _device import add_device, peak_flops, resolved, synchronize
 
 N, BATCH, HIDDEN, LATENT, LR, SEED = 20000, 128, 256, 8, 1e-3, 0
 CONV_CHANNELS, CONV_KERNEL, CONV_HIDDEN = 32, 3, 115  # the conv model: the chain study's
-QUICK_N = {"mlp": 2000, "conv": 512}  # images per run with --quick
-DEFAULTS = {"mlp": (9, 3), "conv": (5, 1)}  # (rounds, epochs) per model
+QUICK_N = {"mlp": 2000, "conv": 512, "cnn": 1024}  # images per run with --quick
+DEFAULTS = {"mlp": (9, 3), "conv": (5, 1), "cnn": (3, 3)}  # (rounds, epochs) per model
 
 
-def make_config(epochs: int, model: str = "mlp", n: int = N, device: str = "cpu"):
-    arch = (
-        {"model.name": "fc1", "model.hidden": [HIDDEN]}
-        if model == "mlp"
-        else {"model.name": "conv", "model.channels": [CONV_CHANNELS], "model.kernel": CONV_KERNEL, "model.pool": False, "model.hidden": [CONV_HIDDEN]}
-    )
+ARCHS = {
+    "mlp": {"data.name": "points", "model.name": "fc1", "model.hidden": [HIDDEN], "model.latent_dim": LATENT},
+    "conv": {
+        "data.name": "points",
+        "model.name": "conv",
+        "model.channels": [CONV_CHANNELS],
+        "model.kernel": CONV_KERNEL,
+        "model.pool": False,
+        "model.hidden": [CONV_HIDDEN],
+        "model.latent_dim": LATENT,
+    },
+    "cnn": {"data.name": "fontdigits", "model.name": "cnn"},  # the MNIST study's CNN VAE as vaelab ships it, on 28x28 digits
+}
+"""each --model's data and architecture"""
+
+
+def make_config(epochs: int, model: str = "mlp", n: int = N, device: str = "cpu", precision: str = "fp32"):
     return load_config(
         overrides={
-            "data.name": "points",
             "data.n": n,
-            **arch,
-            "model.latent_dim": LATENT,
+            **ARCHS[model],
             "train.batch_size": BATCH,
             "train.epochs": epochs,
             "train.device": device,
+            "train.precision": precision,
             "train.lr": LR,
             "train.seed": SEED,
         }
     )
+
+
+HAND_MODELS = ("mlp", "conv")
+"""the models `hand_model` writes out layer for layer"""
 
 
 def hand_model(model: str, shape: tuple[int, int, int]) -> tuple[nn.Module, nn.Module]:
@@ -122,6 +153,47 @@ def hand_model(model: str, shape: tuple[int, int, int]) -> tuple[nn.Module, nn.M
         nn.Unflatten(1, (CONV_CHANNELS, h, w)), nn.ConvTranspose2d(CONV_CHANNELS, c, CONV_KERNEL),
     )  # fmt: skip
     return encoder, decoder
+
+
+def run_dataloader(cfg, images: torch.Tensor, epochs: int, device: torch.device) -> tuple[float, float, int, list[torch.Tensor]]:
+    """(whole-call seconds, loop seconds, steps, trained parameters) for the loop most users write:
+    vaelab's own network (`build_model`, the same initialisation), the images in a
+    `torch.utils.data.DataLoader(TensorDataset(...), shuffle=True)` on the CPU, each batch moved to
+    `device`, the same loss written out, plain Adam. Its shuffles are the DataLoader's own."""
+    t0 = time.perf_counter()
+    torch.manual_seed(SEED)
+    model = build_model(cfg, tuple(images.shape[1:])).to(device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=LR)
+    loader = DataLoader(TensorDataset(images), batch_size=BATCH, shuffle=True, generator=torch.Generator().manual_seed(SEED))
+    steps = 0
+    loop_start = time.perf_counter()
+    for _ in range(epochs):
+        for (batch,) in loader:
+            batch = batch.to(device)  # (B, C, H, W)
+            mu, logvar = model.encoder(batch).chunk(2, dim=1)  # (B, L), (B, L)
+            z = mu + torch.exp(0.5 * logvar) * torch.randn_like(mu)
+            recon = (torch.sigmoid(model.decoder(z)) - batch).pow(2).flatten(1).sum(1).mean()
+            kl = 0.5 * (mu.pow(2) + logvar.exp() - 1.0 - logvar).sum(1).mean()
+            optimizer.zero_grad(set_to_none=True)
+            (recon + kl).backward()
+            optimizer.step()
+            steps += 1
+    synchronize(device)
+    end = time.perf_counter()
+    return end - t0, end - loop_start, steps, [p.detach() for p in model.parameters()]
+
+
+def flops_per_sample(cfg, shape: tuple[int, int, int], batch: int = 8) -> float:
+    """FLOPs of one image through a training step of vaelab's model (forward and backward, as
+    torch.utils.flop_counter counts matmuls and convolutions; elementwise work is not counted)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    torch.manual_seed(SEED)
+    model = build_model(cfg, shape)
+    counter = FlopCounterMode(display=False)
+    with counter:
+        model.loss(torch.rand(batch, *shape), 0)["loss"].backward()
+    return counter.get_total_flops() / batch
 
 
 def run_vaelab(cfg, data) -> tuple[float, float, int, list[torch.Tensor]]:
@@ -175,7 +247,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(
         description="vaelab's trainer vs a hand-written PyTorch loop, both on one device: samples/s and their ratio."
     )
-    ap.add_argument("--model", choices=("mlp", "conv"), default="mlp", help="mlp: fc1 576-256-8 (default); conv: the chain study's conv VAE")
+    ap.add_argument("--model", choices=tuple(ARCHS), default="mlp", help="mlp: fc1 576-256-8 (default); conv: the chain study's conv VAE; cnn: the MNIST study's CNN VAE on fontdigits 28x28")
+    ap.add_argument("--reference", choices=("loop", "dataloader", "fp32"), default="loop", help="loop: a hand-written loop slicing one tensor, layer for layer (mlp, conv; default); dataloader: the loop most users write, batches from a DataLoader; fp32: vaelab itself at fp32 (to compare --precision bf16)")
+    ap.add_argument("--precision", choices=("fp32", "bf16"), default="fp32", help="vaelab's train.precision (default fp32)")
     ap.add_argument("--rounds", type=int, default=None, help="timed rounds after the warm-up round (default: mlp 9, conv 5)")
     ap.add_argument("--epochs", type=int, default=None, help="epochs per training run (default: mlp 3, conv 1)")
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads for both sides (default: torch's default)")
@@ -189,23 +263,33 @@ def main() -> None:
     rounds, epochs, n = (1, 1, QUICK_N[args.model]) if args.quick else (rounds, epochs, N)
     if rounds < 1 or epochs < 1 or args.threads < 0:
         ap.error("--rounds and --epochs must be >= 1, --threads >= 0")
+    if args.reference == "loop" and args.model not in HAND_MODELS:
+        ap.error(f"--reference loop has a layer-for-layer twin of {', '.join(HAND_MODELS)} only; use --reference dataloader for --model {args.model}")
     if args.threads:
         torch.set_num_threads(args.threads)
     threads = torch.get_num_threads()  # fixed for the whole process: the same for both sides
 
-    cfg = make_config(epochs, args.model, n, args.device)
+    cfg = make_config(epochs, args.model, n, args.device, args.precision)
     data = load_data(cfg.data)
+    reference = {
+        "loop": lambda: run_hand(images, epochs, args.model, device),
+        "dataloader": lambda: run_dataloader(cfg, images, epochs, device),
+        "fp32": lambda: run_vaelab(cfg.override({"train.precision": "fp32"}), data),
+    }[args.reference]
+    names = {"loop": "hand-written loop", "dataloader": "DataLoader loop", "fp32": "vaelab fp32"}
     images = data.images
     samples = epochs * images.shape[0]
     expected_steps = epochs * math.ceil(images.shape[0] / BATCH)
-    if args.model == "mlp":
-        arch = f"fc1 576-{HIDDEN}-{LATENT} VAE"
-    else:
-        arch = f"conv VAE (Conv2d 1->{CONV_CHANNELS} {CONV_KERNEL}x{CONV_KERNEL}, {CONV_HIDDEN}, latent {LATENT}; transposed-conv decoder)"
+    arch = {
+        "mlp": f"fc1 576-{HIDDEN}-{LATENT} VAE",
+        "conv": f"conv VAE (Conv2d 1->{CONV_CHANNELS} {CONV_KERNEL}x{CONV_KERNEL}, {CONV_HIDDEN}, latent {LATENT}; transposed-conv decoder)",
+        "cnn": "cnn VAE (5x5 convs of 16 and 32 channels, 2x2 pooling, dense 64)",
+    }[args.model]
     print(
-        f"{arch}, {images.shape[0]} points images {tuple(images.shape[1:])}, batch {BATCH}, "
-        f"{epochs} epoch(s) = {expected_steps} steps = {samples} samples per run"
+        f"{arch}, {images.shape[0]} {cfg.data.name} images {tuple(images.shape[1:])}, batch {BATCH}, "
+        f"{epochs} epoch(s) = {expected_steps} steps = {samples} samples per run; vaelab {args.precision} against the {names[args.reference]}"
     )
+    flops = flops_per_sample(cfg, tuple(images.shape[1:]))
     if device.type == "cuda":
         print(f"machine: {describe(device)}")  # for bench/all.py's table
     where = "CPU" if device.type == "cpu" else describe(device)
@@ -219,7 +303,7 @@ def main() -> None:
     max_diff = 0.0
     for r in range(rounds + 1):
         vw, vl, vs, vp = run_vaelab(cfg, data)
-        hw, hl, hs, hp = run_hand(images, epochs, args.model, device)
+        hw, hl, hs, hp = reference()
         if vs != expected_steps or hs != expected_steps:
             raise SystemExit(f"step counts differ: vaelab {vs}, hand-written {hs}, expected {expected_steps}")
         if r == 0:
@@ -239,12 +323,16 @@ def main() -> None:
     paired = statistics.median(a[0] / b[0] for a, b in zip(results["vaelab"], results["hand"]))
     print(f"{'median':>7}  {med['vaelab'][0]:12.0f}  {med['vaelab'][1]:11.0f}  {med['hand'][0]:10.0f}  {med['hand'][1]:9.0f}")
     print(f"load average after: {os.getloadavg()[0]:.2f}")
-    print(f"same training: largest |vaelab - hand-written| over the trained parameters = {max_diff:.3g}")
+    if args.reference == "loop":
+        print(f"same training: largest |vaelab - hand-written| over the trained parameters = {max_diff:.3g}")
+    peak = peak_flops(device, args.precision)
+    share = f"{100 * med['vaelab'][0] * flops / peak:.2f} % of {describe(device)}'s {args.precision} peak ({peak / 1e12:,.0f} TFLOP/s)" if peak else "the device's peak is not known here"
+    print(f"arithmetic: {flops / 1e6:.1f} MFLOP per image (forward and backward); vaelab's samples/s use {share}")
     print(f"median samples/s: vaelab {med['vaelab'][0]:.0f} (loop only {med['vaelab'][1]:.0f}), "
           f"hand-written {med['hand'][0]:.0f} (loop only {med['hand'][1]:.0f})")
     print(f"loop-only ratio: {med['vaelab'][1] / med['hand'][1]:.2f}; median of per-round ratios: {paired:.2f}")
     print("ratio = median vaelab samples/s / median hand-written samples/s, whole call:")
-    print(f"row: vaelab={med['vaelab'][0]:,.0f} samples/s; reference={med['hand'][0]:,.0f} samples/s (hand-written loop)")
+    print(f"row: vaelab={med['vaelab'][0]:,.0f} samples/s; reference={med['hand'][0]:,.0f} samples/s ({names[args.reference]})")
     print(f"ratio: {med['vaelab'][0] / med['hand'][0]:.2f}")
 
 

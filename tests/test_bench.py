@@ -16,6 +16,7 @@ import contextlib
 import importlib.util
 import io
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -54,6 +55,18 @@ def test_benchmark_quick(script, args):
     lines = [line for line in proc.stdout.splitlines() if line.strip()]
     assert lines[-1].startswith("ratio: "), lines[-5:]
     assert ALL.ROW.match(lines[-2]), lines[-5:]
+
+
+def test_all_leaves_the_gpu_sized_studies_out_of_a_cpu_run(monkeypatch, capsys):
+    ran = []
+    monkeypatch.setattr(ALL, "run_one", lambda script, args, *rest: ran.append(script) or ALL.Result(script, "", ""))
+    monkeypatch.setattr(sys, "argv", ["all.py", "--only", "studies"])
+    with pytest.raises(SystemExit, match="GPU benchmarks only"):
+        ALL.main()
+    assert ran == [] and "skipped on the CPU" in capsys.readouterr().out
+    monkeypatch.setattr(sys, "argv", ["all.py", "--only", "studies", "--quick"])
+    ALL.main()
+    assert ran == ["studies.py", "studies.py"]  # their smoke sizes run anywhere
 
 
 def test_pythae_compare_without_its_environment(tmp_path, monkeypatch):
@@ -143,7 +156,7 @@ def test_a_device_this_machine_lacks_is_refused_clearly(capsys):
     import argparse
 
     for script in ALL.DEVICE_SCRIPTS:
-        assert "from _device import add_device, resolved" in (BENCH / script).read_text(), script
+        assert re.search(r"from _device import .*add_device, .*resolved", (BENCH / script).read_text()), script
     ap = argparse.ArgumentParser(prog="bench")
     _device.add_device(ap, "both sides")
     with pytest.raises(SystemExit) as e:
@@ -206,11 +219,35 @@ def test_gpu_check_tabulates_the_suite_and_every_benchmark(tmp_path, monkeypatch
     table = (tmp_path / "t.md").read_text().splitlines()
     assert "NVIDIA H200" in table[0] and "PyTorch" in table[0]
     assert "1059 passed, 14 warnings in 140.2s" in table[4]
-    rows = [line for line in table if line.startswith(("| train_throughput", "| sweep", "| chain"))]
-    assert len(rows) == 4 and all(row.endswith("| 3.00 |") for row in rows)
+    rows = [line for line in table if line.startswith(tuple(f"| {name} |" for name, _, _ in GPU_CHECK.BENCHES))]
+    assert len(rows) == len(GPU_CHECK.BENCHES) == 6 and all(row.endswith("| 3.00 |") for row in rows)
+    assert [c[2:] for c in calls if "pytest" not in c][:2] == [
+        ["--model", "cnn", "--reference", "dataloader", "--rounds", "3", "--device", "cuda"],
+        ["--model", "cnn", "--precision", "bf16", "--reference", "fp32", "--rounds", "3", "--device", "cuda"],
+    ]  # issue 16's targets: against the DataLoader loop, and bf16 against fp32
     pytest_call = next(c for c in calls if "pytest" in c)
     assert pytest_call[pytest_call.index("-n") + 1].isdigit() and pytest_call[-2:] == ["--dist", "loadfile"]
     assert all(c[-2:] == ["--device", "cuda"] for c in calls if "pytest" not in c)
+
+
+@pytest.mark.parametrize("only, suite, benches", [("suite", True, 0), ("benches", False, 6)])
+def test_gpu_check_only_runs_one_half(tmp_path, monkeypatch, a_gpu, only, suite, benches):
+    calls = []
+
+    def run(cmd, timeout, log):
+        calls.append(cmd)
+        if "pytest" in cmd:
+            return 0, "== 3 passed in 1.0s ==\n", 1.0
+        return 0, "row: vaelab=1 s; reference=2 s\nratio: 2.00\n", 1.0
+
+    monkeypatch.setattr(GPU_CHECK, "run", run)
+    monkeypatch.setattr(sys, "argv", ["gpu_check.py", "--only", only, "--out", str(tmp_path / "t.md"), "--log", str(tmp_path / "log")])
+    with pytest.raises(SystemExit) as e:
+        GPU_CHECK.main()
+    assert e.value.code == 0
+    assert any("pytest" in c for c in calls) == suite
+    assert sum("pytest" not in c for c in calls) == benches
+    assert ("not run (--only benches)" in (tmp_path / "t.md").read_text()) == (not suite)
 
 
 def test_gpu_check_fails_when_a_benchmark_fails(tmp_path, monkeypatch, a_gpu):

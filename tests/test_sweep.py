@@ -28,10 +28,10 @@ from vaelab.checkpoint import load_run
 from vaelab.config import load_config
 from vaelab.data import load_data
 from vaelab.errors import UserError
-from vaelab.models import build_model, fit_to_data
+from vaelab.models import build_model, fit_to_data, parameter_count, step_bytes
 from vaelab.experiments import sweep
 from vaelab.experiments.sweep import (
-    MAX_GROUP,
+    CPU_GROUP,
     SWEEP_METRICS,
     columns,
     parse_axis,
@@ -350,22 +350,36 @@ def test_vectorize_off_gives_one_group_per_cell_in_order():
     assert [[c.name for c in g] for g in plan_groups(cells, "off")] == [[c.name] for c in cells]
 
 
-def test_groups_are_chunked_at_max_group():
-    assert MAX_GROUP == 16
+def test_groups_are_chunked_at_cpu_group_on_the_cpu():
+    assert CPU_GROUP == 16
     cells = cells_of(["loss.beta=1:20:1"], "data.n=100")
-    groups = plan_groups(cells)
+    groups = plan_groups(cells, device=torch.device("cpu"))
     assert [len(g) for g in groups] == [16, 4]
     assert [c.name for g in groups for c in g] == [c.name for c in cells]  # in order, none lost
 
 
-def test_groups_are_chunked_to_fit_the_memory_budget(monkeypatch):
-    # one member holds 100 images of 1×21×21 float32 pixels, twice (images and their shuffle): 352,800 bytes
-    member = 100 * 21 * 21 * 4 * 2
-    cells = cells_of(["loss.beta=1:8:1"], "data.n=100")
-    monkeypatch.setattr(sweep, "GROUP_MEMORY", 3 * member + 5)
-    assert [len(g) for g in plan_groups(cells)] == [3, 3, 2]
-    monkeypatch.setattr(sweep, "GROUP_MEMORY", member - 1)  # not even one fits: each alone, never none
-    assert [len(g) for g in plan_groups(cells)] == [1] * 8
+def test_member_bytes_counts_images_weights_with_adams_state_and_one_step():
+    """A member of 100 images of 1×21×21 float32 and a dense model: its images, its parameters
+    four times (weights, gradients, two moments), and the step's tensors, which grow with the batch."""
+    cfg = cells_of(["loss.beta=1,2"], "data.n=100")[0].config
+    shape = (1, 21, 21)
+    images, weights = 100 * 21 * 21 * 4, parameter_count(cfg, shape) * 16
+    step = sweep.member_bytes(cfg) - images - weights
+    assert step == step_bytes(cfg, shape, cfg.train.batch_size)
+    # the step holds at least its batch and its reconstruction logits, and the hidden activations
+    assert step > 2 * cfg.train.batch_size * 21 * 21 * 4 + cfg.train.batch_size * sum(cfg.model.hidden) * 4
+    assert step_bytes(cfg, shape, 2 * cfg.train.batch_size) > 1.8 * step_bytes(cfg, shape, cfg.train.batch_size) - 4 * parameter_count(cfg, shape) * 4
+
+
+@pytest.mark.parametrize("device", ["cpu", "cuda"])
+def test_groups_are_sized_by_the_devices_free_memory(monkeypatch, device):
+    """GROUP_SHARE of the free memory over member_bytes members per group; on a GPU no fixed cap.
+    (The device is only named: planning reads its free memory, patched here.)"""
+    cells = cells_of(["loss.beta=1:40:1"], "data.n=100")
+    member = sweep.member_bytes(cells[0].config)
+    for fit, sizes in ((3, [3] * 13 + [1]), (0, [1] * 40), (40, [16, 16, 8] if device == "cpu" else [40])):
+        monkeypatch.setattr(sweep, "free_memory", lambda d: (fit * member + 5) / sweep.GROUP_SHARE)
+        assert [len(g) for g in plan_groups(cells, device=torch.device(device))] == sizes, fit
 
 
 # ---------------------------------------------------------------------------------------------

@@ -6,6 +6,7 @@ a run folder records for the device that trained it.
     training_device(config.train)            # both: what a run trains on
     describe(device)                         # "cuda:0 (NVIDIA H200)" or "cpu"
     check_fits(nbytes, device, "the model")  # a UserError when nbytes exceed the device's memory
+    free_memory(device)                      # bytes it can hand out now (how vectorized groups are sized)
 
 Training resolves `train.device` strictly (asking for a GPU that is not there is an error). The
 verbs that only read a trained run (sample, reconstruct, evaluate, latent, a chain's next
@@ -82,6 +83,19 @@ def memory(device: torch.device) -> int:
     if device.type == "cuda":
         return torch.cuda.get_device_properties(device).total_memory
     return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+def free_memory(device: torch.device) -> int:
+    """Bytes `device` can hand out now: a GPU's free memory (as the driver reports it), or the
+    machine's available memory (MemAvailable; all of it where /proc/meminfo is missing)."""
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0]
+    try:
+        with open("/proc/meminfo") as f:
+            fields = dict(line.split(":", 1) for line in f)
+        return int(fields["MemAvailable"].split()[0]) * 1024
+    except (OSError, KeyError, ValueError):
+        return memory(device)
 
 
 def check_fits(nbytes: int, device: torch.device, what: str) -> None:

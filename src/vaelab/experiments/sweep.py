@@ -38,14 +38,14 @@ import torch
 from vaelab.config import Config, parse_value, printable
 from vaelab.data import DATASETS, Dataset, load_data, test_data_config
 from vaelab.data.stream import ImageStream
-from vaelab.device import reading_device, training_device
+from vaelab.device import free_memory, reading_device, training_device
 from vaelab.errors import TrainingDiverged, UserError
 from vaelab.evaluate import disentanglement, neg_elbo, recon_mse
 from vaelab.experiments.backends import check_backend, check_visible, run_tasks, task_gpus
 from vaelab.experiments.study import open_study
 from vaelab.metrics import class_distribution, decoder_mse, feature_net, fid, fit_linear_map, pmi, prdc
 from vaelab.latent import latent_means
-from vaelab.models import MODELS, build_model, fit_to_data
+from vaelab.models import MODELS, build_model, fit_to_data, parameter_count, step_bytes
 from vaelab.runfolder import atomic_write, read_csv, write_csv
 from vaelab.sample import reconstruct, sample
 from vaelab.train import Run, check_resources, train
@@ -57,12 +57,14 @@ FIT_FRACTION = 0.8
 """share of the test set that fits pmi's linear map; the rest measures it"""
 DEFAULT_TEST_N = 2000
 """test images drawn when the dataset has no enumerated test set and sweep.test_n is 0"""
-GROUP_MEMORY = 2 << 30
-"""bytes of images (and their per-epoch shuffle) one vectorized group may hold"""
+GROUP_SHARE = 0.5
+"""share of the training device's free memory one vectorized group may take"""
 UNKNOWN_N = 60_000
 """images assumed for memory planning when a dataset's size is not known before loading (all of a file)"""
-MAX_GROUP = 16
-"""members per vectorized group at most (beyond it a 2-core CPU gains nothing)"""
+CPU_GROUP = 16
+"""members per vectorized group at most on the CPU: beyond it a 2-core CPU gains nothing, and a
+smaller group is a finer resume point (sweep.csv is rewritten after each); a GPU's groups are
+sized by its memory alone"""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -477,11 +479,14 @@ def _ordered(rows: list[dict], cells: list[Cell]) -> list[dict]:
     return sorted(rows, key=lambda r: rank.get(r["cell"], len(rank)))
 
 
-def plan_groups(cells: list[Cell], vectorize: str = "auto") -> list[list[Cell]]:
-    """Cells in training groups: with "auto", those sharing a `group_key` together, in chunks of at
-    most MAX_GROUP whose images fit GROUP_MEMORY; everything else alone."""
-    if vectorize == "off":
+def plan_groups(cells: list[Cell], vectorize: str = "auto", device: torch.device | None = None) -> list[list[Cell]]:
+    """Cells in training groups: with "auto", those sharing a `group_key` together, in chunks that
+    fit GROUP_SHARE of the training device's free memory (`member_bytes`; at most CPU_GROUP on the
+    CPU); everything else alone. `device`: the training device (the first cell's when None)."""
+    if vectorize == "off" or not cells:
         return [[c] for c in cells]
+    device = device or training_device(cells[0].config.train)
+    budget = GROUP_SHARE * free_memory(device)
     by_key: dict[Any, list[Cell]] = {}
     alone = []
     for c in cells:
@@ -489,17 +494,26 @@ def plan_groups(cells: list[Cell], vectorize: str = "auto") -> list[list[Cell]]:
         (alone.append([c]) if key is None else by_key.setdefault(key, []).append(c))
     groups = []
     for members in by_key.values():
-        d = members[0].config.data
-        size = (d.n or DATASETS[d.name].default_n or UNKNOWN_N) * _pixels(d) * 4 * 2
-        chunk = max(1, min(MAX_GROUP, GROUP_MEMORY // max(size, 1)))
+        chunk = max(1, int(budget // member_bytes(members[0].config)))
+        if device.type == "cpu":
+            chunk = min(chunk, CPU_GROUP)
         groups += [members[i : i + chunk] for i in range(0, len(members), chunk)]
     return groups + alone
 
 
+def member_bytes(cfg: Config) -> int:
+    """Memory one member of a vectorized group takes on the training device: its images (stacked
+    once), its weights with their gradients and Adam's two moments, and one step's tensors
+    (`vaelab.models.step_bytes`, traced on the meta device)."""
+    d = cfg.data
+    n, shape = d.n or DATASETS[d.name].default_n or UNKNOWN_N, _shape(d)
+    return n * math.prod(shape) * 4 + parameter_count(cfg, shape) * 4 * 4 + step_bytes(cfg, shape, cfg.train.batch_size)
+
+
 @functools.lru_cache(maxsize=64)
-def _pixels(data_cfg) -> int:
-    """Pixels per image of a dataset (from a handful of its images)."""
-    return math.prod(load_data(replace(data_cfg, n=min(data_cfg.n or 8, 8))).shape)
+def _shape(data_cfg) -> tuple[int, int, int]:
+    """The image shape (C, H, W) of a dataset (from a handful of its images)."""
+    return tuple(load_data(replace(data_cfg, n=min(data_cfg.n or 8, 8))).shape)
 
 
 ROW_FILE = "row.json"

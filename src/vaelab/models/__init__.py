@@ -109,6 +109,32 @@ def parameter_count(cfg, shape: tuple[int, int, int]) -> int:
         raise UserError(f"model {cfg.model.name} cannot be built at these sizes (model.hidden = {list(cfg.model.hidden)}, model.latent_dim = {cfg.model.latent_dim}): {str(e).splitlines()[0][:80]}") from None
 
 
+def step_bytes(cfg, shape: tuple[int, int, int], batch: int) -> int:
+    """Bytes one training step of `build_model(cfg, shape)` on a batch of `batch` images allocates:
+    every tensor its loss and backward produce, traced on the meta device (nothing is allocated or
+    computed). An upper bound on the step's activation memory (it counts tensors freed on the way)."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+    from torch.utils._pytree import tree_leaves
+
+    class Allocations(TorchDispatchMode):
+        total = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            out = func(*args, **(kwargs or {}))
+            Allocations.total += sum(t.numel() * t.element_size() for t in tree_leaves(out) if isinstance(t, torch.Tensor))
+            return out
+
+    if MODELS[cfg.model.name].conditional:
+        cfg = cfg.override({"model.classes": max(cfg.model.classes, 1)})  # the count does not depend on it much; the data may not be loaded yet
+    with torch.device("meta"):
+        model = build_model(cfg, shape)
+        x = torch.rand(batch, *shape)
+        labels = torch.zeros(batch, dtype=torch.int64) if MODELS[cfg.model.name].conditional else None
+        with Allocations():
+            model.loss(x, 0, labels=labels)["loss"].backward()
+    return Allocations.total
+
+
 def fit_to_data(cfg, data):
     """`cfg` with `model.classes` taken from the data's labels when the model is conditional and
     leaves it 0; a UserError when such a model meets data without labels, or labels out of range."""
