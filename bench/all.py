@@ -58,6 +58,7 @@ RUNS: list[tuple[str, list[str], str, str]] = [
     ("chain.py", [], "3-generation chain with its metrics: vaelab chain vs hand-written", "≥ 1.0"),
     ("studies.py", ["--part", "chain"], "chain-conv, 20 generations at the study's settings: 5 seeds vs 1 (2 x one seed's s / five seeds' s)", "≥ 1 (GPU; one seed < 60 s)"),
     ("studies.py", ["--part", "sweep"], "bias-robustness in full, 77 cells x 10,000 steps (120 s / its s)", "≥ 1 (GPU)"),
+    ("profile_step.py", [], "host work per cnn training step: kernel launches without / with a CUDA graph (CPU: ops per step)", "-"),
     ("fid.py", [], "FID of 10k vs 10k images: vaelab vs NumPy/SciPy (ref s / vaelab s)", "vaelab < 20 s per FID"),
     ("memory.py", [], "one epoch over 1,000,000 28x28 images streamed from disk vs 100,000 in memory (samples/s)", "peak RSS < 2 GiB"),
 ]
@@ -66,7 +67,7 @@ RUNS: list[tuple[str, list[str], str, str]] = [
 DRIVERS = ("all.py", "gpu_check.py")
 
 # the scripts that take --device (both sides on that device); the others run on the CPU
-DEVICE_SCRIPTS = ("train_throughput.py", "sweep.py", "chain.py", "studies.py")
+DEVICE_SCRIPTS = ("train_throughput.py", "sweep.py", "chain.py", "studies.py", "profile_step.py")
 
 # the scripts whose full sizes are GPU work (hours on a 2-core CPU): on the CPU only their --quick runs
 GPU_SCRIPTS = ("studies.py",)

@@ -60,6 +60,7 @@ BENCHES = [
     ("train cnn vs DataLoader", ["train_throughput.py", "--model", "cnn", "--reference", "dataloader", "--rounds", "3"], "cnn VAE, 20,000 fontdigits, batch 128, 3 epochs: vaelab vs the DataLoader loop (target ≥ 5)"),
     ("train cnn bf16 vs fp32", ["train_throughput.py", "--model", "cnn", "--precision", "bf16", "--reference", "fp32", "--rounds", "3"], "the same, vaelab bf16 vs vaelab fp32 (target ≥ 1)"),
     ("train mlp", ["train_throughput.py", "--model", "mlp", "--rounds", "3"], "vaelab vs a hand-written loop, fc1, batch 128"),
+    ("profile of a step", ["profile_step.py"], "cnn, batch 128: kernel launches, copies, syncs per step; ratio = launches without ÷ with the CUDA graph"),
     ("sweep", ["sweep.py", "--rounds", "3"], "16 fc1 VAEs vectorized vs one by one (target ≥ 20)"),
     ("chain-conv study", ["studies.py", "--part", "chain"], "20 generations at the study's settings, 5 seeds vs 1 (targets: 1 seed < 60 s; ratio ≥ 1)"),
     ("bias-robustness study", ["studies.py", "--part", "sweep"], "77 cells × 10,000 steps (target < 120 s: ratio ≥ 1)"),

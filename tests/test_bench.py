@@ -220,7 +220,7 @@ def test_gpu_check_tabulates_the_suite_and_every_benchmark(tmp_path, monkeypatch
     assert "NVIDIA H200" in table[0] and "PyTorch" in table[0]
     assert "1059 passed, 14 warnings in 140.2s" in table[4]
     rows = [line for line in table if line.startswith(tuple(f"| {name} |" for name, _, _ in GPU_CHECK.BENCHES))]
-    assert len(rows) == len(GPU_CHECK.BENCHES) == 6 and all(row.endswith("| 3.00 |") for row in rows)
+    assert len(rows) == len(GPU_CHECK.BENCHES) == 7 and all(row.endswith("| 3.00 |") for row in rows)
     assert [c[2:] for c in calls if "pytest" not in c][:2] == [
         ["--model", "cnn", "--reference", "dataloader", "--rounds", "3", "--device", "cuda"],
         ["--model", "cnn", "--precision", "bf16", "--reference", "fp32", "--rounds", "3", "--device", "cuda"],
@@ -230,7 +230,7 @@ def test_gpu_check_tabulates_the_suite_and_every_benchmark(tmp_path, monkeypatch
     assert all(c[-2:] == ["--device", "cuda"] for c in calls if "pytest" not in c)
 
 
-@pytest.mark.parametrize("only, suite, benches", [("suite", True, 0), ("benches", False, 6)])
+@pytest.mark.parametrize("only, suite, benches", [("suite", True, 0), ("benches", False, 7)])
 def test_gpu_check_only_runs_one_half(tmp_path, monkeypatch, a_gpu, only, suite, benches):
     calls = []
 
