@@ -76,10 +76,10 @@ def main() -> None:
     ap.add_argument("--model", choices=tuple(ARCHS), default="cnn", help="cnn (default) or mlp")
     ap.add_argument("--steps", type=int, default=100, help="S: the runs are S and 2·S steps long (default 100)")
     add_device(ap, "the runs")
-    ap.add_argument("--quick", action="store_true", help="smoke check: 10 steps, 512 images")
+    ap.add_argument("--quick", action="store_true", help="smoke check: 3 steps, 256 images")
     args = ap.parse_args()
     device = resolved(ap, args.device)
-    steps, n = (10, 512) if args.quick else (args.steps, 20_000)
+    steps, n = (3, 256) if args.quick else (args.steps, 20_000)
     cfg = load_config(overrides={**ARCHS[args.model], "data.n": n, "train.batch_size": 128, "train.device": args.device, "train.checkpoint_every": 10**9})
     if device.type == "cuda":
         print(f"machine: {describe(device)}")

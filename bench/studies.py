@@ -40,8 +40,8 @@ from vaelab.experiments.sweep import run_sweep
 from _device import add_device, resolved, synchronize
 
 QUICK = {
-    "chain": {"data.n": 200, "train.epochs": 1, "chain.generations": 1, "chain.holdout": 50, "chain.metric_samples": 50, "model.hidden": [16], "model.channels": [4]},
-    "sweep": {"data.n": 200, "train.steps": 10, "sweep.test_n": 100},
+    "chain": {"data.n": 64, "train.epochs": 1, "chain.generations": 1, "chain.holdout": 16, "chain.metric_samples": 16, "model.name": "fc1", "model.hidden": [16]},
+    "sweep": {"data.n": 64, "train.steps": 4, "sweep.test_n": 64},
 }
 """each part's overrides with --quick"""
 QUICK_GRID = ["loss.beta=0.5,1", "data.mu=0,2"]
@@ -78,7 +78,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description="whole studies at their presets' settings, timed (the GPU targets)")
     ap.add_argument("--part", choices=("chain", "sweep"), default="chain", help="chain: chain-conv with 1 and 5 seeds (default); sweep: bias-robustness in full")
     add_device(ap, "the studies")
-    ap.add_argument("--quick", action="store_true", help="smoke check: tiny data and model, few steps, 1 generation / a 2 x 2 grid")
+    ap.add_argument("--quick", action="store_true", help="smoke check: tiny data, a small dense model, few steps, 1 generation / a 2 x 2 grid")
     args = ap.parse_args()
     device = resolved(ap, args.device)
     if device.type == "cuda":

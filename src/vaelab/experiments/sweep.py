@@ -507,6 +507,8 @@ def member_bytes(cfg: Config) -> int:
     (`vaelab.models.step_bytes`, traced on the meta device)."""
     d = cfg.data
     n, shape = d.n or DATASETS[d.name].default_n or UNKNOWN_N, _shape(d)
+    if MODELS[cfg.model.name].conditional:  # classes come from the labels, not loaded yet; the size hardly depends on them
+        cfg = cfg.override({"model.classes": max(cfg.model.classes, 1)})
     return n * math.prod(shape) * 4 + parameter_count(cfg, shape) * 4 * 4 + step_bytes(cfg, shape, cfg.train.batch_size)
 
 

@@ -124,8 +124,6 @@ def step_bytes(cfg, shape: tuple[int, int, int], batch: int) -> int:
             Allocations.total += sum(t.numel() * t.element_size() for t in tree_leaves(out) if isinstance(t, torch.Tensor))
             return out
 
-    if MODELS[cfg.model.name].conditional:
-        cfg = cfg.override({"model.classes": max(cfg.model.classes, 1)})  # the count does not depend on it much; the data may not be loaded yet
     with torch.device("meta"):
         model = build_model(cfg, shape)
         x = torch.rand(batch, *shape)
