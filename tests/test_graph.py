@@ -159,3 +159,26 @@ def test_cli_cuda_graph_on_a_cpu_run_is_one_line(tmp_path):
     r = cli("train", "--preset", "chain-fc1", "--set", "train.device=cpu", "--set", "train.cuda_graph=on", "--quiet", "--out", tmp_path / "run")
     user_error(r, "train.cuda_graph=on", "CUDA")
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("strict", [False, True], ids=["auto", "on"])
+def test_a_capture_that_fails_falls_back_to_the_plain_step_under_auto_and_raises_under_on(monkeypatch, strict):
+    """The capture itself is stood in for by one that raises, as CUDA does for an operation a graph
+    cannot hold: auto warns once and steps without a graph from then on; on raises."""
+    inner = CountingStep()
+    step = GraphedStep(inner, torch.device("cpu"), strict=strict)
+    step.capture, step.warm = True, GraphedStep.WARMUP  # as on CUDA, past the warm-up steps
+
+    def refuse(*args):
+        raise RuntimeError("operation not permitted when stream is capturing")
+
+    monkeypatch.setattr(step, "_capture", refuse)
+    batch = torch.ones(2, 1)
+    if strict:
+        with pytest.raises(RuntimeError, match="not permitted"):
+            step(0, batch, None, {"beta": torch.tensor(2.0)})
+        return
+    with pytest.warns(RuntimeWarning, match="goes on without it"):
+        assert step(0, batch, None, {"beta": torch.tensor(2.0)})["loss"].item() == 4.0
+    assert step(1, batch * 3, None, {"beta": torch.tensor(1.0)})["loss"].item() == 6.0  # plain steps, no second attempt
+    assert inner.calls == [2, 2] and step.graphs == {}

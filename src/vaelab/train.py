@@ -20,6 +20,7 @@ import json
 import math
 import sys
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -207,7 +208,7 @@ def train(
     checkpoint = (lambda member, at: take_checkpoint(model, optimizer, at, data.shape, loop_state)) if run_dir is not None else None
     model.train()
     step = run_loop(
-        GraphedStep(stepper, device) if capture else stepper,
+        GraphedStep(stepper, device, strict=cfg.train.cuda_graph == "on") if capture else stepper,
         batches,
         StepWeights(lambda at: loss_weights(cfg.loss, at), device if capture or cfg.train.compile else None),
         log,
@@ -310,14 +311,18 @@ class GraphedStep:
     which the next replay overwrites. Weights given as floats are constants of the graph: a
     changed one is an error, never a silently stale value. The reparameterisation noise is drawn
     inside the graph from the device's generator, which replays advance as the plain steps do.
-    Off CUDA it runs the same fixed-input path without a graph (how the CPU tests check it)."""
+    Off CUDA it runs the same fixed-input path without a graph (how the CPU tests check it).
+    A capture that fails (an operation CUDA graphs do not allow) raises with `strict`
+    (train.cuda_graph=on); under `auto` it warns once and training goes on with the plain step,
+    from the same state (a capture records kernels, it runs none)."""
 
     WARMUP = 3
 
-    def __init__(self, step, device: torch.device):
-        self.step, self.device, self.capture = step, device, device.type == "cuda"
+    def __init__(self, step, device: torch.device, strict: bool = False):
+        self.step, self.device, self.capture, self.strict = step, device, device.type == "cuda", strict
         self.warm = 0
         self.graphs: dict[tuple, tuple] = {}
+        self.failed = False
 
     def __call__(self, step: int, batch: torch.Tensor, labels: torch.Tensor | None, weights: dict) -> dict[str, torch.Tensor]:
         if self.capture and self.warm < self.WARMUP:
@@ -328,9 +333,18 @@ class GraphedStep:
                 terms = self.step(step, batch, labels, weights)
             torch.cuda.current_stream(self.device).wait_stream(side)
             return terms
+        if self.failed:
+            return self.step(step, batch, labels, weights)
         key = (tuple(batch.shape), None if labels is None else tuple(labels.shape))
         if key not in self.graphs:
-            self.graphs[key] = self._capture(step, batch, labels, weights)
+            try:
+                self.graphs[key] = self._capture(step, batch, labels, weights)
+            except RuntimeError as e:
+                if self.strict:
+                    raise
+                warnings.warn(f"vaelab: capturing the training step as a CUDA graph failed ({str(e).splitlines()[0][:200]}); training goes on without it (train.cuda_graph=off skips the attempt)", RuntimeWarning, stacklevel=2)
+                self.failed = True
+                return self.step(step, batch, labels, weights)
         graph, inputs, terms = self.graphs[key]
         fixed_batch, fixed_labels, fixed_weights = inputs
         fixed_batch.copy_(batch)

@@ -223,7 +223,7 @@ def train_group(
         return take_checkpoint(*stepper.member(i), step, shape)
 
     run_loop(
-        GraphedStep(stepper, device) if capture else stepper,
+        GraphedStep(stepper, device, strict=cfg0.train.cuda_graph == "on") if capture else stepper,
         Batches(images, labels, orders, cfg0.train.batch_size, per_epoch, device),
         group_weights(configs, device),
         log,
