@@ -142,6 +142,20 @@ def test_compiled_loss_trains_like_the_eager_one():
     assert mean(compiled) < 0.8 * compiled.history[0]["loss"]  # and it learns
 
 
+def test_a_compiled_architecture_is_compiled_once_per_process():
+    """A chain's next generation or a sweep's next cell builds a new model of the same architecture,
+    with another seed and other loss weights: torch.compile's code is reused, not compiled again
+    (β reaches the compiled loss as a tensor, so its value is no constant of the code)."""
+    from torch._dynamo.utils import counters
+
+    cfg = load_config("chain-fc1", overrides={"data.n": 128, "train.steps": 3, "train.device": "cpu", "train.compile": True})
+    train(cfg, quiet=True)
+    compiled = counters["stats"]["unique_graphs"]
+    assert compiled >= 1
+    train(cfg.override({"train.seed": 1, "loss.beta": 2.5, "data.seed": 3}), quiet=True)
+    assert counters["stats"]["unique_graphs"] == compiled
+
+
 # ---------------------------------------------------------------------------------------------
 # Divergence keeps a checkpoint that trains on; what the machine cannot hold is refused first.
 
