@@ -210,7 +210,7 @@ def train_group(
             write_jsonl(d / "metrics.jsonl", [])
 
     stepper = GroupStep(models, configs, device, capturable=capture)
-    images = torch.stack([d.images.to(device) for d in datas])  # (M, N, C, H, W)
+    images = torch.stack([d.images for d in datas]).to(device)  # (M, N, C, H, W), stacked before the move: one copy on the device
     labels = torch.stack([d.labels.to(device) for d in datas]) if models[0].n_classes else None  # (M, N) a conditional model's
     n = len(datas[0])
     per_epoch, total = schedule(cfg0, n)
