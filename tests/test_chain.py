@@ -702,6 +702,8 @@ def test_a_chain_the_data_or_model_rejects_leaves_no_folder_that_blocks_the_retr
         (["chain", "foo", "--out", "x"], ["foo", "compare"]),
         (["chain", "compare", "--out", "x"], ["compare"]),
         (["chain", "compare", "a", "--set", "chain.generations=2", "--out", "x"], ["compare"]),
+        (["chain", "compare", "a", "b", "--vectorize", "off", "--out", "x"], ["compare"]),
+        (["chain", "--vectorize", "sometimes", "--out", "x"], ["--vectorize", "auto", "off"]),
         (["chain", "--preset", "nope", "--out", "x"], ["nope", "chain-conv"]),
         (["chain", "--set", "chain.generations", "--out", "x"], ["key=value"]),
     ],

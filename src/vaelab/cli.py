@@ -88,7 +88,7 @@ def build_parser() -> Parser:
     q.add_argument("--out", help="the chain's folder (or the comparison's)")
     q.add_argument("--resume", action="store_true", help="continue the chain in --out from its first unfinished generation")
     q.add_argument("--force", action="store_true", help="overwrite an existing folder at --out")
-    q.add_argument("--vectorize", choices=("auto", "off"), default="auto", help="auto: each generation's VAEs of all seeds train together as one stacked model, in one task (default); off: a task per seed")
+    q.add_argument("--vectorize", choices=("auto", "off"), help="auto: each generation's VAEs of all seeds train together as one stacked model, in one task (default); off: a task per seed")
     backend_args(q, "the seeds (one task for all with --vectorize auto)")
     q.add_argument("--quiet", action="store_true", help="no progress bars")
 
@@ -337,7 +337,7 @@ def cmd_chain(a) -> None:
     if a.words:
         if a.words[0] != "compare" or len(a.words) < 2:
             raise UserError(f"unexpected {' '.join(a.words)!r}: use `vaelab chain compare DIR DIR … --out DIR`")
-        if a.preset or a.config or a.set or a.resume or a.backend != "local" or a.address:
+        if a.preset or a.config or a.set or a.resume or a.backend != "local" or a.address or a.vectorize:
             raise UserError("vaelab chain compare takes chain folders and --out only")
         print(f"wrote {compare_chains(a.words[1:], a.out, force=a.force)}")
         return
@@ -345,7 +345,7 @@ def cmd_chain(a) -> None:
         cfg = read_run_config(a.out, "chain")  # the stored config
     else:
         cfg = load_config(a.preset, a.config, a.set)
-    rows = run_chain(cfg, a.out, resume=a.resume, force=a.force, quiet=a.quiet, vectorize=a.vectorize, backend=a.backend, address=a.address)
+    rows = run_chain(cfg, a.out, resume=a.resume, force=a.force, quiet=a.quiet, vectorize=a.vectorize or "auto", backend=a.backend, address=a.address)
     last = max(r["generation"] for r in rows)
     final = [r["variability"] for r in rows if r["generation"] == last]
     print(f"{last} generations; variability {rows[0]['variability']:.3f} → {sum(final) / len(final):.3f}; report: {Path(a.out) / 'report.html'}")
