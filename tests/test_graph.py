@@ -70,7 +70,11 @@ def close_weights(a, b) -> None:
         torch.testing.assert_close(sa[k].float().cpu(), sb[k].float().cpu(), rtol=1e-4, atol=1e-5, msg=k)
 
 
-@pytest.mark.parametrize("over", [{}, {"model.name": "cvae", "data.name": "digits", "data.size": None}], ids=["fc1", "cvae-labels"])
+@pytest.mark.parametrize(
+    "over",
+    [{}, {"model.name": "cvae", "data.name": "digits", "data.size": None}, {"train.precision": "bf16", "model.name": "conv", "model.channels": [4], "model.hidden": [16]}],
+    ids=["fc1", "cvae-labels", "conv-bf16"],
+)
 def test_a_captured_step_trains_as_the_plain_step(tmp_path, monkeypatch, capture, over):
     over = {k: v for k, v in {**BASE, **over}.items() if v is not None}
     graph = train(load_config(overrides={**over, **capture}), out=tmp_path / "graph", quiet=True, finish=False)

@@ -53,10 +53,11 @@ class Run:
     """wall-clock seconds in the training loop, summed over resumes"""
 
 
-def precision_context(precision: str, device: torch.device):
+def precision_context(precision: str, device: torch.device, graphed: bool = False):
     """torch.autocast in bfloat16 for "bf16" (matmuls and convolutions in bf16, the rest fp32),
-    a no-op context for "fp32"."""
-    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
+    a no-op context for "fp32". A step captured as a CUDA graph (`graphed`) keeps no cache of
+    cast weights: a cached cast made outside the graph would be read by every replay, stale."""
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=precision == "bf16", cache_enabled=not graphed)
 
 
 def schedule(cfg: Config, n: int) -> tuple[int, int]:
@@ -200,7 +201,7 @@ def train(
         ess = 1.0 / w.double().pow(2).sum().float()  # how many distinct images the draws are worth
         return debiased_order(w, cfg.train.seed, epoch).to(device), {"debias_ess": ess.to(device)}
 
-    autocast = precision_context(cfg.train.precision, device)
+    autocast = precision_context(cfg.train.precision, device, graphed=capture)
     loss_fn = torch.compile(model.loss) if cfg.train.compile else model.loss
     stepper = ModelStep(model, optimizer, loss_fn, autocast, cfg.train.input_noise)
     batches = Batches(x, y, orders, cfg.train.batch_size, per_epoch, device)

@@ -126,7 +126,7 @@ class GroupStep:
         self.params = {k: v.detach().to(device).requires_grad_() for k, v in stacked.items()}
         self.buffers = {k: v.to(device) for k, v in buffers.items()}
         self.adam = StackedAdam(list(self.params.values()), torch.tensor([c.train.lr for c in configs]), capturable)
-        self.autocast = precision_context(configs[0].train.precision, device)
+        self.autocast = precision_context(configs[0].train.precision, device, graphed=capturable)
         base, noise = copy.deepcopy(_LossOf(models[0])).to("meta"), configs[0].train.input_noise
         self.losses = vmap(
             lambda p, bu, x, w, step, y: functional_call(base, (p, bu), (x, step, w, noise, y)),
