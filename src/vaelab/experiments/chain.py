@@ -168,14 +168,16 @@ def measure(cfg: Config, images: torch.Tensor, reference: torch.Tensor, original
         reference: the training set of the model that generated `images` (D_0 itself at g = 0).
         original: D_0.
         model: the generating model (None at g = 0): its negative ELBO on held-out originals.
-        hoods: a `Neighbourhoods` cache shared across generations (a fresh one when None).
+        hoods: a `Neighbourhoods` cache shared across generations (a fresh one when None); every
+            metric is computed on its device (the training device in a chain).
     """
     hoods = hoods or Neighbourhoods(cfg.chain.metric_samples)
+    on = lambda t: t.to(hoods.device)  # noqa: E731  (a no-op on the CPU)
     row = {
-        "variability": variability(images, VARIABILITY_PAIRS, seed=0),
-        "mean_intensity": mean_intensity(images),
-        "distribution_diff_train": occupancy_distance(images, reference),
-        "distribution_diff_orig": occupancy_distance(images, original),
+        "variability": variability(on(images), VARIABILITY_PAIRS, seed=0),
+        "mean_intensity": mean_intensity(on(images)),
+        "distribution_diff_train": occupancy_distance(on(images), on(reference)),
+        "distribution_diff_orig": occupancy_distance(on(images), on(original)),
     }
     fake, fake_radii = hoods(images)
     for name, ref in (("train", reference), ("orig", original)):
@@ -190,7 +192,7 @@ def measure(cfg: Config, images: torch.Tensor, reference: torch.Tensor, original
         from vaelab.data.synthetic import points_marginals
 
         p = cfg.data.params
-        xs, ys = block_centres(images, p.block)
+        xs, ys = block_centres(on(images), p.block)
         hx, hy = marginal_histograms(xs, ys, p.size)
         px, py = points_marginals(p)
         k = np.arange(p.size)

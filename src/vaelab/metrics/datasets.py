@@ -22,6 +22,7 @@ def variability(images: torch.Tensor, pairs: int = 10_000, seed: int = 0) -> flo
     i = torch.randint(0, n, (pairs,), generator=g)
     j = (i + torch.randint(1, n, (pairs,), generator=g)) % n  # j ≠ i, uniform over the others
     flat = images.flatten(1).double()
+    i, j = i.to(flat.device), j.to(flat.device)  # drawn on the CPU (the same pairs on any device)
     return (flat[i] - flat[j]).norm(dim=1).mean().item()
 
 
