@@ -224,16 +224,19 @@ def test_a_chains_metrics_measured_on_the_gpu_match_the_cpu():
     """A chain measures each generation on its training device: the same numbers as on the CPU, up
     to float64 rounding (and a k-NN tie or block-centre tie decided the other way, at most 1 %)."""
     from vaelab.experiments.chain import Neighbourhoods, generate, measure, original_data
+    from vaelab.models import build_model
 
     cfg = load_config("chain-conv", overrides={"data.n": 600, "chain.holdout": 100, "chain.metric_samples": 300, "train.device": "cpu"})
     original, heldout = original_data(cfg, 0)
     torch.manual_seed(0)
-    from vaelab.models import build_model
-
     model = build_model(cfg, original.shape).eval()
     images = generate(cfg, model, len(original), 0, 0).images
     cpu, _ = measure(cfg, images, original.images, original.images, heldout, model, Neighbourhoods(300))
     gpu, _ = measure(cfg, images, original.images, original.images, heldout, model.to(CUDA), Neighbourhoods(300, device=CUDA))
     assert cpu.keys() == gpu.keys()
+    counts = ("precision", "recall", "density", "coverage", "x", "y")  # from k-NN balls and block centres
     for key in cpu:
-        assert gpu[key] == pytest.approx(cpu[key], rel=1e-6, abs=0.01 if key.split("_")[0] in ("precision", "recall", "density", "coverage", "x", "y") else 1e-9), key
+        if key == "neg_elbo":  # the model's float32 convolutions (TF32 on the GPU): rounding of 1e-3
+            assert gpu[key] == pytest.approx(cpu[key], rel=1e-2)
+        else:
+            assert gpu[key] == pytest.approx(cpu[key], rel=1e-6, abs=0.01 if key.split("_")[0] in counts else 1e-9), key
