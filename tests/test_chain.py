@@ -386,6 +386,27 @@ def test_the_seeds_of_a_chain_train_each_generation_as_one_vectorized_group(tmp_
     assert len(read_table(out / "chain.csv")) == 3 * 3
 
 
+def test_a_file_the_writer_cannot_write_stops_the_chain_in_one_line_keeping_the_rows_before_it(tmp_path, monkeypatch):
+    """A chain's files are written on a background thread: a write that fails (a full disk) still
+    stops the chain with one line and exit 2, and the rows written before it stay."""
+    import errno
+
+    import vaelab.experiments.chain as chain_module
+
+    real = chain_module.save_grid
+
+    def full_disk(path, *args, **kwargs):
+        if "gen-001" in str(path):
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        return real(path, *args, **kwargs)
+
+    monkeypatch.setattr(chain_module, "save_grid", full_disk)
+    out = tmp_path / "c"
+    user_error(cli("chain", "--preset", "chain-fc2", *sets(*TINY, "chain.generations=2", "chain.seeds=2"), "--out", out, "--quiet"), "No space left")
+    assert [(r["seed"], r["generation"]) for r in read_table(out / "chain.csv")] == [(0, 0), (1, 0)]
+    assert not (out / "seed-0/gen-001/metrics.json").exists()  # nothing of the generation whose files failed
+
+
 def test_the_same_config_twice_gives_the_same_chain_csv(ref, work):
     again = chain(work / "again", *K[len(TINY) :])
     assert (again / "chain.csv").read_text() == (ref / "chain.csv").read_text()

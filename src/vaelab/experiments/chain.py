@@ -23,6 +23,7 @@ import json
 import math
 import shutil
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 
@@ -299,12 +300,37 @@ def all_rows(out: Path) -> list[dict]:
     return list(rows.values())
 
 
+class Writer:
+    """A chain's files, written on one background thread in the order they are handed over, while
+    the next seed's samples are drawn and measured on the device. `wait` (before a generation's
+    VAEs train) and `close` return once every write is done, and raise the first that failed: a
+    generation trains only once every row before it is on disk, as without the thread."""
+
+    def __init__(self):
+        self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="vaelab-chain-files")
+        self.pending: list[Future] = []
+
+    def submit(self, fn, *args) -> None:
+        self.pending.append(self.pool.submit(fn, *args))
+
+    def wait(self) -> None:
+        pending, self.pending = self.pending, []
+        for f in pending:
+            f.result()
+
+    def close(self) -> None:
+        try:
+            self.wait()
+        finally:
+            self.pool.shutdown(wait=True, cancel_futures=True)
+
+
 class SeedChain:
     """Repeat r of the chain in `out`/seed-r: its datasets so far, its rows, and what it writes
     after each generation. `rows` are the seed's finished rows (a resumed chain's)."""
 
-    def __init__(self, cfg: Config, out: Path, r: int, rows: list[dict], live: bool, device: torch.device):
-        self.cfg, self.out, self.r, self.live = cfg, out, r, live
+    def __init__(self, cfg: Config, out: Path, r: int, rows: list[dict], live: bool, device: torch.device, writer: Writer):
+        self.cfg, self.out, self.r, self.live, self.writer = cfg, out, r, live, writer
         self.dir = out / f"seed-{r}"
         self.rows = list(rows)
         self.done = {row["generation"] for row in rows}
@@ -328,19 +354,24 @@ class SeedChain:
         return self.cfg.override({"train.seed": _seed(self.cfg.train.seed, self.r, g)})
 
     def record(self, g: int, images: Dataset, reference: Dataset, model, n_train: int) -> None:
-        """Measure D_g and write its row, pictures and files."""
-        cfg, gen_dir = self.cfg, self.dir / f"gen-{g:03d}"
-        row, detail = measure(cfg, images.images, reference.images, self.original.images, self.heldout, model, self.hoods)
+        """Measure D_g here; its row, pictures and files go to the writer."""
+        row, detail = measure(self.cfg, images.images, reference.images, self.original.images, self.heldout, model, self.hoods)
         row = {"seed": self.r, "generation": g, "n_train": n_train, **row}
+        self.rows.append(row)
+        self.writer.submit(self.write, g, images, row, detail, list(self.rows))
+
+    def write(self, g: int, images: Dataset, row: dict, detail: dict, rows: list[dict]) -> None:
+        """D_g's pictures and files, then the seed's rows up to it: its resume point, written last,
+        so a generation with a row has all its files."""
+        gen_dir = self.dir / f"gen-{g:03d}"
         save_grid(gen_dir / "samples.png", images.images[:64])
         atomic_write(gen_dir / "occupancy.png", png_bytes(make_grid(occupancy(images.images)[None].float(), scale=4)))
         atomic_write(gen_dir / "metrics.json", json.dumps({**row, **detail}, indent=1))
-        if cfg.chain.save_data:
+        if self.cfg.chain.save_data:
             buf = io.BytesIO()
             np.savez_compressed(buf, images=images.images.numpy(), **({"labels": images.labels.numpy()} if images.labels is not None else {}))
             atomic_write(gen_dir / "data.npz", buf.getvalue())
-        self.rows.append(row)
-        write_table(self.dir / SEED_TABLE, self.rows)  # after every generation: the seed's resume point
+        write_table(self.dir / SEED_TABLE, rows)  # after every generation: the seed's resume point
         if self.live:
             write_table(self.out / "chain.csv", all_rows(self.out))
 
@@ -362,8 +393,19 @@ def run_seeds(cfg: Config, out: Path, rows: dict[int, list[dict]], quiet: bool, 
     rewrites the chain's chain.csv after every generation (only the one process that owns it may)."""
     check_visible(out, marker)
     device = training_device(cfg.train)
-    chains = [SeedChain(cfg, out, r, seed_rows, live, device) for r, seed_rows in rows.items()]
+    writer = Writer()
+    try:
+        chains = [SeedChain(cfg, out, r, seed_rows, live, device, writer) for r, seed_rows in rows.items()]
+        run_generations(cfg, chains, writer, quiet)
+    finally:
+        writer.close()  # every file on disk (or the first failure raised) before the task returns
+    return [row for c in chains for row in c.rows]
+
+
+def run_generations(cfg: Config, chains: list[SeedChain], writer: Writer, quiet: bool) -> None:
+    """Generation by generation: every chain's VAE g trained (or reloaded), D_{g+1} drawn and measured."""
     for g in range(cfg.chain.generations):
+        writer.wait()  # the rows so far are on disk before more training
         sets = [c.training_set(g) for c in chains]
         models: list = [None for _ in chains]
         todo = []
@@ -379,7 +421,6 @@ def run_seeds(cfg: Config, out: Path, rows: dict[int, list[dict]], quiet: bool, 
             models[i] = model
         for c, model, train_set in zip(chains, models, sets):
             c.advance(g, model, train_set)
-    return [row for c in chains for row in c.rows]
 
 
 def train_vaes(chains: list[SeedChain], sets: list[Dataset], g: int, quiet: bool) -> list:
