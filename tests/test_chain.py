@@ -407,6 +407,24 @@ def test_a_file_the_writer_cannot_write_stops_the_chain_in_one_line_keeping_the_
     assert not (out / "seed-0/gen-001/metrics.json").exists()  # nothing of the generation whose files failed
 
 
+def test_a_chain_killed_between_two_seeds_rows_resumes_as_it_would_have_run(replace2, tmp_path):
+    """Killed after seed 0's last row was written and before seed 1's: on resume seed 1's VAE 1
+    trains in the same two-member group as before (seed 0's member into no folder), so chain.csv
+    ends as the uninterrupted chain's, on the CPU byte for byte, and seed 0's VAE is not rewritten."""
+    d = shutil.copytree(replace2, tmp_path / "c")
+    for table in (d / "chain.csv", d / "seed-1/chain.csv"):
+        lines = table.read_text().splitlines(keepends=True)
+        table.write_text("".join(line for line in lines if not line.startswith("1,2,")))
+    shutil.rmtree(d / "seed-1/gen-002")
+    shutil.rmtree(d / "seed-1/gen-001/vae")
+    kept = (d / "seed-0/gen-001/vae/model.safetensors").stat().st_mtime_ns
+    r = cli("chain", "--out", d, "--resume", "--quiet")
+    assert r.rc == 0, r.err
+    assert csv_lines(d) == csv_lines(replace2)
+    assert (d / "seed-1/gen-001/vae/model.safetensors").read_bytes() == (replace2 / "seed-1/gen-001/vae/model.safetensors").read_bytes()
+    assert (d / "seed-0/gen-001/vae/model.safetensors").stat().st_mtime_ns == kept
+
+
 def test_the_same_config_twice_gives_the_same_chain_csv(ref, work):
     again = chain(work / "again", *K[len(TINY) :])
     assert (again / "chain.csv").read_text() == (ref / "chain.csv").read_text()

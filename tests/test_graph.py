@@ -171,7 +171,7 @@ def test_a_capture_that_fails_falls_back_to_the_plain_step_under_auto_and_raises
     cannot hold: auto warns once and steps without a graph from then on; on raises."""
     inner = CountingStep()
     step = GraphedStep(inner, torch.device("cpu"), strict=strict)
-    step.capture, step.warm = True, GraphedStep.WARMUP  # as on CUDA, past the warm-up steps
+    step.capture, step.warm = True, {((2, 1), None): GraphedStep.WARMUP}  # as on CUDA, past the warm-up steps
 
     def refuse(*args):
         raise RuntimeError("operation not permitted when stream is capturing")

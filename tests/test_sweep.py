@@ -29,9 +29,10 @@ from vaelab.config import load_config
 from vaelab.data import load_data
 from vaelab.errors import UserError
 from vaelab.models import build_model, fit_to_data, parameter_count, step_bytes
+from vaelab import vectorized
+from vaelab.vectorized import CPU_GROUP
 from vaelab.experiments import sweep
 from vaelab.experiments.sweep import (
-    CPU_GROUP,
     SWEEP_METRICS,
     columns,
     parse_axis,
@@ -359,12 +360,15 @@ def test_groups_are_chunked_at_cpu_group_on_the_cpu():
 
 
 def test_member_bytes_counts_images_weights_with_adams_state_and_one_step():
-    """A member of 100 images of 1×21×21 float32 and a dense model: its images, its parameters
-    four times (weights, gradients, two moments), and the step's tensors, which grow with the batch."""
+    """A member of 100 images of 1×21×21 float32 and a dense model: on the device its images, its
+    parameters four times (weights, gradients, two moments) and the step's tensors, which grow
+    with the batch; on the host its images."""
     cfg = cells_of(["loss.beta=1,2"], "data.n=100")[0].config
     shape = (1, 21, 21)
     images, weights = 100 * 21 * 21 * 4, parameter_count(cfg, shape) * 16
-    step = sweep.member_bytes(cfg) - images - weights
+    on_device, on_host = vectorized.member_bytes(cfg, shape, 100)
+    assert on_host == images
+    step = on_device - images - weights
     assert step == step_bytes(cfg, shape, cfg.train.batch_size)
     # the step holds at least its batch and its reconstruction logits, and the hidden activations
     assert step > 2 * cfg.train.batch_size * 21 * 21 * 4 + cfg.train.batch_size * sum(cfg.model.hidden) * 4
@@ -373,13 +377,23 @@ def test_member_bytes_counts_images_weights_with_adams_state_and_one_step():
 
 @pytest.mark.parametrize("device", ["cpu", "cuda"])
 def test_groups_are_sized_by_the_devices_free_memory(monkeypatch, device):
-    """GROUP_SHARE of the free memory over member_bytes members per group; on a GPU no fixed cap.
-    (The device is only named: planning reads its free memory, patched here.)"""
+    """GROUP_SHARE of the device's free memory over member_bytes members per group; on a GPU no
+    fixed cap. (The device is only named: planning reads its free memory, patched here.)"""
     cells = cells_of(["loss.beta=1:40:1"], "data.n=100")
-    member = sweep.member_bytes(cells[0].config)
+    member, _ = vectorized.member_bytes(cells[0].config, (1, 21, 21), 100)
     for fit, sizes in ((3, [3] * 13 + [1]), (0, [1] * 40), (40, [16, 16, 8] if device == "cpu" else [40])):
-        monkeypatch.setattr(sweep, "free_memory", lambda d: (fit * member + 5) / sweep.GROUP_SHARE)
+        monkeypatch.setattr(vectorized, "free_memory", lambda d: (fit * member + 5) / vectorized.GROUP_SHARE)
         assert [len(g) for g in plan_groups(cells, device=torch.device(device))] == sizes, fit
+
+
+def test_groups_fit_the_machines_memory_too(monkeypatch):
+    """Each member's images are loaded on the host before a group moves them to the GPU: a GPU with
+    room for 40 members gets groups of what the machine's memory holds (here 5)."""
+    cells = cells_of(["loss.beta=1:40:1"], "data.n=100")
+    member, images = vectorized.member_bytes(cells[0].config, (1, 21, 21), 100)
+    free = {"cuda": 40 * member / vectorized.GROUP_SHARE, "cpu": (5 * images + 5) / vectorized.GROUP_SHARE}
+    monkeypatch.setattr(vectorized, "free_memory", lambda d: free[d.type])
+    assert [len(g) for g in plan_groups(cells, device=torch.device("cuda"))] == [5] * 8
 
 
 # ---------------------------------------------------------------------------------------------

@@ -298,10 +298,12 @@ def test_group_key_names_what_members_must_share():
         {"train.steps": 101},
         {"data.n": 128},
         {"loss.kl_schedule": "linear", "loss.warmup_steps": 10},
+        {"train.cuda_graph": "off"},
     ]
     for over in other:
         assert group_key(base.override(over)) != key, over
     assert group_key(base.override({"model.batch_norm": True})) is None
+    assert group_key(base.override({"train.compile": True})) is None  # compiles a single run's loss: it trains alone
     # epochs count when steps is not set
     by_epochs = cfg(SQUARES, train__epochs=2)
     assert group_key(by_epochs) != group_key(by_epochs.override({"train.epochs": 3}))

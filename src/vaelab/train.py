@@ -219,6 +219,7 @@ def train(
         checkpoint_every=cfg.train.checkpoint_every,
         bar=tqdm(total=total, initial=step, unit="step", disable=quiet or not sys.stderr.isatty(), dynamic_ncols=True),
     )
+    optimizer.zero_grad(set_to_none=True)  # a captured step's gradients live in the graph's memory: let it go
     if log.held[0] is not None:  # the last step's checkpoint, which no later step vouches for
         batch, labels = batches.last
         if not gives_finite_loss(model, batch, step, {} if labels is None else {"labels": labels}, autocast):
@@ -305,45 +306,50 @@ class GraphedStep:
     """A training step (`ModelStep`, or a vectorized group's) captured as a CUDA graph once per
     batch shape and replayed: one launch per step instead of one per kernel.
 
-    The first WARMUP steps run as they are, on a side stream (they allocate Adam's state, cuBLAS's
-    workspaces and autograd's buffers, which a capture must find in place). Then each new batch
-    shape (the last batch of an epoch may be smaller) is captured on fixed input tensors; a replay
-    copies the batch, its labels and the tensor weights into them and returns the step's terms,
-    which the next replay overwrites. Weights given as floats are constants of the graph: a
-    changed one is an error, never a silently stale value. The reparameterisation noise is drawn
-    inside the graph from the device's generator, which replays advance as the plain steps do.
-    Off CUDA it runs the same fixed-input path without a graph (how the CPU tests check it).
+    Each batch shape (the last batch of an epoch may be smaller) first runs WARMUP plain steps on a
+    side stream (they allocate Adam's state, cuBLAS's workspaces and autograd's buffers, which a
+    capture must find in place), then is captured on fixed input tensors, on the run's device
+    and side stream, every shape's graph in one memory pool. A replay copies the batch, its labels
+    and the tensor weights into the fixed inputs and returns the step's terms, which the next
+    replay overwrites. Weights given as floats are constants of the graph: a changed one is an
+    error, never a silently stale value. The reparameterisation noise is drawn inside the graph
+    from the device's generator, which replays advance as the plain steps do. Off CUDA it runs the
+    same fixed-input path without a graph (how the CPU tests check it).
+
     A capture that fails (an operation CUDA graphs do not allow) raises with `strict`
-    (train.cuda_graph=on); under `auto` it warns once and training goes on with the plain step,
-    from the same state (a capture records kernels, it runs none)."""
+    (train.cuda_graph=on); under `auto` it warns once and training goes on with plain steps (a
+    capture records kernels and runs none, so the weights are those of the step before)."""
 
     WARMUP = 3
 
     def __init__(self, step, device: torch.device, strict: bool = False):
-        self.step, self.device, self.capture, self.strict = step, device, device.type == "cuda", strict
-        self.warm = 0
+        self.step, self.device, self.strict = step, device, strict
+        self.capture = device.type == "cuda"
+        self.stream = torch.cuda.Stream(device) if self.capture else None  # warm-up steps and captures run here
+        self.warm: dict[tuple, int] = {}
+        """plain steps run so far, per batch shape"""
         self.graphs: dict[tuple, tuple] = {}
         self.failed = False
 
     def __call__(self, step: int, batch: torch.Tensor, labels: torch.Tensor | None, weights: dict) -> dict[str, torch.Tensor]:
-        if self.capture and self.warm < self.WARMUP:
-            self.warm += 1
-            side = torch.cuda.Stream(self.device)
-            side.wait_stream(torch.cuda.current_stream(self.device))
-            with torch.cuda.stream(side):
-                terms = self.step(step, batch, labels, weights)
-            torch.cuda.current_stream(self.device).wait_stream(side)
-            return terms
         if self.failed:
             return self.step(step, batch, labels, weights)
         key = (tuple(batch.shape), None if labels is None else tuple(labels.shape))
         if key not in self.graphs:
+            if self.capture and self.warm.get(key, 0) < self.WARMUP:
+                self.warm[key] = self.warm.get(key, 0) + 1
+                return self._on_side_stream(step, batch, labels, weights)
             try:
                 self.graphs[key] = self._capture(step, batch, labels, weights)
             except RuntimeError as e:
                 if self.strict:
                     raise
-                warnings.warn(f"vaelab: capturing the training step as a CUDA graph failed ({str(e).splitlines()[0][:200]}); training goes on without it (train.cuda_graph=off skips the attempt)", RuntimeWarning, stacklevel=2)
+                warnings.warn(
+                    f"vaelab: capturing the training step as a CUDA graph failed ({str(e).splitlines()[0][:200]}); training goes on without it. "
+                    "Should anything misbehave later in this process, run again with train.cuda_graph=off",
+                    RuntimeWarning,
+                    stacklevel=2,
+                )
                 self.failed = True
                 return self.step(step, batch, labels, weights)
         graph, inputs, terms = self.graphs[key]
@@ -361,13 +367,28 @@ class GraphedStep:
         graph.replay()
         return terms
 
+    def _on_side_stream(self, *args) -> dict[str, torch.Tensor]:
+        main = torch.cuda.current_stream(self.device)
+        self.stream.wait_stream(main)
+        with torch.cuda.stream(self.stream):
+            terms = self.step(*args)
+        main.wait_stream(self.stream)
+        return terms
+
     def _capture(self, step: int, batch, labels, weights) -> tuple:
         inputs = (batch.clone(), None if labels is None else labels.clone(), {k: v.clone() if torch.is_tensor(v) else v for k, v in weights.items()})
         if not self.capture:
             return None, inputs, None
         graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
-            terms = self.step(step, *inputs)
+        pool = next((g.pool() for g, _, _ in self.graphs.values()), None)  # the first shape's graph's memory, shared
+        torch.cuda.synchronize(self.device)
+        # torch.cuda.graph's steps, on this run's device and stream, with the stream restored however the capture ends
+        with torch.cuda.device(self.device), torch.cuda.stream(self.stream):
+            graph.capture_begin(*(() if pool is None else (pool,)))
+            try:
+                terms = self.step(step, *inputs)
+            finally:
+                graph.capture_end()
         return graph, inputs, terms
 
 

@@ -25,6 +25,7 @@ its batch order, log, NaN check and checkpoints (each member's, in its own folde
 from __future__ import annotations
 
 import copy
+import math
 import sys
 import time
 from pathlib import Path
@@ -37,12 +38,18 @@ from tqdm import tqdm
 from vaelab.checkpoint import take_checkpoint
 from vaelab.config import Config
 from vaelab.data import Dataset
-from vaelab.device import training_device
+from vaelab.device import free_memory, training_device
 from vaelab.errors import TrainingDiverged, UserError
 from vaelab.losses import kl_weight
-from vaelab.models import MODELS, build_model, fit_to_data
+from vaelab.models import MODELS, build_model, fit_to_data, parameter_count, step_bytes
 from vaelab.runfolder import prepare_out, write_jsonl, write_toml
 from vaelab.train import Batches, GraphedStep, MetricLog, Run, epoch_order, finish_run, graphed, make_optimizer, precision_context, run_loop, schedule
+
+GROUP_SHARE = 0.5
+"""share of the training device's free memory (and of the machine's) one vectorized group may take"""
+CPU_GROUP = 16
+"""members per vectorized group at most on the CPU: beyond it a 2-core CPU gains nothing, and a
+smaller group is a finer resume point; a GPU's groups are sized by its memory alone"""
 
 WEIGHTS = ("recon_weight", "beta", "variability_weight")
 """loss settings that may differ between members (as tensors); every other loss key must match"""
@@ -50,8 +57,8 @@ WEIGHTS = ("recon_weight", "beta", "variability_weight")
 
 def group_key(cfg: Config) -> tuple | None:
     """What configs must share to train in one group; None when `cfg` cannot be vectorized."""
-    if cfg.model.batch_norm or cfg.train.debias or not MODELS[cfg.model.name].vectorizable:
-        return None
+    if cfg.model.batch_norm or cfg.train.debias or cfg.train.compile or not MODELS[cfg.model.name].vectorizable:
+        return None  # (train.compile compiles a single run's loss: such a run trains alone)
     d, t, s = cfg.to_dict(), cfg.train, cfg.loss
     return (
         tuple(sorted((k, tuple(v) if isinstance(v, list) else v) for k, v in d["model"].items())),
@@ -63,10 +70,32 @@ def group_key(cfg: Config) -> tuple | None:
         t.batch_size,
         t.device,
         t.precision,
+        t.cuda_graph,
         t.input_noise,
         s.kl_schedule,
         s.warmup_steps,
     )
+
+
+def member_bytes(cfg: Config, shape: tuple[int, int, int], n: int) -> tuple[int, int]:
+    """(device bytes, host bytes) one member of a vectorized group of `cfg`'s model takes, training
+    on n images of `shape`: on the device its images (stacked once), its weights with their
+    gradients and Adam's two moments, and one step's tensors (`vaelab.models.step_bytes`, traced on
+    the meta device); on the host its images, as loaded."""
+    if MODELS[cfg.model.name].conditional:  # classes come from the labels, maybe not read yet; the size hardly depends on them
+        cfg = cfg.override({"model.classes": max(cfg.model.classes, 1)})
+    images = n * math.prod(shape) * 4
+    return images + parameter_count(cfg, shape) * 4 * 4 + step_bytes(cfg, shape, cfg.train.batch_size), images
+
+
+def group_size(cfg: Config, shape: tuple[int, int, int], n: int, device: torch.device) -> int:
+    """How many members like `cfg` (n images of `shape`) one group may hold: those that fit
+    GROUP_SHARE of `device`'s free memory and of the machine's, at most CPU_GROUP on the CPU, at least 1."""
+    on_device, on_host = member_bytes(cfg, shape, n)
+    size = min(GROUP_SHARE * free_memory(device) // on_device, GROUP_SHARE * free_memory(torch.device("cpu")) // on_host)
+    if device.type == "cpu":
+        size = min(size, CPU_GROUP)
+    return max(1, int(size))
 
 
 class StackedAdam:
@@ -210,7 +239,9 @@ def train_group(
             write_jsonl(d / "metrics.jsonl", [])
 
     stepper = GroupStep(models, configs, device, capturable=capture)
-    images = torch.stack([d.images for d in datas]).to(device)  # (M, N, C, H, W), stacked before the move: one copy on the device
+    images = torch.empty((n_members, *datas[0].images.shape), device=device)  # (M, N, C, H, W)
+    for m, d in enumerate(datas):
+        images[m].copy_(d.images)  # member by member: no second host copy of them all
     labels = torch.stack([d.labels.to(device) for d in datas]) if models[0].n_classes else None  # (M, N) a conditional model's
     n = len(datas[0])
     per_epoch, total = schedule(cfg0, n)
@@ -233,6 +264,8 @@ def train_group(
         checkpoint_every=cfg0.train.checkpoint_every,
         bar=tqdm(total=total, unit="step", disable=quiet or not sys.stderr.isatty(), dynamic_ncols=True, desc=f"{n_members} models"),
     )
+    for p in stepper.params.values():
+        p.grad = None  # a captured step's gradients live in the graph's memory: let it go
     for i, held in enumerate(log.held):
         if held is not None:  # the final checkpoint of a member that did not diverge
             log.commit(i)

@@ -54,7 +54,7 @@ from vaelab.runfolder import atomic_write, prepare_out, read_csv, write_csv
 from vaelab.models import class_labels, fit_to_data
 from vaelab.sample import sample
 from vaelab.train import check_resources, save_reconstructions, train
-from vaelab.vectorized import group_key, train_group
+from vaelab.vectorized import group_key, group_size, train_group
 
 PRDC = ("precision", "recall", "density", "coverage")
 METRICS = (
@@ -278,7 +278,8 @@ def run_chain(
     marker = (out / "config.toml").read_bytes()
     live = backend == "local"  # one process: chain.csv itself is the resume point after every generation
     done = lambda r: [row for row in rows if row["seed"] == r]  # noqa: E731
-    seeds = [list(range(cfg.chain.seeds))] if vectorize == "auto" else [[r] for r in range(cfg.chain.seeds)]  # the seeds of each task
+    stacked = vectorize == "auto" and group_key(cfg) is not None  # a model that cannot stack keeps a task per seed
+    seeds = [list(range(cfg.chain.seeds))] if stacked else [[r] for r in range(cfg.chain.seeds)]  # the seeds of each task
     tasks = [(cfg, out, {r: done(r) for r in task}, quiet or not live, marker, live) for task in seeds]
     run_tasks(run_seeds, tasks, finished, backend=backend, address=address, gpus=gpus)
     from vaelab.report import write_chain_report
@@ -314,15 +315,21 @@ class Writer:
         self.pending.append(self.pool.submit(fn, *args))
 
     def wait(self) -> None:
+        """Wait for every write handed over; then raise the first that failed."""
         pending, self.pending = self.pending, []
-        for f in pending:
-            f.result()
+        failed = [e for e in (f.exception() for f in pending) if e is not None]
+        if failed:
+            raise failed[0]
 
-    def close(self) -> None:
+    def close(self, raising: bool = True) -> None:
+        """Wait for every write and stop the thread; `raising=False` while another error is on its way."""
         try:
             self.wait()
+        except Exception:
+            if raising:
+                raise
         finally:
-            self.pool.shutdown(wait=True, cancel_futures=True)
+            self.pool.shutdown(wait=True)
 
 
 class SeedChain:
@@ -396,45 +403,56 @@ def run_seeds(cfg: Config, out: Path, rows: dict[int, list[dict]], quiet: bool, 
     writer = Writer()
     try:
         chains = [SeedChain(cfg, out, r, seed_rows, live, device, writer) for r, seed_rows in rows.items()]
-        run_generations(cfg, chains, writer, quiet)
-    finally:
-        writer.close()  # every file on disk (or the first failure raised) before the task returns
+        run_generations(cfg, chains, writer, device, quiet)
+    except BaseException:
+        writer.close(raising=False)  # what was handed over is written; the error on its way is the one reported
+        raise
+    writer.close()  # every file on disk (or the first failure raised) before the task returns
     return [row for c in chains for row in c.rows]
 
 
-def run_generations(cfg: Config, chains: list[SeedChain], writer: Writer, quiet: bool) -> None:
+def run_generations(cfg: Config, chains: list[SeedChain], writer: Writer, device: torch.device, quiet: bool) -> None:
     """Generation by generation: every chain's VAE g trained (or reloaded), D_{g+1} drawn and measured."""
     for g in range(cfg.chain.generations):
         writer.wait()  # the rows so far are on disk before more training
         sets = [c.training_set(g) for c in chains]
-        models: list = [None for _ in chains]
-        todo = []
-        for i, c in enumerate(chains):
-            if g + 1 in c.done:  # finished before a kill: reload VAE g and redraw its (deterministic) samples
-                models[i] = load_run(c.vae_dir(g))[1]
-                continue
-            if c.vae_dir(g).exists():
+        need = [g + 1 not in c.done for c in chains]  # finished before a kill: reload VAE g and redraw its (deterministic) samples
+        for c, n in zip(chains, need):
+            if n and c.vae_dir(g).exists():
                 shutil.rmtree(c.vae_dir(g))  # an unfinished VAE a kill left behind, in whatever state
-            todo.append(i)
-        for i, model in zip(todo, train_vaes([chains[i] for i in todo], [sets[i] for i in todo], g, quiet)):
-            finish_vae(chains[i].vae_dir(g), model, sets[i])
-            models[i] = model
-        for c, model, train_set in zip(chains, models, sets):
-            c.advance(g, model, train_set)
+        trained = train_vaes(chains, sets, g, need, device, quiet)
+        for c, model, train_set in zip(chains, trained, sets):
+            if model is not None:
+                finish_vae(c.vae_dir(g), model, train_set)
+            c.advance(g, model if model is not None else load_run(c.vae_dir(g))[1], train_set)
 
 
-def train_vaes(chains: list[SeedChain], sets: list[Dataset], g: int, quiet: bool) -> list:
-    """Train VAE g of each chain on its training set: one vectorized group when they can share one
-    (a vectorizable model, training sets of one size), else one after another. Returns the models."""
+def train_vaes(chains: list[SeedChain], sets: list[Dataset], g: int, need: list[bool], device: torch.device, quiet: bool) -> list:
+    """Train VAE g of the chains that `need` it, on their training sets; returns the models (None
+    where not needed). Chains whose models can stack (a vectorizable model, training sets of one
+    size) train in vectorized groups of `group_size`, else one after another. A group with any
+    chain in need trains whole, the others' members into no folder: a member's training depends on
+    its group, so a chain resumed after a kill in the middle of a generation trains as it would have."""
     configs = [c.config(g) for c in chains]
-    inits = [c.init for c in chains]
-    if len(chains) > 1 and group_key(configs[0]) is not None and len({(len(s), s.shape) for s in sets}) == 1:
-        runs = train_group(configs, sets, [c.vae_dir(g) for c in chains], force=True, quiet=quiet, finish=False, init=inits)
-        failed = next((r for r in runs if isinstance(r, TrainingDiverged)), None)
+    stack = len(chains) > 1 and group_key(configs[0]) is not None and len({(len(s), s.shape) for s in sets}) == 1
+    size = group_size(configs[0], sets[0].shape, len(sets[0]), device) if stack else 1
+    models: list = [None for _ in chains]
+    for start in range(0, len(chains), size):
+        group = range(start, min(start + size, len(chains)))
+        if not any(need[i] for i in group):
+            continue
+        if len(group) == 1:
+            (i,) = group
+            models[i] = train(configs[i], sets[i], out=chains[i].vae_dir(g), force=True, quiet=quiet, init=chains[i].init, finish=False).model
+            continue
+        outs = [chains[i].vae_dir(g) if need[i] else None for i in group]
+        runs = train_group([configs[i] for i in group], [sets[i] for i in group], outs, force=True, quiet=quiet, finish=False, init=[chains[i].init for i in group])
+        failed = next((r for i, r in zip(group, runs) if need[i] and isinstance(r, TrainingDiverged)), None)
         if failed is not None:
             raise failed
-        return [r.model for r in runs]
-    return [train(cfg, s, out=c.vae_dir(g), force=True, quiet=quiet, init=init, finish=False).model for cfg, s, c, init in zip(configs, sets, chains, inits)]
+        for i, r in zip(group, runs):
+            models[i] = r.model if need[i] else None
+    return models
 
 
 def finish_vae(vae_dir: Path, model, train_set: Dataset) -> None:

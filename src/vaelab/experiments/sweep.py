@@ -38,18 +38,18 @@ import torch
 from vaelab.config import Config, parse_value, printable
 from vaelab.data import DATASETS, Dataset, load_data, test_data_config
 from vaelab.data.stream import ImageStream
-from vaelab.device import free_memory, reading_device, training_device
+from vaelab.device import reading_device, training_device
 from vaelab.errors import TrainingDiverged, UserError
 from vaelab.evaluate import disentanglement, neg_elbo, recon_mse
 from vaelab.experiments.backends import check_backend, check_visible, run_tasks, task_gpus
 from vaelab.experiments.study import open_study
 from vaelab.metrics import class_distribution, decoder_mse, feature_net, fid, fit_linear_map, pmi, prdc
 from vaelab.latent import latent_means
-from vaelab.models import MODELS, build_model, fit_to_data, parameter_count, step_bytes
+from vaelab.models import MODELS, build_model, fit_to_data
 from vaelab.runfolder import atomic_write, read_csv, write_csv
 from vaelab.sample import reconstruct, sample
 from vaelab.train import Run, check_resources, train
-from vaelab.vectorized import group_key, train_group
+from vaelab.vectorized import group_key, group_size, train_group
 
 MAX_CELLS = 10_000
 """more cells × seeds than this need `yes=True` (`--yes`)"""
@@ -57,15 +57,8 @@ FIT_FRACTION = 0.8
 """share of the test set that fits pmi's linear map; the rest measures it"""
 DEFAULT_TEST_N = 2000
 """test images drawn when the dataset has no enumerated test set and sweep.test_n is 0"""
-GROUP_SHARE = 0.5
-"""share of the training device's free memory one vectorized group may take"""
 UNKNOWN_N = 60_000
 """images assumed for memory planning when a dataset's size is not known before loading (all of a file)"""
-CPU_GROUP = 16
-"""members per vectorized group at most on the CPU: beyond it a 2-core CPU gains nothing, and a
-smaller group is a finer resume point (sweep.csv is rewritten after each); a GPU's groups are
-sized by its memory alone"""
-
 
 # ---------------------------------------------------------------------------------------------
 # The grid.
@@ -480,13 +473,13 @@ def _ordered(rows: list[dict], cells: list[Cell]) -> list[dict]:
 
 
 def plan_groups(cells: list[Cell], vectorize: str = "auto", device: torch.device | None = None) -> list[list[Cell]]:
-    """Cells in training groups: with "auto", those sharing a `group_key` together, in chunks that
-    fit GROUP_SHARE of the training device's free memory (`member_bytes`; at most CPU_GROUP on the
-    CPU); everything else alone. `device`: the training device (the first cell's when None)."""
+    """Cells in training groups: with "auto", those sharing a `group_key` together, in chunks of
+    `vaelab.vectorized.group_size` (what fits the training device's free memory and the machine's;
+    at most CPU_GROUP on the CPU); everything else alone. `device`: the training device (the first
+    cell's when None)."""
     if vectorize == "off" or not cells:
         return [[c] for c in cells]
     device = device or training_device(cells[0].config.train)
-    budget = GROUP_SHARE * free_memory(device)
     by_key: dict[Any, list[Cell]] = {}
     alone = []
     for c in cells:
@@ -494,22 +487,10 @@ def plan_groups(cells: list[Cell], vectorize: str = "auto", device: torch.device
         (alone.append([c]) if key is None else by_key.setdefault(key, []).append(c))
     groups = []
     for members in by_key.values():
-        chunk = max(1, int(budget // member_bytes(members[0].config)))
-        if device.type == "cpu":
-            chunk = min(chunk, CPU_GROUP)
+        cfg = members[0].config
+        chunk = group_size(cfg, _shape(cfg.data), cfg.data.n or DATASETS[cfg.data.name].default_n or UNKNOWN_N, device)
         groups += [members[i : i + chunk] for i in range(0, len(members), chunk)]
     return groups + alone
-
-
-def member_bytes(cfg: Config) -> int:
-    """Memory one member of a vectorized group takes on the training device: its images (stacked
-    once), its weights with their gradients and Adam's two moments, and one step's tensors
-    (`vaelab.models.step_bytes`, traced on the meta device)."""
-    d = cfg.data
-    n, shape = d.n or DATASETS[d.name].default_n or UNKNOWN_N, _shape(d)
-    if MODELS[cfg.model.name].conditional:  # classes come from the labels, not loaded yet; the size hardly depends on them
-        cfg = cfg.override({"model.classes": max(cfg.model.classes, 1)})
-    return n * math.prod(shape) * 4 + parameter_count(cfg, shape) * 4 * 4 + step_bytes(cfg, shape, cfg.train.batch_size)
 
 
 @functools.lru_cache(maxsize=64)
