@@ -13,3 +13,15 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
     torch.set_num_threads(1)
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     os.environ.setdefault("MKL_NUM_THREADS", "1")
+
+
+HEAVY_FIRST = ("test_bench.py", "test_ray.py", "test_sweep.py", "test_chain.py", "test_demo.py", "test_cli.py", "test_cvae.py", "test_vqvae.py")
+"""the slowest test files (tens of seconds to minutes each, on the 2-core machine), longest first"""
+
+
+def pytest_collection_modifyitems(items):
+    """Run the slowest files first. `make test` hands whole files to its two workers in collection
+    order (pytest-xdist --dist loadfile): a slow file collected last leaves one worker idle while
+    the other finishes it; started first, the short files fill in around it."""
+    rank = {name: i for i, name in enumerate(HEAVY_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: the order within a file is kept

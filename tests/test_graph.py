@@ -29,8 +29,8 @@ BASE = {
     "data.n": 100,
     "data.size": 12,
     "train.batch_size": 32,
-    "train.steps": 40,
-    "train.checkpoint_every": 16,
+    "train.steps": 24,
+    "train.checkpoint_every": 12,
     "model.hidden": [32, 16],
     "model.latent_dim": 4,
     "loss.kl_schedule": "linear",
@@ -72,7 +72,7 @@ def close_weights(a, b) -> None:
 
 @pytest.mark.parametrize(
     "over",
-    [{}, {"model.name": "cvae", "data.name": "digits", "data.size": None}, {"train.precision": "bf16", "model.name": "conv", "model.channels": [4], "model.hidden": [16]}],
+    [{}, {"model.name": "cvae", "data.name": "digits", "data.size": None}, {"train.precision": "bf16", "model.name": "conv", "model.channels": [2], "model.hidden": [8], "data.size": 8}],
     ids=["fc1", "cvae-labels", "conv-bf16"],
 )
 def test_a_captured_step_trains_as_the_plain_step(tmp_path, monkeypatch, capture, over):
@@ -88,7 +88,7 @@ def test_a_captured_step_trains_as_the_plain_step(tmp_path, monkeypatch, capture
 def test_a_captured_run_resumes_like_an_uninterrupted_one(tmp_path, capture):
     cfg = load_config(overrides={**BASE, **capture})
     whole = train(cfg, out=tmp_path / "whole", quiet=True, finish=False)
-    train(cfg.override({"train.steps": 16}), out=tmp_path / "cut", quiet=True, finish=False)
+    train(cfg.override({"train.steps": 12}), out=tmp_path / "cut", quiet=True, finish=False)
     (tmp_path / "cut" / "config.toml").write_text((tmp_path / "whole" / "config.toml").read_text())
     resumed = train(cfg, out=tmp_path / "cut", resume=True, quiet=True, finish=False)
     close_histories(resumed.history, whole.history)
