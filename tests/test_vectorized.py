@@ -396,3 +396,16 @@ def test_members_write_their_checkpoints_every_checkpoint_every_steps(tmp_path, 
     configs = [cfg(POINTS, train__steps=60, train__checkpoint_every=25, train__seed=s) for s in (0, 1)]
     train_group(configs, [load_data(c.data) for c in configs], [tmp_path / "a", tmp_path / "b"], quiet=True, finish=False)
     assert written == [("a", 25), ("b", 25), ("a", 50), ("b", 50), ("a", 60), ("b", 60)]
+
+
+def test_a_member_whose_final_weights_give_no_finite_loss_keeps_no_checkpoint(tmp_path):
+    """One step at lr = 1e6: the loss logged at step 0 is finite (the initial weights), but Adam's
+    step moves every weight by about 1e6 and the final weights give Inf/NaN. That member's last
+    checkpoint is not written, as `train` would not write it; the other member's is."""
+    configs = [cfg(POINTS, train__lr=lr, train__seed=i, train__steps=1) for i, lr in enumerate((1e-3, 1e6))]
+    outs = [tmp_path / "ok", tmp_path / "bad"]
+    runs = train_group(configs, [load_data(c.data) for c in configs], outs, quiet=True, finish=False)
+    assert isinstance(runs[0], Run) and (outs[0] / "model.safetensors").is_file()
+    assert isinstance(runs[1], TrainingDiverged) and "final weights give a non-finite loss" in str(runs[1])
+    assert not (outs[1] / "model.safetensors").exists()
+    assert [r["step"] for r in read_jsonl(outs[1] / "metrics.jsonl")] == [0]  # its logged step stays

@@ -170,6 +170,15 @@ class GroupStep:
         self.adam.step(list(grads))
         return terms
 
+    @torch.no_grad()
+    def finite_losses(self, step: int, batch: torch.Tensor, labels: torch.Tensor | None, weights: dict) -> list[bool]:
+        """Per member, whether its weights give a finite loss on `batch`: the check of the final
+        checkpoints (`vaelab.train.gives_finite_loss` for one model), under a forked RNG."""
+        device = batch.device
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []), self.autocast:
+            loss = self.losses(self.params, self.buffers, batch, weights, step, labels)["loss"]  # (M,)
+        return torch.isfinite(loss).tolist()
+
     def member(self, i: int) -> tuple[nn.Module, torch.optim.Optimizer]:
         """Member i as a model on the group's device with its trained weights, and an Adam holding its moments."""
         device = next(iter(self.params.values())).device
@@ -253,10 +262,12 @@ def train_group(
     def checkpoint(i: int, step: int):
         return take_checkpoint(*stepper.member(i), step, shape)
 
+    batches = Batches(images, labels, orders, cfg0.train.batch_size, per_epoch, device)
+    weights = group_weights(configs, device)
     run_loop(
         GraphedStep(stepper, device, strict=cfg0.train.cuda_graph == "on") if capture else stepper,
-        Batches(images, labels, orders, cfg0.train.batch_size, per_epoch, device),
-        group_weights(configs, device),
+        batches,
+        weights,
         log,
         start=0,
         total=total,
@@ -266,9 +277,14 @@ def train_group(
     )
     for p in stepper.params.values():
         p.grad = None  # a captured step's gradients live in the graph's memory: let it go
-    for i, held in enumerate(log.held):
-        if held is not None:  # the final checkpoint of a member that did not diverge
-            log.commit(i)
+    if any(held is not None for held in log.held):  # the final checkpoints, which no later step vouches for
+        batch, labels = batches.last
+        finite = stepper.finite_losses(total, batch, labels, weights(total))
+        for i, held in enumerate(log.held):
+            if held is not None and not finite[i]:
+                log.diverged(i, total - 1, "the final weights give a non-finite loss")
+            elif held is not None:
+                log.commit(i)
     seconds = time.perf_counter() - log.start
 
     results: list[Run | TrainingDiverged] = []
