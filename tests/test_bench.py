@@ -197,24 +197,32 @@ def a_gpu(monkeypatch):
     monkeypatch.setattr(GPU_CHECK, "missing_packages", lambda: [])
 
 
-def gpu_check_exit(tmp_path, monkeypatch, run) -> int:
-    """bench/gpu_check.py's exit status with `run` standing in for its commands; the table in t.md."""
+def gpu_check_exit(tmp_path, monkeypatch, run, *args: str) -> int:
+    """bench/gpu_check.py's exit status (with `args`) with `run` standing in for its commands; the table in t.md."""
     monkeypatch.setattr(GPU_CHECK, "run", run)
-    monkeypatch.setattr(sys, "argv", ["gpu_check.py", "--out", str(tmp_path / "t.md"), "--log", str(tmp_path / "log")])
+    monkeypatch.setattr(sys, "argv", ["gpu_check.py", *args, "--out", str(tmp_path / "t.md"), "--log", str(tmp_path / "log")])
     with pytest.raises(SystemExit) as e:
         GPU_CHECK.main()
     return e.value.code
 
 
-def test_gpu_check_tabulates_the_suite_and_every_benchmark(tmp_path, monkeypatch, a_gpu):
-    calls = []
+def recording(calls: list, suite: str, bench: str, bench_code: int = 0):
+    """A stand-in for gpu_check's `run`: records each command, answers the suite with `suite` and
+    each benchmark with (`bench_code`, `bench`)."""
 
     def run(cmd, timeout, log):
         calls.append(cmd)
         if "pytest" in cmd:
-            return 0, "....\n== 1059 passed, 14 warnings in 140.2s ==\n", 141.0
-        return 0, "machine: cuda:0 (NVIDIA H200)\nrow: vaelab=9,000 samples/s; reference=3,000 samples/s\nratio: 3.00\n", 20.0
+            return 0, suite, 1.0
+        return bench_code, bench, 1.0
 
+    return run
+
+
+def test_gpu_check_tabulates_the_suite_and_every_benchmark(tmp_path, monkeypatch, a_gpu):
+    calls = []
+    suite = "....\n== 1059 passed, 14 warnings in 140.2s ==\n"
+    run = recording(calls, suite, "machine: cuda:0 (NVIDIA H200)\nrow: vaelab=9,000 samples/s; reference=3,000 samples/s\nratio: 3.00\n")
     assert gpu_check_exit(tmp_path, monkeypatch, run) == 0
     table = (tmp_path / "t.md").read_text().splitlines()
     assert "NVIDIA H200" in table[0] and "PyTorch" in table[0]
@@ -233,29 +241,15 @@ def test_gpu_check_tabulates_the_suite_and_every_benchmark(tmp_path, monkeypatch
 @pytest.mark.parametrize("only, suite, benches", [("suite", True, 0), ("benches", False, 7)])
 def test_gpu_check_only_runs_one_half(tmp_path, monkeypatch, a_gpu, only, suite, benches):
     calls = []
-
-    def run(cmd, timeout, log):
-        calls.append(cmd)
-        if "pytest" in cmd:
-            return 0, "== 3 passed in 1.0s ==\n", 1.0
-        return 0, "row: vaelab=1 s; reference=2 s\nratio: 2.00\n", 1.0
-
-    monkeypatch.setattr(GPU_CHECK, "run", run)
-    monkeypatch.setattr(sys, "argv", ["gpu_check.py", "--only", only, "--out", str(tmp_path / "t.md"), "--log", str(tmp_path / "log")])
-    with pytest.raises(SystemExit) as e:
-        GPU_CHECK.main()
-    assert e.value.code == 0
+    run = recording(calls, "== 3 passed in 1.0s ==\n", "row: vaelab=1 s; reference=2 s\nratio: 2.00\n")
+    assert gpu_check_exit(tmp_path, monkeypatch, run, "--only", only) == 0
     assert any("pytest" in c for c in calls) == suite
     assert sum("pytest" not in c for c in calls) == benches
     assert ("not run (--only benches)" in (tmp_path / "t.md").read_text()) == (not suite)
 
 
 def test_gpu_check_fails_when_a_benchmark_fails(tmp_path, monkeypatch, a_gpu):
-    def run(cmd, timeout, log):
-        if "pytest" in cmd:
-            return 0, "== 3 passed in 1.0s ==\n", 1.0
-        return 1, "Traceback …\nRuntimeError: boom\n", 1.0
-
+    run = recording([], "== 3 passed in 1.0s ==\n", "Traceback …\nRuntimeError: boom\n", bench_code=1)
     assert gpu_check_exit(tmp_path, monkeypatch, run) == 1
     assert "failed (exit 1): RuntimeError: boom" in (tmp_path / "t.md").read_text()
 

@@ -250,7 +250,7 @@ class Batches:
     def __init__(self, images, labels: torch.Tensor | None, orders, batch_size: int, per_epoch: int, device: torch.device):
         self.images, self.labels, self.orders = images, labels, orders
         self.batch_size, self.per_epoch, self.device = batch_size, per_epoch, device
-        self.epoch, self.order, self.logged = -1, None, {}
+        self.epoch, self.order, self.logged, self.members = -1, None, {}, None
         self.last: tuple[torch.Tensor, torch.Tensor | None] | None = None
         """the batch last handed out"""
 
@@ -259,10 +259,10 @@ class Batches:
         epoch, i = divmod(step, self.per_epoch)
         if epoch != self.epoch:
             (self.order, self.logged), self.epoch = self.orders(epoch), epoch
+            self.members = torch.arange(len(self.order), device=self.order.device)[:, None] if self.order.dim() == 2 else None  # (M, 1)
         index = self.order[..., i * self.batch_size : (i + 1) * self.batch_size]  # (B,) or (M, B)
-        if index.dim() == 2:  # a stacked group: member m's batch from its own images
-            rows = torch.arange(len(index), device=index.device)[:, None]  # (M, 1)
-            self.last = self.images[rows, index], None if self.labels is None else self.labels[rows, index]
+        if self.members is not None:  # a stacked group: member m's batch from its own images
+            self.last = self.images[self.members, index], None if self.labels is None else self.labels[self.members, index]
         else:
             self.last = self.images[index].to(self.device), None if self.labels is None else self.labels[index.to(self.labels.device)]
         return self.last
