@@ -320,8 +320,8 @@ def main() -> None:
     threads = torch.get_num_threads()  # fixed for the whole process: the same for both sides
 
     cfg = make_config(gens, epochs, args.quick, args.device)
-    m, ch, n = cfg.model, cfg.chain, cfg.data.n
-    expected = (m.name, m.channels, m.kernel, m.hidden, m.decoder_hidden, m.latent_dim, m.pool, m.batch_norm, m.likelihood)
+    m, p, ch, n = cfg.model, cfg.model.params, cfg.chain, cfg.data.n
+    expected = (m.name, p.channels, p.kernel, p.hidden, p.decoder_widths, m.latent_dim, p.pool, p.batch_norm, m.likelihood)
     if expected != ("conv", (CHANNELS,), KERNEL, (HIDDEN,), (HIDDEN,), LATENT, False, False, "gaussian"):
         raise SystemExit(f"the chain-conv preset no longer matches the hand-written model: {expected}")
     if (cfg.loss.beta, cfg.loss.recon_weight, cfg.loss.variability_weight, cfg.loss.kl_schedule) != (1.0, 1.0, 0.0, "constant"):

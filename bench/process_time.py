@@ -128,7 +128,7 @@ def main() -> None:
         env["OMP_NUM_THREADS"] = str(args.threads)
 
     cfg = load_config(overrides={"data.name": "points", "data.n": n, "model.name": "fc1"})
-    hidden = cfg.model.hidden[0] if cfg.model.hidden else 115  # fc1's default width; the vaelab side leaves it to the model
+    hidden = cfg.model.params.hidden[0]  # fc1's width, which the vaelab side takes from the model
     images = load_data(cfg.data).images  # (N, 1, 24, 24) float32
     steps = epochs * -(-n // BATCH)
     print(f"fc1 576-{hidden}-{LATENT} VAE, {n} points images {tuple(images.shape[1:])} from an .npy file, batch {BATCH}, "

@@ -90,6 +90,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from vaelab.config import load_config
 from vaelab.data import load_data
 from vaelab.device import describe
+from vaelab.losses import loss_weights
 from vaelab.models import build_model
 from vaelab.train import train
 
@@ -192,7 +193,7 @@ def flops_per_sample(cfg, shape: tuple[int, int, int], batch: int = 8) -> float:
     model = build_model(cfg, shape)
     counter = FlopCounterMode(display=False)
     with counter:
-        model.loss(torch.rand(batch, *shape), 0)["loss"].backward()
+        model.loss(torch.rand(batch, *shape), 0, loss_weights(cfg.loss, 0))["loss"].backward()
     return counter.get_total_flops() / batch
 
 

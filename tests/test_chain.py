@@ -793,7 +793,7 @@ def test_chain_preset_has_the_studys_settings(name):
     assert (c.data.params.p_x, c.data.params.p_y) == (0.3, 0.8)
     assert (c.model.name, c.model.latent_dim, c.model.likelihood) == (model, 8, "gaussian")
     if model in ("conv", "asym"):
-        assert c.model.channels == (32,) and c.model.kernel == 3
+        assert c.model.params.channels == (32,) and c.model.params.kernel == 3
     assert (c.train.batch_size, c.train.epochs, c.train.steps, c.train.lr) == (32, 5, 0, 1e-3)
     assert (c.loss.recon_weight, c.loss.beta, c.loss.variability_weight, c.loss.kl_schedule) == (1.0, beta, vw, "constant")
     assert vw in (0.0, 0.15625)

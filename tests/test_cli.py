@@ -159,7 +159,8 @@ def test_train_preset_with_overrides_writes_a_complete_run_folder(fc2_run):
     assert (cfg["data"]["name"], cfg["data"]["n"]) == ("points", 256)
     assert (cfg["data"]["size"], cfg["data"]["block"]) == (24, 3)
     assert (cfg["model"]["name"], cfg["model"]["latent_dim"]) == ("fc2", 8)
-    assert cfg["model"]["hidden"] == [144, 28] and cfg["model"]["decoder_hidden"] == [28, 144]  # 576-144-28-8
+    assert cfg["model"]["hidden"] == [144, 28] and cfg["model"]["decoder_hidden"] == []  # 576-144-28-8, the decoder the mirror
+    assert set(cfg["model"]) == SECTIONS["model"]  # fc2's own keys only: no channels, kernel, codebook_size, …
     assert cfg["model"]["batch_norm"] is False and cfg["model"]["likelihood"] == "gaussian"
     assert cfg["loss"] == {"recon_weight": 1.0, "beta": 0.5, "variability_weight": 0.0, "kl_schedule": "constant", "warmup_steps": 0}
     assert (cfg["train"]["steps"], cfg["train"]["batch_size"], cfg["train"]["lr"]) == (20, 32, 1e-3)
@@ -217,7 +218,7 @@ def test_train_with_set_only_uses_the_documented_defaults(tmp_path):
     for section, keys in SECTIONS.items():
         assert keys <= set(cfg[section])
     assert (cfg["data"]["name"], cfg["model"]["name"]) == ("points", "fc2")
-    assert cfg["model"]["hidden"] == [16, 8] and cfg["model"]["decoder_hidden"] == [8, 16]
+    assert cfg["model"]["hidden"] == [16, 8] and cfg["model"]["decoder_hidden"] == []  # unset: the decoder mirrors hidden (weight_shapes below)
     assert cfg["loss"]["beta"] == 1.0 and cfg["train"]["batch_size"] == 32 and cfg["sample"]["delta"] == 0.0
     assert [row["step"] for row in rows_of(d / "metrics.jsonl")] == list(range(5))
     assert weight_shapes(d) == {(16, 576), (8, 16), (6, 8), (8, 3), (16, 8), (576, 16)}

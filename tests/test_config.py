@@ -17,13 +17,16 @@ from vaelab.errors import UserError
     ],
 )
 def test_chain_presets_reproduce_the_study(preset, model, hidden, decoder):
-    c = load_config(preset)  # REFERENCE §1
+    c = load_config(preset)  # docs/studies.md, the chain study
     assert (c.data.name, c.data.n) == ("points", 20000)
     assert (c.data.params.size, c.data.params.block, c.data.params.p_x, c.data.params.p_y) == (24, 3, 0.3, 0.8)
-    assert (c.model.name, c.model.latent_dim, c.model.hidden, c.model.decoder_hidden) == (model, 8, hidden, decoder)
-    assert c.model.likelihood == "gaussian" and not c.model.batch_norm
+    assert (c.model.name, c.model.latent_dim, c.model.params.hidden, c.model.params.decoder_widths) == (model, 8, hidden, decoder)
+    assert c.model.params.decoder_hidden == ((28, 144) if model == "asym" else ())  # unset: the decoder mirrors hidden
+    assert c.model.likelihood == "gaussian" and not c.model.params.batch_norm
     if model in ("conv", "asym"):
-        assert (c.model.channels, c.model.kernel, c.model.pool) == ((32,), 3, False)
+        assert (c.model.params.channels, c.model.params.kernel, c.model.params.pool) == ((32,), 3, False)
+    else:
+        assert not hasattr(c.model.params, "channels")  # a dense model takes no convolution keys
     assert (c.loss.recon_weight, c.loss.beta, c.loss.variability_weight) == (1.0, 1.0, 0.0)
     assert (c.train.epochs, c.train.batch_size, c.train.lr) == (5, 32, 1e-3)
 
@@ -40,7 +43,7 @@ def test_set_values_are_parsed_as_toml_then_coerced():
     assert parse_value("points") == "points" and parse_value("/a/b.npz") == "/a/b.npz"
     c = load_config(overrides=["loss.beta=2", "model.hidden=144,28", "model.batch_norm=true", "data.name=squares", "data.mu=1"])
     assert c.loss.beta == 2.0 and isinstance(c.loss.beta, float)
-    assert c.model.hidden == (144, 28) and c.model.batch_norm is True
+    assert c.model.params.hidden == (144, 28) and c.model.params.batch_norm is True
     assert c.data.params.mu == 1.0
 
 
@@ -105,9 +108,9 @@ def test_coerce():
 def test_switching_dataset_or_model_takes_the_new_ones_defaults():
     c = load_config("chain-fc2")
     d = c.override(["data.name=squares", "data.mu=2", "model.name=fc1"])
-    assert d.data.name == "squares" and d.data.params.mu == 2.0 and d.model.hidden == (115,)
+    assert d.data.name == "squares" and d.data.params.mu == 2.0 and d.model.params.hidden == (115,)
     e = c.override({"model.name": "asym"})
-    assert e.model.hidden == (115,) and e.model.decoder_hidden == (28, 144)
+    assert e.model.params.hidden == (115,) and e.model.params.decoder_widths == (28, 144)
     custom = load_config(overrides={"model.name": "fc2", "model.hidden": [64, 8]})
     with pytest.raises(UserError, match="model.hidden"):  # an explicit width is kept, and fc1 needs one
         custom.override({"model.name": "fc1"})

@@ -75,7 +75,7 @@ def run(npz, tmp_path_factory):
 
 
 def test_cvae_learns_to_draw_the_class_it_is_given(run):
-    assert run.config.model.classes == K  # taken from the labels
+    assert run.config.model.params.classes == K  # taken from the labels
     losses = [r["loss"] for r in run.history]
     assert sum(losses[-20:]) / 20 < 0.2 * sum(losses[:20]) / 20
     assert_draws_its_classes(run.model)
@@ -83,7 +83,7 @@ def test_cvae_learns_to_draw_the_class_it_is_given(run):
 
 def test_cvae_round_trips_through_its_checkpoint(run):
     cfg, loaded = load_run(run.dir)
-    assert cfg.model.classes == K and loaded.n_classes == K
+    assert cfg.model.params.classes == K and loaded.n_classes == K
     assert 'classes = 4' in (run.dir / "config.toml").read_text()
     device = next(run.model.parameters()).device
     assert next(loaded.parameters()).device == device  # load_run reads the run on the device it trained on
@@ -136,7 +136,7 @@ def test_vectorized_group_members_each_learn_their_classes(npz):
     cfgs = [config(npz, f"loss.beta={b}", f"train.seed={s}") for b, s in ((1.0, 0), (0.5, 1))]
     runs = train_group(cfgs, [pattern_data(), pattern_data()], [None, None], quiet=True, finish=False)
     for r in runs:
-        assert r.config.model.classes == K
+        assert r.config.model.params.classes == K
         assert_draws_its_classes(r.model)
 
 

@@ -9,6 +9,7 @@ The real GPU path is tests/test_gpu.py (skipped without CUDA).
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 
 import pytest
@@ -21,6 +22,7 @@ from vaelab.checkpoint import load_run, trained_on
 from vaelab.config import load_config
 from vaelab.device import check_precision, describe, reading_device, resolve_device
 from vaelab.errors import UserError
+from vaelab.losses import loss_weights
 from vaelab.models import MODELS, build_model
 from vaelab.runfolder import load_tensors, read_toml, save_tensors, write_toml
 
@@ -96,7 +98,9 @@ def _fake_cuda(mode: FakeTensorMode, t: torch.Tensor) -> torch.Tensor:
 def test_every_models_loss_terms_and_samples_stay_on_the_batchs_device(name):
     """A term made on the CPU (a logged constant, a schedule's weight) would make the trainer's
     one batched read of the terms mix devices: every term must live where the batch does."""
-    cfg = load_config(overrides={"model.name": name, "model.classes": 3 if MODELS[name].conditional else 0, "model.batch_norm": name == "conv"})
+    own = {f.name for f in dataclasses.fields(MODELS[name].params)}
+    over = {"model.classes": 3, "model.batch_norm": name == "conv"}  # each only where the model takes it
+    cfg = load_config(overrides={"model.name": name, **{k: v for k, v in over.items() if k.split(".")[1] in own}})
     model = build_model(cfg, (1, 16, 16)).eval()  # eval: the fake tensors hold no values to branch on
     mode = FakeTensorMode(allow_non_fake_inputs=True)
     state = {k: _fake_cuda(mode, v) for k, v in [*model.named_parameters(), *model.named_buffers()]}
@@ -104,7 +108,7 @@ def test_every_models_loss_terms_and_samples_stay_on_the_batchs_device(name):
         x = torch.rand(4, 1, 16, 16, device="cuda")  # (B, C, H, W)
         labels = {"labels": torch.tensor([0, 1, 2, 0], device="cuda")} if model.n_classes else {}
         for step in (0, 10_000):  # before and after warm-ups
-            terms = _loss(model, state, x, step, labels)
+            terms = _loss(model, state, x, step, loss_weights(cfg.loss, step), labels)
             devices = {k: v.device for k, v in terms.items()}
             assert set(devices.values()) == {torch.device("cuda", 0)}, devices
             torch.stack([v.float() for v in terms.values()])  # the trainer's batched read: one device
@@ -124,9 +128,9 @@ class _Call(torch.nn.Module):
         return getattr(self.model, self.method)(*args, **kwargs)
 
 
-def _loss(model, state, x, step, labels):
+def _loss(model, state, x, step, weights, labels):
     wrapped = {f"model.{k}": v for k, v in state.items()}
-    return functional_call(_Call(model, "loss"), wrapped, (x, step), {**labels, "inputs": x + 0.1 * torch.randn_like(x)})
+    return functional_call(_Call(model, "loss"), wrapped, (x, step, weights), {**labels, "inputs": x + 0.1 * torch.randn_like(x)})
 
 
 def _decode(model, state, z, labels):

@@ -18,6 +18,7 @@ from clihelp import cli, user_error
 from vaelab.config import load_config
 from vaelab.data import load_data
 from vaelab.errors import UserError
+from vaelab.losses import LossWeights
 from vaelab.train import GraphedStep, graphed, train
 from vaelab.vectorized import train_group
 
@@ -114,7 +115,7 @@ class CountingStep:
 
     def __call__(self, step, batch, labels, weights):
         self.calls.append(len(batch))
-        return {"loss": batch.sum() * weights["beta"]}
+        return {"loss": batch.sum() * weights.beta}
 
 
 def test_graphed_step_copies_each_batch_into_one_fixed_input_per_shape():
@@ -123,7 +124,7 @@ def test_graphed_step_copies_each_batch_into_one_fixed_input_per_shape():
     beta = torch.tensor(1.0)
     for i, n in enumerate((4, 4, 2, 4)):
         beta.fill_(i + 1.0)
-        out = step(i, torch.full((n, 1, 2, 2), float(i)), None, {"beta": beta, "recon_weight": 1.0})
+        out = step(i, torch.full((n, 1, 2, 2), float(i)), None, LossWeights(recon_weight=1.0, beta=beta))
         assert out["loss"].item() == i * n * 4 * (i + 1.0)  # this step's batch and β, not the first's
     assert sorted(step.graphs) == [((2, 1, 2, 2), None), ((4, 1, 2, 2), None)]
     assert inner.calls == [4, 4, 2, 4]
@@ -131,9 +132,9 @@ def test_graphed_step_copies_each_batch_into_one_fixed_input_per_shape():
 
 def test_graphed_step_refuses_a_float_weight_that_changes():
     step = GraphedStep(CountingStep(), torch.device("cpu"))
-    step(0, torch.ones(2, 1), None, {"beta": torch.tensor(1.0), "recon_weight": 1.0})
+    step(0, torch.ones(2, 1), None, LossWeights(recon_weight=1.0, beta=torch.tensor(1.0)))
     with pytest.raises(RuntimeError, match="recon_weight changed"):
-        step(1, torch.ones(2, 1), None, {"beta": torch.tensor(1.0), "recon_weight": 2.0})
+        step(1, torch.ones(2, 1), None, LossWeights(recon_weight=2.0, beta=torch.tensor(1.0)))
 
 
 @pytest.mark.parametrize(
@@ -141,12 +142,12 @@ def test_graphed_step_refuses_a_float_weight_that_changes():
     [
         ({}, "cpu", "needs a CUDA device"),
         ({"model.name": "introvae", "model.latent_dim": 4}, "cuda", "model introvae"),
-        ({"model.name": "vqvae"}, "cuda", "model vqvae"),
+        ({"model.name": "vqvae", "model.hidden": None, "loss.kl_schedule": None, "loss.warmup_steps": None}, "cuda", "model vqvae"),  # None: BASE's key dropped (a vqvae takes no hidden widths, no KL schedule)
         ({"train.compile": True}, "cuda", "train.compile"),
     ],
 )
 def test_cuda_graph_on_where_it_cannot_be_is_refused_and_auto_stays_off(over, device, why):
-    cfg = load_config(overrides={**BASE, **over})
+    cfg = load_config(overrides={k: v for k, v in {**BASE, **over}.items() if v is not None})
     with pytest.raises(UserError, match=f"train.cuda_graph=on cannot be: .*{why}"):
         graphed(cfg.override({"train.cuda_graph": "on"}), torch.device(device))
     assert graphed(cfg, torch.device(device)) is False  # auto
@@ -180,9 +181,9 @@ def test_a_capture_that_fails_falls_back_to_the_plain_step_under_auto_and_raises
     batch = torch.ones(2, 1)
     if strict:
         with pytest.raises(RuntimeError, match="not permitted"):
-            step(0, batch, None, {"beta": torch.tensor(2.0)})
+            step(0, batch, None, LossWeights(beta=torch.tensor(2.0)))
         return
     with pytest.warns(RuntimeWarning, match="goes on without it"):
-        assert step(0, batch, None, {"beta": torch.tensor(2.0)})["loss"].item() == 4.0
-    assert step(1, batch * 3, None, {"beta": torch.tensor(1.0)})["loss"].item() == 6.0  # plain steps, no second attempt
+        assert step(0, batch, None, LossWeights(beta=torch.tensor(2.0)))["loss"].item() == 4.0
+    assert step(1, batch * 3, None, LossWeights(beta=torch.tensor(1.0)))["loss"].item() == 6.0  # plain steps, no second attempt
     assert inner.calls == [2, 2] and step.graphs == {}

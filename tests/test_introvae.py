@@ -14,6 +14,7 @@ from clihelp import cli, user_error
 
 from vaelab.checkpoint import load_run
 from vaelab.config import load_config
+from vaelab.losses import LossWeights, loss_weights
 from vaelab.models import build_model
 from vaelab.sample import sample
 from vaelab.train import train
@@ -35,7 +36,7 @@ def test_each_network_gets_the_gradient_of_its_own_objective(margin):
     enc, dec = list(model.encoder.parameters()), list(model.decoder.parameters())
 
     torch.manual_seed(1)
-    total = model.loss(x)["loss"]
+    total = model.loss(x, 0, loss_weights(cfg.loss, 0))["loss"]
     got = torch.autograd.grad(total, enc + dec)
 
     # the paper's two objectives, written out with the same noise
@@ -55,13 +56,14 @@ def test_each_network_gets_the_gradient_of_its_own_objective(margin):
 
 
 def test_the_warmup_trains_a_plain_vae_then_the_game_starts():
-    model = build_model(load_config(overrides=[*SMALL, "model.adversarial_warmup=5"]), (1, 8, 8))
+    cfg = load_config(overrides=[*SMALL, "model.adversarial_warmup=5"])
+    model = build_model(cfg, (1, 8, 8))
     x = torch.rand(6, 1, 8, 8)
     params = list(model.parameters())
 
     def grads(step):
         torch.manual_seed(1)
-        return torch.autograd.grad(model.loss(x, step=step)["loss"], params)
+        return torch.autograd.grad(model.loss(x, step, loss_weights(cfg.loss, step))["loss"], params)
 
     torch.manual_seed(1)  # the plain VAE's −ELBO with the same noise: reconstruction + KL
     h = model.encoder(x)
@@ -74,8 +76,20 @@ def test_the_warmup_trains_a_plain_vae_then_the_game_starts():
 
 def test_no_hinge_once_fakes_are_past_the_margin():
     model = build_model(load_config(overrides=[*SMALL, "model.margin=0"]), (1, 8, 8))
-    terms = model.loss(torch.rand(5, 1, 8, 8))
+    terms = model.loss(torch.rand(5, 1, 8, 8), 0, LossWeights())
     assert terms["hinge"] == 0 and terms["kl_fake"] > 0
+
+
+def test_loss_beta_weighs_the_real_images_kl():
+    cfg = load_config(overrides=[*SMALL, "loss.beta=3", "model.adversarial_warmup=0"])
+    model = build_model(cfg, (1, 8, 8))
+    x = torch.rand(6, 1, 8, 8)
+    torch.manual_seed(1)
+    three = model.loss(x, 0, loss_weights(cfg.loss, 0))
+    torch.manual_seed(1)
+    one = model.loss(x, 0, LossWeights())
+    assert torch.equal(three["kl"], one["kl"]) and three["kl"] > 0
+    assert torch.allclose(three["loss"] - one["loss"], 2 * one["kl"], rtol=1e-5, atol=1e-5)
 
 
 @pytest.fixture(scope="module")

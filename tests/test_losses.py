@@ -5,12 +5,17 @@ import torch
 import torch.nn.functional as F
 from torch.distributions import Normal, kl_divergence
 
+from vaelab.config import LossConfig
 from vaelab.losses import (
+    LossWeights,
+    draw_latent,
     gaussian_kl,
     kl_weight,
+    loss_weights,
     mean_pair_sqdist,
     recon_bernoulli,
     recon_gaussian,
+    reconstruction,
     vae_terms,
     variability_gap,
 )
@@ -70,10 +75,39 @@ def test_reconstruction_terms():
     g = torch.Generator().manual_seed(2)
     logits, x = torch.randn(4, 1, 3, 3, generator=g), torch.rand(4, 1, 3, 3, generator=g)
     p = torch.sigmoid(logits)
-    assert recon_gaussian(logits, x).item() == pytest.approx(((p - x) ** 2).sum().item() / 4, rel=1e-6)
-    bce = -(x * torch.log(p) + (1 - x) * torch.log(1 - p)).sum() / 4
-    assert recon_bernoulli(logits, x).item() == pytest.approx(bce.item(), rel=1e-5)
-    assert recon_bernoulli(logits, x).item() == pytest.approx(F.binary_cross_entropy(p, x, reduction="sum").item() / 4, rel=1e-5)
+    # per image: summed over pixels, shape (B,)
+    sse = ((p - x) ** 2).flatten(1).sum(1)  # (4,)
+    assert recon_gaussian(logits, x).shape == (4,)
+    assert torch.allclose(recon_gaussian(logits, x), sse, rtol=1e-6)
+    bce = -(x * torch.log(p) + (1 - x) * torch.log(1 - p)).flatten(1).sum(1)  # (4,)
+    assert recon_bernoulli(logits, x).shape == (4,)
+    assert torch.allclose(recon_bernoulli(logits, x), bce, rtol=1e-5)
+    assert torch.allclose(recon_bernoulli(logits, x), F.binary_cross_entropy(p, x, reduction="none").flatten(1).sum(1), rtol=1e-5)
+    # the batch mean
+    assert reconstruction("gaussian", logits, x).shape == ()
+    assert reconstruction("gaussian", logits, x).item() == pytest.approx(((p - x) ** 2).sum().item() / 4, rel=1e-6)
+    assert reconstruction("bernoulli", logits, x).item() == pytest.approx(F.binary_cross_entropy(p, x, reduction="sum").item() / 4, rel=1e-5)
+
+
+def test_draw_latent_is_mu_plus_sigma_times_the_noise():
+    g = torch.Generator().manual_seed(4)
+    mu, logvar = torch.randn(5, 3, generator=g), torch.randn(5, 3, generator=g)
+    eps = torch.randn(2, 5, 3, generator=g)  # two draws per image
+    z = draw_latent(mu, logvar, eps)
+    assert z.shape == (2, 5, 3)
+    assert torch.allclose(z, mu + torch.exp(0.5 * logvar) * eps)
+    torch.manual_seed(7)
+    drawn = draw_latent(mu, logvar)  # noise from the global generator
+    torch.manual_seed(7)
+    assert drawn.shape == (5, 3) and torch.equal(drawn, mu + torch.exp(0.5 * logvar) * torch.randn(5, 3))
+    assert torch.equal(draw_latent(mu, torch.full_like(logvar, -torch.inf)), mu)  # σ = 0: the mean
+
+
+def test_loss_weights_apply_the_kl_schedule():
+    assert loss_weights(LossConfig(), 0) == LossWeights(1.0, 1.0, 0.0) == LossWeights()
+    cfg = LossConfig(recon_weight=0.5, beta=2.0, variability_weight=3.0, kl_schedule="linear", warmup_steps=100)
+    assert loss_weights(cfg, 25) == LossWeights(recon_weight=0.5, beta=0.5, variability_weight=3.0)
+    assert loss_weights(cfg, 500).beta == 2.0
 
 
 def test_kl_schedules():
@@ -93,10 +127,10 @@ def test_total_is_the_weighted_sum_of_the_terms():
     g = torch.Generator().manual_seed(3)
     x, logits = torch.rand(8, 1, 4, 4, generator=g), torch.randn(8, 1, 4, 4, generator=g)
     mu, logvar = torch.randn(8, 3, generator=g), torch.randn(8, 3, generator=g)
-    t = vae_terms(x, logits, mu, logvar, likelihood="gaussian", recon_weight=0.5, beta=3.0, variability_weight=2.0)
+    t = vae_terms(x, logits, mu, logvar, likelihood="gaussian", loss=LossWeights(recon_weight=0.5, beta=3.0, variability_weight=2.0))
     assert set(t) == {"loss", "recon", "kl", "beta", "variability"}
-    expected = 0.5 * recon_gaussian(logits, x) + 3.0 * gaussian_kl(mu, logvar) + 2.0 * variability_gap(x, torch.sigmoid(logits))
+    expected = 0.5 * recon_gaussian(logits, x).mean() + 3.0 * gaussian_kl(mu, logvar) + 2.0 * variability_gap(x, torch.sigmoid(logits))
     assert torch.allclose(t["loss"], expected)
     assert t["beta"].item() == 3.0
-    ae = vae_terms(x, logits, mu, None, likelihood="bernoulli", recon_weight=1.0, beta=1.0, variability_weight=0.0)
+    ae = vae_terms(x, logits, mu, None, likelihood="bernoulli", loss=LossWeights(recon_weight=1.0, beta=1.0, variability_weight=0.0))
     assert set(ae) == {"loss", "recon"} and torch.equal(ae["loss"], ae["recon"])

@@ -1,12 +1,15 @@
 """Models' own defaults and the MNIST study's models: parameter counts of dense3 and cnn by hand, how
-unset model keys resolve (and re-resolve when model.name switches, in overrides and in sweeps), the
-arch presets, and train.input_noise (a denoising VAE: noisy encoder input, clean target).
+unset model keys resolve (and re-resolve when model.name switches, in overrides and in sweeps), which
+model and loss keys each model takes (and that config.toml files of vaelab 0.1, which held every
+model key for every model, still load), the arch presets, and train.input_noise (a denoising VAE:
+noisy encoder input, clean target).
 
 Everything here builds configs and models only, except a few trainings of 20 steps on 8×8 digits.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import tomllib
 
@@ -15,11 +18,11 @@ import torch
 from clihelp import one_thread  # noqa: F401  (registers the module-wide one-thread fixture)
 from clihelp import cli, user_error
 
-from vaelab.config import load_config
+from vaelab.config import LossConfig, load_config
 from vaelab.data import load_data
 from vaelab.errors import UserError
 from vaelab.experiments.sweep import sweep_axes, sweep_cells
-from vaelab.models import build_model, count_parameters
+from vaelab.models import MODELS, build_model, count_parameters
 from vaelab.models.vae import VAE
 from vaelab.train import epoch_order, train
 from vaelab.vectorized import group_key
@@ -32,16 +35,20 @@ def cfg_of(*sets: str):
 
 
 def model_keys(cfg) -> dict:
-    m = cfg.model
-    return {"hidden": m.hidden, "decoder_hidden": m.decoder_hidden, "channels": m.channels, "kernel": m.kernel, "pool": m.pool}
+    """the model's own keys (`cfg.model.params`, only the keys that model takes) and the decoder
+    widths they give"""
+    p = cfg.model.params
+    widths = {"decoder_widths": p.decoder_widths} if hasattr(p, "decoder_widths") else {}  # a vqvae has no dense part
+    return {**{f.name: getattr(p, f.name) for f in dataclasses.fields(p)}, **widths}
 
 
-# the values each model resolves to when nothing is set (from the model table in models/__init__.py
-# and the study: dense3 784-392-196-z, cnn 5×5 convs of 16 and 32 channels, 2×2 pool, dense 64)
-CNN = {"hidden": (64,), "decoder_hidden": (64,), "channels": (16, 32), "kernel": 5, "pool": True}
-CONV = {"hidden": (115,), "decoder_hidden": (115,), "channels": (32,), "kernel": 3, "pool": False}
-FC2 = {"hidden": (144, 28), "decoder_hidden": (28, 144), "channels": (32,), "kernel": 3, "pool": False}
-DENSE3 = {"hidden": (392, 196), "decoder_hidden": (196, 392), "channels": (32,), "kernel": 3, "pool": False}
+# the values each model resolves to when nothing is set (from the models' params dataclasses and the
+# study: dense3 784-392-196-z, cnn 5×5 convs of 16 and 32 channels, 2×2 pool, dense 64); an unset
+# decoder_hidden stays empty and the decoder mirrors hidden; dense models take no convolution keys
+CNN = {"hidden": (64,), "decoder_hidden": (), "decoder_widths": (64,), "batch_norm": False, "channels": (16, 32), "kernel": 5, "pool": True}
+CONV = {"hidden": (115,), "decoder_hidden": (), "decoder_widths": (115,), "batch_norm": False, "channels": (32,), "kernel": 3, "pool": False}
+FC2 = {"hidden": (144, 28), "decoder_hidden": (), "decoder_widths": (28, 144), "batch_norm": False}
+DENSE3 = {"hidden": (392, 196), "decoder_hidden": (), "decoder_widths": (196, 392), "batch_norm": False}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -115,7 +122,7 @@ def test_an_explicit_value_wins_over_the_models_default():
     cfg = cfg_of("model.name=cnn", "model.channels=[8]")
     assert model_keys(cfg) == {**CNN, "channels": (8,)}
     cfg = cfg_of("model.name=cnn", "model.kernel=3", "model.pool=false", "model.hidden=[20]")
-    assert model_keys(cfg) == {"hidden": (20,), "decoder_hidden": (20,), "channels": (16, 32), "kernel": 3, "pool": False}
+    assert model_keys(cfg) == {**CNN, "hidden": (20,), "decoder_widths": (20,), "kernel": 3, "pool": False}
 
 
 def test_the_cli_stores_the_resolved_model_and_an_explicit_channel_list_wins(tmp_path):
@@ -124,7 +131,8 @@ def test_the_cli_stores_the_resolved_model_and_an_explicit_channel_list_wins(tmp
             "--set", "train.steps=2", "--set", "sample.n=4", "--out", tmp_path / "run", "--quiet")  # fmt: skip
     assert r.rc == 0, r.err
     stored = tomllib.loads((tmp_path / "run" / "config.toml").read_text())["model"]
-    assert (stored["channels"], stored["kernel"], stored["pool"], stored["hidden"], stored["decoder_hidden"]) == ([8], 5, True, [64], [64])
+    assert (stored["channels"], stored["kernel"], stored["pool"], stored["hidden"], stored["decoder_hidden"]) == ([8], 5, True, [64], [])
+    assert set(stored) == {"name", "latent_dim", "likelihood", *(k for k in CNN if k != "decoder_widths")}  # the cnn's keys only
     r = cli("train", "--set", "data.name=digits", "--set", "model.name=cnn", "--out", tmp_path / "too-deep", "--quiet")
     user_error(r, "model.channels", "8x8")
     assert not (tmp_path / "too-deep").exists()
@@ -143,12 +151,24 @@ def test_a_key_set_in_the_same_override_survives_the_switch():
     assert model_keys(cnn.override({"model.name": "conv", "model.kernel": 5})) == {**CONV, "kernel": 5}
     assert model_keys(cnn.override(["model.name=conv", "model.channels=[16,32]"])) == {**CONV, "channels": (16, 32)}
     switched = cnn.override({"model.name": "fc2", "model.hidden": [32, 16]})
-    assert model_keys(switched) == {**FC2, "hidden": (32, 16), "decoder_hidden": (16, 32)}
+    assert model_keys(switched) == {**FC2, "hidden": (32, 16), "decoder_widths": (16, 32)}
 
 
 def test_a_value_the_user_set_away_from_the_default_survives_a_later_switch():
     custom = cfg_of("model.name=cnn", "model.channels=[8]")
     assert model_keys(custom.override({"model.name": "conv"})) == {**CONV, "channels": (8,)}
+    with pytest.raises(UserError, match=r"model\.channels is a parameter of .*not of model fc2"):  # a dense model has no channels to keep it in
+        custom.override({"model.name": "fc2"})
+
+
+def test_changing_hidden_changes_a_mirrored_decoder_but_not_an_explicit_one():
+    mirrored = cfg_of("model.name=fc2").override({"model.hidden": [64, 16]})
+    assert model_keys(mirrored) == {**FC2, "hidden": (64, 16), "decoder_widths": (16, 64)}
+    widths = [m.out_features for m in build_model(mirrored, (1, 24, 24)).modules() if isinstance(m, torch.nn.Linear)]
+    assert widths == [64, 16, 16, 16, 64, 576]
+    explicit = cfg_of("model.name=fc2", "model.decoder_hidden=[10, 20]").override({"model.hidden": [64, 16]})
+    assert model_keys(explicit) == {**FC2, "hidden": (64, 16), "decoder_hidden": (10, 20), "decoder_widths": (10, 20)}
+    assert model_keys(cfg_of("model.name=asym").override({"model.hidden": [50]}))["decoder_widths"] == (28, 144)  # asym's own decoder
 
 
 def test_a_swept_model_name_gives_each_cell_its_own_models_defaults():
@@ -160,6 +180,168 @@ def test_a_swept_model_name_gives_each_cell_its_own_models_defaults():
     from_fc2 = load_config()  # the same grid over a dense base
     cells = sweep_cells(from_fc2, sweep_axes(from_fc2, ["model.name=dense3,cnn"]))
     assert [model_keys(c.config) for c in cells] == [DENSE3, CNN]
+
+
+# ---------------------------------------------------------------------------------------------
+# Which keys each model takes: its own model keys, and the loss keys it honours.
+
+ALL_LOSS_KEYS = ("recon_weight", "beta", "variability_weight", "kl_schedule", "warmup_steps")
+HONOURED = {
+    **{name: ALL_LOSS_KEYS for name in ("fc1", "fc2", "dense3", "conv", "cnn", "asym", "cvae")},
+    "ae": ("recon_weight", "variability_weight"),  # no KL term: no β, no KL schedule
+    "vqvae": ("recon_weight",),  # no KL, no variability term
+    "introvae": ("recon_weight", "beta", "kl_schedule", "warmup_steps"),  # no variability term
+}
+"""the loss keys each model honours (issue 17): setting any other away from its default is refused"""
+
+NON_DEFAULT = {"recon_weight": 2, "beta": 4, "variability_weight": 1, "kl_schedule": "linear", "warmup_steps": 10}
+
+
+def test_every_model_has_its_honoured_loss_keys_listed():
+    assert set(HONOURED) == set(MODELS)
+
+
+@pytest.mark.parametrize("key", ALL_LOSS_KEYS)
+@pytest.mark.parametrize("name", sorted(HONOURED))
+def test_a_loss_key_is_taken_exactly_when_the_model_honours_it(name, key):
+    sets = [f"model.name={name}", f"loss.{key}={NON_DEFAULT[key]}"]
+    if key == "kl_schedule":
+        sets.append("loss.warmup_steps=10")  # a linear schedule needs a ramp
+    if key in HONOURED[name]:
+        cfg = cfg_of(*sets)
+        assert getattr(cfg.loss, key) == NON_DEFAULT[key]
+    else:
+        honours = ", ".join(f"loss.{k}" for k in HONOURED[name])
+        with pytest.raises(UserError, match=rf"^loss\.{key} = .*: model {name} does not use it \(it honours {honours}\)$"):
+            cfg_of(*sets)
+    default = {f.name: f.default for f in dataclasses.fields(LossConfig)}[key]
+    assert getattr(cfg_of(f"model.name={name}", f"loss.{key}={default}").loss, key) == default  # its default: always accepted
+
+
+@pytest.mark.parametrize("name", ["vqvae", "ae"])
+def test_the_cli_refuses_loss_beta_for_a_model_without_a_kl_term_in_one_line(tmp_path, name):
+    r = cli("train", "--set", f"model.name={name}", "--set", "loss.beta=4", "--set", "train.steps=1", "--out", tmp_path / "run")
+    honours = ", ".join(f"loss.{k}" for k in HONOURED[name])
+    user_error(r, "loss.beta = 4", f"model {name} does not use it", f"(it honours {honours})")
+    assert not (tmp_path / "run").exists()
+
+
+def test_introvae_refuses_a_variability_weight_and_takes_beta_and_a_kl_schedule():
+    with pytest.raises(UserError, match=r"loss\.variability_weight = 0\.5: model introvae does not use it \(it honours loss\.recon_weight, loss\.beta, loss\.kl_schedule, loss\.warmup_steps\)"):
+        cfg_of("model.name=introvae", "loss.variability_weight=0.5")
+    cfg = cfg_of("model.name=introvae", "loss.beta=2", "loss.kl_schedule=linear", "loss.warmup_steps=50")
+    assert (cfg.loss.beta, cfg.loss.kl_schedule, cfg.loss.warmup_steps) == (2.0, "linear", 50)
+
+
+def test_a_non_default_beta_is_accepted_for_fc2(tmp_path):
+    assert cfg_of("model.name=fc2", "loss.beta=0.5").loss.beta == 0.5
+    r = cli("train", "--set", "model.name=fc2", "--set", "loss.beta=0.5", "--set", "data.n=64", "--set", "train.steps=2",
+            "--set", "sample.n=4", "--out", tmp_path / "run", "--quiet")  # fmt: skip
+    assert r.rc == 0, r.err
+    assert tomllib.loads((tmp_path / "run" / "config.toml").read_text())["loss"]["beta"] == 0.5
+
+
+def test_fontdigits_cnn_with_a_model_that_has_no_kl_needs_beta_reset():
+    # the preset's β = 0.5 was silently ignored by these models before; now it must be set back
+    for name in ("vqvae", "ae"):
+        with pytest.raises(UserError, match=f"loss.beta = 0.5: model {name} does not use it"):
+            load_config("fontdigits-cnn", None, [f"model.name={name}"])
+    assert load_config("fontdigits-cnn", None, ["model.name=ae", "loss.beta=1"]).loss.recon_weight == 0.5
+    assert load_config("fontdigits-cnn", None, ["model.name=vqvae", "loss.beta=1"]).model.name == "vqvae"
+
+
+def test_another_models_key_away_from_its_default_is_refused_in_one_line(tmp_path):
+    with pytest.raises(UserError, match=r"^model\.margin is a parameter of introvae, not of model fc2, which takes: model\.name, .*model\.hidden"):
+        cfg_of("model.name=fc2", "model.margin=5")
+    for sets in (["model.name=fc2", "model.classes=3"], ["model.name=cnn", "model.prior_steps=5"], ["model.name=vqvae", "model.hidden=[64]"], ["model.name=vqvae", "model.kernel=5"]):
+        with pytest.raises(UserError, match=rf"^{sets[1].split('=')[0]} is a parameter of .*, not of model {sets[0].split('=')[1]}"):
+            cfg_of(*sets)
+    r = cli("train", "--set", "model.name=fc2", "--set", "model.margin=5", "--out", tmp_path / "run")
+    user_error(r, "model.margin is a parameter of introvae", "not of model fc2", "model.hidden")
+    assert not (tmp_path / "run").exists()
+    with pytest.raises(UserError, match="unknown config key model.widths for model fc2"):  # no model has it
+        cfg_of("model.name=fc2", "model.widths=[3]")
+
+
+def test_another_models_key_at_its_default_or_empty_changes_nothing():
+    fc2 = cfg_of("model.name=fc2")
+    assert cfg_of("model.name=fc2", "model.margin=20", "model.channels=[32]", "model.kernel=3", "model.classes=0") == fc2
+    assert cfg_of("model.name=fc2", "model.channels=[]") == fc2
+    assert cfg_of("model.name=vqvae", "model.hidden=[]", "model.decoder_hidden=[]", "model.batch_norm=false") == cfg_of("model.name=vqvae")
+    assert "margin" not in fc2.to_dict()["model"] and "channels" not in fc2.to_dict()["model"]
+
+
+OLD_FC2 = """\
+[model]
+name = "fc2"
+latent_dim = 8
+hidden = [144, 28]
+decoder_hidden = [28, 144]
+channels = [32]
+kernel = 3
+pool = false
+batch_norm = false
+likelihood = "gaussian"
+classes = 0
+codebook_size = 64
+codebook_ema = false
+commitment = 0.25
+prior_steps = 2000
+margin = 20.0
+adversarial_weight = 0.25
+adversarial_warmup = 300
+"""
+"""the [model] section vaelab 0.1 wrote into a fc2 run's config.toml: all 17 keys, resolved"""
+
+OLD_VQVAE = """\
+[model]
+name = "vqvae"
+latent_dim = 8
+hidden = []
+decoder_hidden = []
+channels = [32, 64]
+kernel = 3
+pool = false
+batch_norm = false
+likelihood = "gaussian"
+classes = 0
+codebook_size = 64
+codebook_ema = false
+commitment = 0.25
+prior_steps = 2000
+margin = 20.0
+adversarial_weight = 0.25
+adversarial_warmup = 300
+"""
+
+OLD_LOSS = """
+[loss]
+recon_weight = 1.0
+beta = 1.0
+variability_weight = 0.0
+kl_schedule = "constant"
+warmup_steps = 0
+"""
+
+
+def layer_shapes(cfg, shape=(1, 24, 24)):
+    return [(k, tuple(v.shape)) for k, v in build_model(cfg, shape).state_dict().items()]
+
+
+@pytest.mark.parametrize("name, old", [("fc2", OLD_FC2), ("vqvae", OLD_VQVAE)])
+def test_a_config_toml_of_vaelab_0_1_with_all_17_model_keys_still_loads(tmp_path, name, old):
+    f = tmp_path / "config.toml"
+    f.write_text(old + OLD_LOSS)
+    assert len(tomllib.loads(old)["model"]) == 17
+    loaded, today = load_config(config_file=f), cfg_of(f"model.name={name}")
+    assert loaded.model.name == name and loaded.loss == today.loss
+    assert set(loaded.to_dict()["model"]) == set(today.to_dict()["model"])  # only the model's own keys are kept
+    assert {k: v for k, v in model_keys(loaded).items() if k != "decoder_hidden"} == {k: v for k, v in model_keys(today).items() if k != "decoder_hidden"}
+    assert layer_shapes(loaded) == layer_shapes(today)  # the same network
+    if name == "vqvae":
+        assert loaded == today
+    else:
+        assert model_keys(loaded)["hidden"] == (144, 28) and model_keys(loaded)["decoder_widths"] == (28, 144)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -286,5 +468,5 @@ def test_configs_differing_in_input_noise_do_not_share_a_vectorized_group():
     a, b = cfg_of(*NOISE_RUN), cfg_of(*NOISE_RUN, "train.input_noise=0.1")
     assert group_key(a) is not None and group_key(b) is not None
     assert group_key(a) != group_key(b)
-    assert group_key(b) == group_key(cfg_of(*NOISE_RUN, "train.input_noise=0.1", "loss.beta=2"))  # a weight may differ
+    assert group_key(b) == group_key(cfg_of(*NOISE_RUN, "train.input_noise=0.1", "loss.recon_weight=2"))  # a weight may differ
     assert math.isclose(b.train.input_noise, 0.1) and b.to_dict()["train"]["input_noise"] == 0.1

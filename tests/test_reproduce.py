@@ -52,16 +52,21 @@ STUDIES = {
         quiet=True,
         yes=True,
     ),
-    # every other model on fontdigits: the autoencoder, the CNN, the conditional VAE
-    "sweep-models": lambda out: run_sweep(
-        load_config("fontdigits-cnn", overrides=[CPU, "train.steps=4", "data.n=64", "sweep.test_n=40", "sweep.metrics=[neg_elbo,recon_mse]", "train.input_noise=0.1"]),
-        out,
-        grid=["model.name=ae,cnn,cvae"],
-        quiet=True,
-        yes=True,
-    ),
+    # every other model on fontdigits: the autoencoder, the CNN, the conditional VAE. The preset's
+    # loss.beta = 0.5 is refused for the autoencoder, which has no KL term (it ignored it before)
+    "sweep-models": lambda out: [
+        run_sweep(
+            load_config("fontdigits-cnn", overrides=[CPU, "train.steps=4", "data.n=64", "sweep.test_n=40", "sweep.metrics=[neg_elbo,recon_mse]", "train.input_noise=0.1", *beta]),
+            out / name,
+            grid=[f"model.name={name}"],
+            quiet=True,
+            yes=True,
+        )
+        for name, beta in (("ae", ["loss.beta=1"]), ("cnn", []), ("cvae", []))
+    ],
+    # the preset's loss.beta = 0.5 is refused for the VQ-VAE, which has no KL term (it ignored it before)
     "sweep-vqvae": lambda out: run_sweep(
-        load_config("fontdigits-cnn", overrides=[CPU, "model.name=vqvae", "model.prior_steps=3", "train.steps=4", "data.n=64", "sweep.test_n=40", "sweep.metrics=[neg_elbo,recon_mse]"]),
+        load_config("fontdigits-cnn", overrides=[CPU, "model.name=vqvae", "loss.beta=1", "model.prior_steps=3", "train.steps=4", "data.n=64", "sweep.test_n=40", "sweep.metrics=[neg_elbo,recon_mse]"]),
         out,
         grid=["model.codebook_ema=false,true"],
         quiet=True,
@@ -97,11 +102,13 @@ def test_a_short_study_reproduces_its_saved_table(study, tmp_path):
     out = tmp_path / study
     STUDIES[study](out)
     name = "chain.csv" if study == "chain" else "sweep.csv"
+    tables = [out / name] if (out / name).exists() else sorted(out.glob(f"*/{name}"))  # one, or one per part of a study run in parts
     saved = SAVED / f"{study}.csv"
     if WRITE:
+        assert len(tables) == 1, "a table is saved from a study run in one part"
         SAVED.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(out / name, saved)
-    got, want = table(out / name), table(saved)
+        shutil.copyfile(tables[0], saved)
+    got, want = [row for t in tables for row in table(t)], table(saved)
     assert [list(r) for r in got] == [list(r) for r in want]  # the same columns in the same order, row by row
     if torch.backends.cpu.get_cpu_capability() == CAPABILITY:
         assert got == want

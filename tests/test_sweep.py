@@ -296,8 +296,9 @@ def test_a_cells_config_is_the_config_of_that_point_trained_alone():
 def test_a_swept_hidden_width_gives_the_same_model_as_setting_it():
     (cell,) = cells_of(["model.hidden=[16,8]"])
     alone = load_config(PRESET, overrides=["model.hidden=[16,8]"])
-    assert alone.model.decoder_hidden == (8, 16)  # the mirror of hidden
-    assert cell.config.model.decoder_hidden == (8, 16)
+    assert alone.model.params.decoder_widths == (8, 16)  # the mirror of hidden
+    assert cell.config.model.params.decoder_widths == (8, 16)
+    assert cell.config.model == alone.model
 
 
 def test_a_bad_value_anywhere_in_the_grid_is_a_user_error():
@@ -371,7 +372,7 @@ def test_member_bytes_counts_images_weights_with_adams_state_and_one_step():
     step = on_device - images - weights
     assert step == step_bytes(cfg, shape, cfg.train.batch_size)
     # the step holds at least its batch and its reconstruction logits, and the hidden activations
-    assert step > 2 * cfg.train.batch_size * 21 * 21 * 4 + cfg.train.batch_size * sum(cfg.model.hidden) * 4
+    assert step > 2 * cfg.train.batch_size * 21 * 21 * 4 + cfg.train.batch_size * sum(cfg.model.params.hidden) * 4
     assert step_bytes(cfg, shape, 2 * cfg.train.batch_size) > 1.8 * step_bytes(cfg, shape, cfg.train.batch_size) - 4 * parameter_count(cfg, shape) * 4
 
 

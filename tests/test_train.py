@@ -7,6 +7,7 @@ import torch
 from vaelab.checkpoint import Checkpoint
 from vaelab.config import load_config
 from vaelab.errors import TrainingDiverged
+from vaelab.losses import loss_weights
 from vaelab.runfolder import load_tensors
 from vaelab.train import epoch_order, resume, schedule, train
 
@@ -184,7 +185,7 @@ def test_the_checkpoint_kept_after_divergence_gives_a_finite_loss_where_training
     per_epoch, _ = schedule(cfg, n)
     epoch, i = divmod(step, per_epoch)
     batch = data.images[epoch_order(cfg.train.seed, epoch, n)][i * b : (i + 1) * b]
-    assert torch.isfinite(model.loss(batch, step)["loss"])  # the loss of step c, as training computed it
+    assert torch.isfinite(model.loss(batch, step, loss_weights(cfg.loss, step))["loss"])  # the loss of step c, as training computed it
 
 
 def test_a_run_that_diverged_says_so_in_every_verb_that_reads_it(tmp_path):

@@ -13,6 +13,7 @@ from vaelab.checkpoint import load_run, load_state
 from vaelab.config import load_config
 from vaelab.data import Dataset, load_data
 from vaelab.errors import TrainingDiverged, UserError
+from vaelab.losses import loss_weights
 from vaelab.models import build_model
 from vaelab.runfolder import load_tensors, read_jsonl, read_toml
 from vaelab.train import Run, epoch_order, train
@@ -145,7 +146,7 @@ def test_each_member_sees_its_own_data_in_its_own_order():
             for step in range(steps):
                 epoch, i = divmod(step, n // b)
                 batch = data.images[epoch_order(order_seed, epoch, n)][i * b : (i + 1) * b]
-                out.append(model.loss(batch, step)["loss"].item())
+                out.append(model.loss(batch, step, loss_weights(config.loss, step))["loss"].item())
         return out
 
     for m, (c, d, r) in enumerate(zip(configs, datas, runs)):
@@ -380,7 +381,7 @@ def test_a_member_given_starting_weights_starts_from_them():
     for run, c, d, model in zip(runs, configs, datas, (start, fresh_model(configs[1], datas[1].shape))):
         batch = d.images[epoch_order(c.train.seed, 0, len(d))][: c.train.batch_size]
         with torch.no_grad():
-            assert run.history[0]["loss"] == pytest.approx(model.loss(batch)["loss"].item(), rel=1e-5)
+            assert run.history[0]["loss"] == pytest.approx(model.loss(batch, 0, loss_weights(c.loss, 0))["loss"].item(), rel=1e-5)
         assert max_abs_diff(run.model.state_dict(), model.state_dict()) < 1e-9
     assert max_abs_diff(runs[0].model.state_dict(), fresh_model(configs[0], datas[0].shape).state_dict()) > 1e-2  # teeth
 

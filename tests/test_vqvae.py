@@ -17,6 +17,7 @@ from clihelp import cli, user_error
 
 from vaelab.checkpoint import load_run
 from vaelab.config import load_config
+from vaelab.losses import loss_weights
 from vaelab.models import build_model
 from vaelab.models.vqvae import DEAD_FRACTION, EMA_DECAY, Quantizer
 from vaelab.sample import sample
@@ -91,9 +92,10 @@ def test_a_loaded_codebook_is_initialised_from_data_once_only():
 
 
 def test_gradient_passes_the_quantisation_straight_through():
-    model = build_model(load_config(overrides=DIGITS), (1, 8, 8)).train()
-    model.loss(torch.rand(16, 1, 8, 8))  # initialise the codebook
-    terms = model.loss(torch.rand(16, 1, 8, 8))
+    cfg = load_config(overrides=DIGITS)
+    model = build_model(cfg, (1, 8, 8)).train()
+    model.loss(torch.rand(16, 1, 8, 8), 0, loss_weights(cfg.loss, 0))  # initialise the codebook
+    terms = model.loss(torch.rand(16, 1, 8, 8), 1, loss_weights(cfg.loss, 1))
     assert set(terms) == {"loss", "recon", "commitment", "codebook", "perplexity"}
     terms["loss"].backward()
     first = model.encoder[0].weight.grad

@@ -19,7 +19,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Literal, Mapping, Sequence
 
-from vaelab.errors import UserError
+from vaelab.errors import UserError, require
+from vaelab.runfolder import read_toml
 
 Likelihood = Literal["gaussian", "bernoulli"]
 KLSchedule = Literal["constant", "linear", "cyclical"]
@@ -33,11 +34,6 @@ def is_device_name(name: str) -> bool:
     """The forms `train.device` takes: auto, cpu, cuda or cuda:N (whether this machine has it is
     `vaelab.device.resolve_device`'s question)."""
     return name in ("cpu", "cuda", "auto") or (name.startswith("cuda:") and name[5:].isdigit())
-
-
-def _check(ok: bool, key: str, message: str) -> None:
-    if not ok:
-        raise UserError(f"{key} {message}")
 
 
 @dataclass(frozen=True)
@@ -56,61 +52,33 @@ class DataConfig:
     """the dataset's own parameters: a frozen dataclass from the dataset registry"""
 
     def __post_init__(self):
-        _check(0 <= self.n <= 100_000_000, "data.n", f"must be in 0..100,000,000 (0 = the dataset's default), got {self.n}")
-        _check(0 <= self.seed <= SEED_MAX, "data.seed", f"must be in 0..{SEED_MAX}, got {self.seed}")
+        require(0 <= self.n <= 100_000_000, "data.n", f"must be in 0..100,000,000 (0 = the dataset's default), got {self.n}")
+        require(0 <= self.seed <= SEED_MAX, "data.seed", f"must be in 0..{SEED_MAX}, got {self.seed}")
 
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """The architecture; the image shape comes from the data."""
+    """The architecture; the image shape comes from the data. Parameters of the chosen model are
+    `model.<param>` too: each model file declares them (`vaelab keys model` lists them)."""
 
     name: str = "fc2"
-    """model name (`vaelab.models.MODELS`, `vaelab presets` lists them): fc1, fc2, conv, asym, ae, dense3, cnn, cvae, vqvae, introvae"""
+    """model name (`vaelab.models.MODELS`): fc1, fc2, conv, asym, ae, dense3, cnn, cvae, vqvae, introvae"""
     latent_dim: int = 8
     """size of the latent code z, 1 to 2048"""
-    hidden: tuple[int, ...] = ()
-    """hidden layer widths of the encoder's dense part; empty takes the model's default"""
-    decoder_hidden: tuple[int, ...] = ()
-    """hidden widths of the decoder's dense part (from z outwards); empty mirrors `hidden`"""
-    channels: tuple[int, ...] = ()
-    """conv models: output channels of each convolution (no padding, stride 1); empty takes the model's default ([32])"""
-    kernel: int = 0
-    """conv models: kernel size of every convolution; 0 takes the model's default (3)"""
-    pool: bool | None = None
-    """conv models: 2x2 max-pooling after the convolutions (undone by upsampling in the decoder); unset takes the model's default (false)"""
-    batch_norm: bool = False
-    """batch normalisation after every hidden layer"""
     likelihood: Likelihood = "gaussian"
     """output likelihood: gaussian (summed squared error) or bernoulli (summed binary cross-entropy)"""
-    classes: int = 0
-    """conditional models (cvae): the number of label classes; 0 takes the training data's (its largest label + 1)"""
-    codebook_size: int = 64
-    """vqvae: the number K of codebook vectors (each of latent_dim numbers)"""
-    codebook_ema: bool = False
-    """vqvae: update the codebook as a moving average of its assigned encoder outputs instead of by a loss term"""
-    commitment: float = 0.25
-    """vqvae: weight of the commitment term ‖z_e − sg(z_q)‖² (the paper's β)"""
-    prior_steps: int = 2000
-    """vqvae: Adam steps fitting the autoregressive prior over code grids after training"""
-    margin: float = 20.0
-    """introvae: the KL m (nats per image) the encoder pushes generated images' codes out to"""
-    adversarial_weight: float = 0.25
-    """introvae: weight α of the adversarial KL terms (the paper's 0.25)"""
-    adversarial_warmup: int = 300
-    """introvae: training steps at the start with α = 0 (a plain VAE) before the adversarial game begins, as the paper's code can pretrain a VAE"""
+    params: Any = None
+    """the chosen model's own parameters (an instance of its dataclass, `MODEL_PARAMS[name]`)"""
 
     def __post_init__(self):
-        _check(self.classes >= 0, "model.classes", f"must be >= 0, got {self.classes}")
-        _check(self.codebook_size >= 2, "model.codebook_size", f"must be >= 2, got {self.codebook_size}")
-        _check(self.commitment >= 0, "model.commitment", f"must be >= 0, got {self.commitment}")
-        _check(self.prior_steps >= 0, "model.prior_steps", f"must be >= 0, got {self.prior_steps}")
-        _check(self.margin >= 0, "model.margin", f"must be >= 0, got {self.margin}")
-        _check(self.adversarial_weight >= 0, "model.adversarial_weight", f"must be >= 0, got {self.adversarial_weight}")
-        _check(self.adversarial_warmup >= 0, "model.adversarial_warmup", f"must be >= 0, got {self.adversarial_warmup}")
-        _check(1 <= self.latent_dim <= 2048, "model.latent_dim", f"must be in 1..2048, got {self.latent_dim}")
-        for key in ("hidden", "decoder_hidden", "channels"):
-            _check(all(w >= 1 for w in getattr(self, key)), f"model.{key}", "widths must be >= 1")
-        _check(self.kernel >= 0, "model.kernel", f"must be >= 1, got {self.kernel}")
+        require(1 <= self.latent_dim <= 2048, "model.latent_dim", f"must be in 1..2048, got {self.latent_dim}")
+
+
+MODEL_PARAMS: dict[str, type] = {}
+"""model name → the frozen dataclass of its own `model.<param>` keys, whose `loss_keys` name the
+`loss.*` settings it honours. vaelab.models fills it as it registers each model (the package's
+__init__ imports vaelab.models, so it is filled before any config is built): the dependency runs
+from the models to the config, never back."""
 
 
 @dataclass(frozen=True)
@@ -129,11 +97,11 @@ class LossConfig:
     """length of the linear ramp (linear, cyclical); a cyclical period is 2 × warmup_steps"""
 
     def __post_init__(self):
-        _check(self.recon_weight >= 0, "loss.recon_weight", f"must be >= 0, got {self.recon_weight}")
-        _check(self.beta >= 0, "loss.beta", f"must be >= 0, got {self.beta}")
-        _check(self.variability_weight >= 0, "loss.variability_weight", f"must be >= 0, got {self.variability_weight}")
-        _check(self.warmup_steps >= 0, "loss.warmup_steps", f"must be >= 0, got {self.warmup_steps}")
-        _check(
+        require(self.recon_weight >= 0, "loss.recon_weight", f"must be >= 0, got {self.recon_weight}")
+        require(self.beta >= 0, "loss.beta", f"must be >= 0, got {self.beta}")
+        require(self.variability_weight >= 0, "loss.variability_weight", f"must be >= 0, got {self.variability_weight}")
+        require(self.warmup_steps >= 0, "loss.warmup_steps", f"must be >= 0, got {self.warmup_steps}")
+        require(
             self.kl_schedule == "constant" or self.warmup_steps > 0,
             "loss.warmup_steps",
             f"must be > 0 for kl_schedule={self.kl_schedule}",
@@ -177,16 +145,16 @@ class TrainConfig:
     """α in the debiasing weights Π_d 1/(Q̂_d + α): smaller debiases harder, large is uniform"""
 
     def __post_init__(self):
-        _check(self.epochs >= 1 or self.steps >= 1, "train.epochs", "or train.steps must be >= 1")
-        _check(self.epochs >= 0, "train.epochs", f"must be >= 0, got {self.epochs}")
-        _check(self.steps >= 0, "train.steps", f"must be >= 0, got {self.steps}")
-        _check(self.batch_size >= 1, "train.batch_size", f"must be >= 1, got {self.batch_size}")
-        _check(self.lr > 0, "train.lr", f"must be > 0, got {self.lr}")
-        _check(0 <= self.seed <= SEED_MAX, "train.seed", f"must be in 0..{SEED_MAX}, got {self.seed}")
-        _check(self.input_noise >= 0, "train.input_noise", f"must be >= 0, got {self.input_noise}")
-        _check(self.debias_smoothing > 0, "train.debias_smoothing", f"must be > 0, got {self.debias_smoothing}")
-        _check(self.checkpoint_every >= 1, "train.checkpoint_every", f"must be >= 1, got {self.checkpoint_every}")
-        _check(is_device_name(self.device), "train.device", f"must be cpu, cuda, cuda:N or auto, got {self.device!r}")
+        require(self.epochs >= 1 or self.steps >= 1, "train.epochs", "or train.steps must be >= 1")
+        require(self.epochs >= 0, "train.epochs", f"must be >= 0, got {self.epochs}")
+        require(self.steps >= 0, "train.steps", f"must be >= 0, got {self.steps}")
+        require(self.batch_size >= 1, "train.batch_size", f"must be >= 1, got {self.batch_size}")
+        require(self.lr > 0, "train.lr", f"must be > 0, got {self.lr}")
+        require(0 <= self.seed <= SEED_MAX, "train.seed", f"must be in 0..{SEED_MAX}, got {self.seed}")
+        require(self.input_noise >= 0, "train.input_noise", f"must be >= 0, got {self.input_noise}")
+        require(self.debias_smoothing > 0, "train.debias_smoothing", f"must be > 0, got {self.debias_smoothing}")
+        require(self.checkpoint_every >= 1, "train.checkpoint_every", f"must be >= 1, got {self.checkpoint_every}")
+        require(is_device_name(self.device), "train.device", f"must be cpu, cuda, cuda:N or auto, got {self.device!r}")
 
 
 @dataclass(frozen=True)
@@ -203,10 +171,10 @@ class SampleConfig:
     """seed of the prior draws"""
 
     def __post_init__(self):
-        _check(self.n >= 1, "sample.n", f"must be >= 1, got {self.n}")
-        _check(0 <= self.seed <= SEED_MAX, "sample.seed", f"must be in 0..{SEED_MAX}, got {self.seed}")
-        _check(self.delta > -1, "sample.delta", f"must be > -1, got {self.delta}")
-        _check(0 <= self.denoise < 1, "sample.denoise", f"must be in [0, 1), got {self.denoise}")
+        require(self.n >= 1, "sample.n", f"must be >= 1, got {self.n}")
+        require(0 <= self.seed <= SEED_MAX, "sample.seed", f"must be in 0..{SEED_MAX}, got {self.seed}")
+        require(self.delta > -1, "sample.delta", f"must be > -1, got {self.delta}")
+        require(0 <= self.denoise < 1, "sample.denoise", f"must be in [0, 1), got {self.denoise}")
 
 
 ChainMode = Literal["replace", "mix", "accumulate", "accumulate-subsample", "fresh"]
@@ -242,18 +210,18 @@ class ChainConfig:
     """images per set for precision/recall/density/coverage (k-NN on pixels)"""
 
     def __post_init__(self):
-        _check(self.generations >= 1, "chain.generations", f"must be >= 1, got {self.generations}")
-        _check(0 <= self.real_fraction <= 1, "chain.real_fraction", f"must be in [0, 1], got {self.real_fraction}")
-        _check(
+        require(self.generations >= 1, "chain.generations", f"must be >= 1, got {self.generations}")
+        require(0 <= self.real_fraction <= 1, "chain.real_fraction", f"must be in [0, 1], got {self.real_fraction}")
+        require(
             self.mode not in ("mix", "fresh") or self.real_fraction > 0,
             "chain.real_fraction",
             f"must be > 0 for chain.mode={self.mode}",
         )
-        _check(self.budget >= 0, "chain.budget", f"must be >= 0, got {self.budget}")
-        _check(1 <= self.seeds <= 1000, "chain.seeds", f"must be in 1..1000, got {self.seeds}")
-        _check(self.samples >= 0, "chain.samples", f"must be >= 0 (0 = the training set's size), got {self.samples}")
-        _check(self.holdout >= 1, "chain.holdout", f"must be >= 1, got {self.holdout}")
-        _check(self.metric_samples >= 6, "chain.metric_samples", f"must be >= 6 (k = 5 neighbours), got {self.metric_samples}")
+        require(self.budget >= 0, "chain.budget", f"must be >= 0, got {self.budget}")
+        require(1 <= self.seeds <= 1000, "chain.seeds", f"must be in 1..1000, got {self.seeds}")
+        require(self.samples >= 0, "chain.samples", f"must be >= 0 (0 = the training set's size), got {self.samples}")
+        require(self.holdout >= 1, "chain.holdout", f"must be >= 1, got {self.holdout}")
+        require(self.metric_samples >= 6, "chain.metric_samples", f"must be >= 6 (k = 5 neighbours), got {self.metric_samples}")
 
 
 SweepMetric = Literal["pmi", "decoder_mse", "neg_elbo", "recon_mse", "fid", "class", "disentanglement", "rare"]
@@ -281,11 +249,11 @@ class SweepConfig:
     """draw each cell's latent views (as `vaelab latent`) and show every cell's traversals in the report"""
 
     def __post_init__(self):
-        _check(1 <= self.seeds <= 1000, "sweep.seeds", f"must be in 1..1000, got {self.seeds}")
-        _check(self.test_n >= 0, "sweep.test_n", f"must be >= 0, got {self.test_n}")
-        _check(self.disentanglement_n >= 20, "sweep.disentanglement_n", f"must be >= 20, got {self.disentanglement_n}")
-        _check(self.disentanglement_votes >= 20, "sweep.disentanglement_votes", f"must be >= 20, got {self.disentanglement_votes}")
-        _check(len(set(self.metrics)) == len(self.metrics), "sweep.metrics", f"lists a metric twice: {list(self.metrics)}")
+        require(1 <= self.seeds <= 1000, "sweep.seeds", f"must be in 1..1000, got {self.seeds}")
+        require(self.test_n >= 0, "sweep.test_n", f"must be >= 0, got {self.test_n}")
+        require(self.disentanglement_n >= 20, "sweep.disentanglement_n", f"must be >= 20, got {self.disentanglement_n}")
+        require(self.disentanglement_votes >= 20, "sweep.disentanglement_votes", f"must be >= 20, got {self.disentanglement_votes}")
+        require(len(set(self.metrics)) == len(self.metrics), "sweep.metrics", f"lists a metric twice: {list(self.metrics)}")
 
 
 @dataclass(frozen=True)
@@ -301,16 +269,25 @@ class Config:
     sweep: SweepConfig = field(default_factory=SweepConfig)
 
     def __post_init__(self):
-        _check(
+        require(
             self.loss.variability_weight == 0 or self.train.batch_size >= 2,
             "train.batch_size",
             f"must be >= 2 when loss.variability_weight > 0 (the term compares pairs), got {self.train.batch_size}",
         )
-        _check(
-            not self.model.batch_norm or self.train.batch_size >= 2,
+        require(
+            not getattr(self.model.params, "batch_norm", False) or self.train.batch_size >= 2,
             "train.batch_size",
             f"must be >= 2 when model.batch_norm = true (batch statistics need pairs), got {self.train.batch_size}",
         )
+        if self.model.params is None:  # a bare Config(): no model chosen through from_dict, nothing to check against
+            return
+        honoured = type(self.model.params).loss_keys
+        for f in fields(LossConfig):
+            require(
+                f.name in honoured or getattr(self.loss, f.name) == f.default,
+                f"loss.{f.name}",
+                f"= {getattr(self.loss, f.name)!r}: model {self.model.name} does not use it (it honours {', '.join(f'loss.{k}' for k in honoured)})",
+            )
 
     @classmethod
     def from_dict(cls, raw: Mapping[str, Any]) -> "Config":
@@ -339,7 +316,7 @@ class Config:
         for f in fields(self):
             section = getattr(self, f.name)
             d = {g.name: getattr(section, g.name) for g in fields(section) if g.name != "params"}
-            if f.name == "data" and section.params is not None:
+            if getattr(section, "params", None) is not None:
                 d.update(dataclasses.asdict(section.params))
             out[f.name] = {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
         return out
@@ -352,27 +329,23 @@ class Config:
         """A copy with dotted-key overrides applied, e.g. `{"loss.beta": 4}` or `["loss.beta=4"]`.
 
         Switching `data.name` or `model.name` drops the values that were only the old dataset's or
-        model's defaults, so the new one's defaults apply; changing `model.hidden` re-derives a
-        `model.decoder_hidden` that was derived from it (the mirror) rather than set.
+        model's defaults, so the new one's defaults apply.
         """
         base = self.to_dict()
         new = apply_overrides(base, overrides)
-        if new["data"]["name"] != self.data.name and self.data.params is not None:
-            for k, v in dataclasses.asdict(type(self.data.params)()).items():
-                if base["data"].get(k) == v and k not in _changed(overrides, "data"):
-                    new["data"].pop(k, None)
-        from vaelab.models import MODELS
-
-        old = MODELS[self.model.name]
-        derived = old.default("decoder_hidden", self.model.hidden)  # what the decoder gets by default
-        if tuple(new["model"]["hidden"]) != self.model.hidden and self.model.decoder_hidden == derived and "decoder_hidden" not in _changed(overrides, "model"):
-            new["model"].pop("decoder_hidden", None)  # derived from the old widths: derive it again from the new
-        if new["model"]["name"] != self.model.name:
-            for k in MODEL_DEFAULTS:
-                v = derived if k == "decoder_hidden" else old.default(k)
-                if _same(base["model"][k], v) and k not in _changed(overrides, "model"):
-                    new["model"].pop(k, None)
+        for section in ("data", "model"):
+            params = getattr(self, section).params
+            if new[section]["name"] == base[section]["name"] or params is None:
+                continue
+            for k, v in dataclasses.asdict(type(params)()).items():
+                if _plain(base[section].get(k)) == _plain(v) and k not in _changed(overrides, section):
+                    new[section].pop(k, None)
         return Config.from_dict(new)
+
+
+def _plain(value: Any) -> Any:
+    """A config value with tuples as lists, as to_dict writes them."""
+    return list(value) if isinstance(value, tuple) else value
 
 
 # ---------------------------------------------------------------------------------------------
@@ -419,28 +392,33 @@ def _build_data(raw: dict[str, Any]) -> DataConfig:
     return dataclasses.replace(cfg, params=params)
 
 
-MODEL_DEFAULTS = ("hidden", "decoder_hidden", "channels", "kernel", "pool")
-"""model keys whose unset value is the model's own default (`vaelab.models.ModelSpec.defaults`)"""
-
-
-def _same(a: Any, b: Any) -> bool:
-    return tuple(a) == tuple(b) if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)) else a == b
-
-
 def _build_model(raw: dict[str, Any]) -> ModelConfig:
-    from vaelab.models import MODELS
-
     name = coerce(raw.get("name", ModelConfig.name), str, "model.name")
-    if name not in MODELS:
-        raise UserError(f"unknown model {name!r}; valid models: {', '.join(sorted(MODELS))}")
-    cfg = _build_section(ModelConfig, raw, "model")
-    spec = MODELS[name]
-    unset = {"hidden": (), "channels": (), "kernel": 0, "pool": None}
-    cfg = dataclasses.replace(cfg, **{k: spec.default(k) for k, v in unset.items() if getattr(cfg, k) == v})
-    if not cfg.decoder_hidden:
-        cfg = dataclasses.replace(cfg, decoder_hidden=spec.default("decoder_hidden", cfg.hidden))
-    spec.check(cfg)
-    return cfg
+    if name not in MODEL_PARAMS:
+        raise UserError(f"unknown model {name!r}; valid models: {', '.join(sorted(MODEL_PARAMS))}")
+    params = MODEL_PARAMS[name]
+    common = _field_keys(ModelConfig)
+    own = [f.name for f in fields(params)]
+    for key in raw:
+        if key not in common and key not in own:
+            _check_foreign_model_key(name, key, raw[key], common + own)
+    built = _build_section(params, {k: v for k, v in raw.items() if k in own}, "model")
+    cfg = _build_section(ModelConfig, {k: v for k, v in raw.items() if k in common}, "model")
+    return dataclasses.replace(cfg, params=built)
+
+
+def _check_foreign_model_key(name: str, key: str, value: Any, valid: list[str]) -> None:
+    """A key that model `name` does not take: an error unless it is another model's key at that
+    key's default (the value vaelab 0.1 wrote into every run's config.toml for every model, which
+    changes nothing), or empty (0.1's "the model's default")."""
+    owners = [(model, cls) for model, cls in MODEL_PARAMS.items() if key in {f.name for f in fields(cls)}]
+    if not owners:
+        raise UserError(f"unknown config key {printable(f'model.{key}')} for model {name}; valid keys: {', '.join(f'model.{k}' for k in valid)}")
+    first = owners[0][1]
+    default = {f.name: f.default for f in fields(first)}[key]
+    if value in ([], ()) or _plain(coerce(value, typing.get_type_hints(first)[key], f"model.{key}")) == _plain(default):
+        return
+    raise UserError(f"model.{key} is a parameter of {', '.join(m for m, _ in owners)}, not of model {name}, which takes: {', '.join(f'model.{k}' for k in valid)}")
 
 
 def coerce(value: Any, tp: Any, key: str) -> Any:
@@ -595,8 +573,6 @@ def load_config(
     if preset:
         raw = read_preset(preset)
     if config_file:
-        from vaelab.runfolder import read_toml
-
         for section, values in read_toml(config_file, "--config").items():
             if isinstance(values, Mapping) and isinstance(raw.get(section), Mapping):
                 raw[section] = {**raw[section], **values}

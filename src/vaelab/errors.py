@@ -23,3 +23,9 @@ class TrainingDiverged(UserError):
 DIVERGED = "diverged.json"
 """written into a run folder whose training diverged: the step, what was not finite, and the step of
 the checkpoint kept (0: none)"""
+
+
+def require(ok: bool, key: str, message: str) -> None:
+    """A UserError "`key` `message`" unless ok: how the config's dataclasses check their values."""
+    if not ok:
+        raise UserError(f"{key} {message}")

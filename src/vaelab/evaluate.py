@@ -18,9 +18,17 @@ from typing import Callable
 import torch
 from torch.distributions import Normal
 
+from vaelab.checkpoint import load_run
+from vaelab.data import DATASETS, load_data, test_data_config
 from vaelab.device import check_fits
-from vaelab.losses import RECONSTRUCTION, gaussian_kl, kl_per_image
-from vaelab.sample import batches, reconstruct
+from vaelab.errors import UserError
+from vaelab.latent import latent_means
+from vaelab.losses import RECONSTRUCTION, draw_latent, gaussian_kl, kl_per_image, reconstruction
+from vaelab.metrics import class_distribution, feature_net, fid, prdc
+from vaelab.metrics.disentanglement import all_scores
+from vaelab.report import report_path, write_run_report
+from vaelab.runfolder import atomic_write, read_metrics
+from vaelab.sample import batches, reconstruct, sample
 
 EVALUATE_METRICS = ("recon_mse", "elbo", "nll_iw", "fid", "prdc", "class", "disentanglement")
 """what `vaelab evaluate --metrics` may name; fid, prdc and class need a labelled dataset (or an
@@ -31,10 +39,6 @@ computed only when asked (minutes at disentanglement_lib's sample sizes)"""
 def disentanglement(model, data_cfg, seed: int = 0, **sizes) -> dict[str, float]:
     """The nine disentanglement scores (vaelab.metrics.disentanglement.all_scores) of the model's
     latent means on its dataset's ground truth; `sizes` shrink the samples (n, n_test, n_votes, …)."""
-    from vaelab.data import DATASETS
-    from vaelab.errors import UserError
-    from vaelab.latent import latent_means
-    from vaelab.metrics.disentanglement import all_scores
 
     spec = DATASETS[data_cfg.name]
     if spec.truth is None:
@@ -57,7 +61,6 @@ def neg_elbo(model, x: torch.Tensor, *, labels: torch.Tensor | None = None, seed
     """
     device = next(model.parameters()).device
     g = torch.Generator().manual_seed(seed)
-    recon_fn = RECONSTRUCTION[model.likelihood]
     was_training = model.training
     model.eval()
     totals = {"recon": 0.0, "kl": 0.0}
@@ -67,9 +70,8 @@ def neg_elbo(model, x: torch.Tensor, *, labels: torch.Tensor | None = None, seed
             if logvar is None:
                 z, kl = mu, 0.0
             else:
-                eps = torch.randn(mu.shape, generator=g).to(device)
-                z, kl = mu + torch.exp(0.5 * logvar) * eps, gaussian_kl(mu, logvar).item()
-            totals["recon"] += recon_fn(model.logits(z, yb), xb).item() * len(xb)
+                z, kl = draw_latent(mu, logvar, torch.randn(mu.shape, generator=g).to(device)), gaussian_kl(mu, logvar).item()
+            totals["recon"] += reconstruction(model.likelihood, model.logits(z, yb), xb).item() * len(xb)
             totals["kl"] += kl * len(xb)
     finally:
         model.train(was_training)
@@ -79,12 +81,11 @@ def neg_elbo(model, x: torch.Tensor, *, labels: torch.Tensor | None = None, seed
 
 
 def log_likelihood(likelihood: str, logits: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """log p(x | z) per image (B,) for decoder logits (B, C, H, W)."""
+    """log p(x | z) per image (B,) for decoder logits (B, C, H, W): minus the reconstruction term,
+    and for the Gaussian (σ² = ½) its constant (D/2)·log π."""
     if likelihood == "bernoulli":
-        bce = torch.nn.functional.binary_cross_entropy_with_logits(logits, x, reduction="none")
-        return -bce.flatten(1).sum(1)
-    sse = (torch.sigmoid(logits) - x).pow(2).flatten(1).sum(1)
-    return -(sse + 0.5 * x[0].numel() * math.log(math.pi))
+        return -RECONSTRUCTION[likelihood](logits, x)
+    return -(RECONSTRUCTION[likelihood](logits, x) + 0.5 * x[0].numel() * math.log(math.pi))
 
 
 @torch.no_grad()
@@ -102,7 +103,7 @@ def likelihood_bounds(model, x: torch.Tensor, *, labels: torch.Tensor | None = N
             mu, logvar = model.posterior_params(xb, yb)  # (B, L) each
             std = torch.exp(0.5 * logvar)
             eps = torch.randn((k, *mu.shape), generator=g).to(device)  # (k, B, L)
-            z = mu + std * eps  # (k, B, L)
+            z = draw_latent(mu, logvar, eps)  # (k, B, L)
             logits = model.logits(z.flatten(0, 1), None if yb is None else yb.repeat(k))  # (k·B, C, H, W)
             log_px = log_likelihood(model.likelihood, logits, xb.repeat(k, 1, 1, 1)).view(k, -1)  # (k, B)
             log_pz = Normal(0.0, 1.0).log_prob(z).sum(-1)  # (k, B)
@@ -130,13 +131,9 @@ def image_scores(model, x: torch.Tensor, *, labels: torch.Tensor | None = None, 
             mu, logvar = model.posterior_params(xb, yb)  # (B, L) each (logvar None for an autoencoder)
             z, kl = mu, torch.zeros(len(xb), device=device)
             if logvar is not None:
-                z = mu + torch.exp(0.5 * logvar) * torch.randn(mu.shape, generator=g).to(device)
+                z = draw_latent(mu, logvar, torch.randn(mu.shape, generator=g).to(device))
                 kl = kl_per_image(mu, logvar)
-            logits = model.logits(z, yb)  # (B, C, H, W)
-            if model.likelihood == "bernoulli":
-                rec = torch.nn.functional.binary_cross_entropy_with_logits(logits, xb, reduction="none").flatten(1).sum(1)
-            else:
-                rec = (torch.sigmoid(logits) - xb).pow(2).flatten(1).sum(1)
+            rec = RECONSTRUCTION[model.likelihood](model.logits(z, yb), xb)  # (B,)
             out["neg_elbo"].append((rec + kl).cpu())
             out["recon_error"].append((model.decode(mu, yb) - xb).pow(2).flatten(1).sum(1).cpu())
     finally:
@@ -174,13 +171,6 @@ def evaluate_run(
         density, coverage, class_tv, class_entropy, …, feature_net (the features' name), n_test;
         with "disentanglement": beta_vae, factor_vae, mig, dci_*, sap, modularity, explicitness.
     """
-    from vaelab.checkpoint import load_run
-    from vaelab.data import load_data, test_data_config
-    from vaelab.errors import UserError
-    from vaelab.metrics import class_distribution, feature_net, fid, prdc
-    from vaelab.report import report_path, write_run_report
-    from vaelab.runfolder import atomic_write, read_metrics
-    from vaelab.sample import sample
 
     run_dir = Path(run_dir)
     asked = tuple(metrics) if metrics else None

@@ -22,8 +22,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from vaelab.checkpoint import load_run
+from vaelab.data import load_data, test_data_config
+from vaelab.errors import UserError
+from vaelab.images import interleave_rows, make_grid, png_bytes
 from vaelab.models import class_labels
-from vaelab.sample import batches
+from vaelab.report import fig_png, plt, report_path, write_run_report
+from vaelab.runfolder import atomic_write, read_metrics
+from vaelab.sample import batches, reconstruct
 
 TRAVERSAL = torch.linspace(-3.0, 3.0, 9)
 """the values each latent takes in a traversal row"""
@@ -89,7 +95,6 @@ def embedding(mu: torch.Tensor, seed: int = 0) -> tuple[np.ndarray, str]:
 
 
 def scatter_png(xy: np.ndarray, labels: torch.Tensor | None, title: str) -> bytes:
-    from vaelab.report import fig_png, plt
 
     fig, ax = plt.subplots(figsize=(5.2, 4.6))
     if labels is None:
@@ -111,12 +116,6 @@ def latent_views(run_dir: Path | str, *, n: int = 0, seed: int = 0) -> dict[str,
         n: test images (0: the dataset's test set, or 2,000 new draws; files: their own images).
         seed: seed of t-SNE and of the noise images.
     """
-    from vaelab.checkpoint import load_run
-    from vaelab.data import load_data, test_data_config
-    from vaelab.images import interleave_rows, make_grid, png_bytes
-    from vaelab.report import report_path, write_run_report
-    from vaelab.runfolder import atomic_write, read_metrics
-    from vaelab.sample import reconstruct
 
     run_dir = Path(run_dir)
     cfg, model = load_run(run_dir)
@@ -125,7 +124,6 @@ def latent_views(run_dir: Path | str, *, n: int = 0, seed: int = 0) -> dict[str,
     test = load_data(test_data_config(cfg.data, n))
     x = test.images
     if len(x) < 3:
-        from vaelab.errors import UserError
 
         raise UserError(f"vaelab latent needs at least 3 test images (an embedding, two to interpolate), got {len(x)}: raise --n")
     out = run_dir / "latent"

@@ -2,36 +2,56 @@
 
 Scale convention: every term is per sample (summed over pixels or latent dims, averaged over the
 batch), so numbers compare across batch sizes. The chain study summed everything over the batch;
-its presets translate its constants (README, "Loss conventions").
+its presets translate its constants (docs/models.md, "Loss conventions").
 """
 
 from __future__ import annotations
 
 import functools
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
 
 
 def recon_gaussian(logits: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """Squared error of the decoder mean sigmoid(logits) against x, summed over pixels, batch mean.
+    """Squared error of the decoder mean sigmoid(logits) against x, summed over pixels, per image.
 
     Arguments:
         logits: (B, C, H, W) decoder outputs before the sigmoid.
         x: (B, C, H, W) targets.
     Returns:
-        scalar.
+        (B,).
     """
-    return (torch.sigmoid(logits) - x).pow(2).flatten(1).sum(1).mean()
+    return (torch.sigmoid(logits) - x).pow(2).flatten(1).sum(1)
 
 
 def recon_bernoulli(logits: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """Binary cross-entropy of Bernoulli(sigmoid(logits)) at x, summed over pixels, batch mean."""
+    """Binary cross-entropy of Bernoulli(sigmoid(logits)) at x, summed over pixels, per image (B,)."""
     bce = F.binary_cross_entropy_with_logits(logits, x, reduction="none")  # (B, C, H, W)
-    return bce.flatten(1).sum(1).mean()
+    return bce.flatten(1).sum(1)
 
 
 RECONSTRUCTION = {"gaussian": recon_gaussian, "bernoulli": recon_bernoulli}
+"""likelihood name → the reconstruction term per image, −log p(x|z) up to a constant"""
+
+
+def reconstruction(likelihood: str, logits: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """The reconstruction term of `likelihood` averaged over the batch: a scalar."""
+    return RECONSTRUCTION[likelihood](logits, x).mean()
+
+
+def draw_latent(mu: torch.Tensor, logvar: torch.Tensor, noise: torch.Tensor | None = None) -> torch.Tensor:
+    """z = μ + σ·ε, the reparameterised draw from N(μ, diag(exp(logvar))).
+
+    Arguments:
+        mu, logvar: (B, L).
+        noise: ε, broadcastable against (B, L), e.g. (k, B, L) for k draws per image; None draws
+            ε ~ N(0, I) of mu's shape from the global generator, on mu's device.
+    Returns:
+        z of the broadcast shape.
+    """
+    return mu + torch.exp(0.5 * logvar) * (torch.randn_like(mu) if noise is None else noise)
 
 
 def kl_per_image(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
@@ -89,15 +109,27 @@ def kl_weight(schedule: str, step: int, beta: float, warmup_steps: int) -> float
     raise ValueError(f"unknown KL schedule {schedule!r}")
 
 
-def loss_weights(loss, step: int) -> dict[str, float]:
-    """The weights of the loss terms at `step` from the `loss` settings: recon_weight, beta under
-    the KL schedule (`kl_weight`), variability_weight. The training loop computes them once per
-    step and hands them to the model's `loss`, which applies no schedule of its own."""
-    return {
-        "recon_weight": loss.recon_weight,
-        "beta": kl_weight(loss.kl_schedule, step, loss.beta, loss.warmup_steps),
-        "variability_weight": loss.variability_weight,
-    }
+KL_KEYS = ("beta", "kl_schedule", "warmup_steps")
+"""the `loss.*` settings that act through the KL term (a model without one honours none of them)"""
+
+
+class LossWeights(NamedTuple):
+    """The loss settings of one training step, as a model's `loss` takes them: floats for one
+    model, 0-d tensors for a member of a vectorized group (`vaelab.vectorized`)."""
+
+    recon_weight: float | torch.Tensor = 1.0
+    """weight of the reconstruction term"""
+    beta: float | torch.Tensor = 1.0
+    """weight of the KL term, the KL schedule already applied"""
+    variability_weight: float | torch.Tensor = 0.0
+    """weight of the variability gap"""
+
+
+def loss_weights(loss, step: int) -> LossWeights:
+    """The loss settings at `step` from the `loss` section: recon_weight, beta under the KL schedule
+    (`kl_weight`), variability_weight. The training loop computes them once per step and hands them
+    to the model's `loss`, which keeps no settings of its own."""
+    return LossWeights(loss.recon_weight, kl_weight(loss.kl_schedule, step, loss.beta, loss.warmup_steps), loss.variability_weight)
 
 
 def vae_terms(
@@ -107,13 +139,12 @@ def vae_terms(
     logvar: torch.Tensor | None,
     *,
     likelihood: str,
-    recon_weight: float | torch.Tensor,
-    beta: float | torch.Tensor,
-    variability_weight: float | torch.Tensor,
+    loss: LossWeights,
 ) -> dict[str, torch.Tensor]:
     """The named loss terms and their weighted total (`loss`).
 
-    total = recon_weight·recon + beta·kl + variability_weight·variability; `kl` is left out
+    total = recon_weight·recon + beta·kl + variability_weight·variability (the weights are
+    `loss`'s); `kl` is left out
     when logvar is None (a deterministic autoencoder), `variability` when its weight is 0.
     A weight may be a 0-d tensor (one member of a vectorized group, `vaelab.vectorized`): tensor
     weights are always applied, even when 0, so every member computes the same terms.
@@ -121,15 +152,15 @@ def vae_terms(
     Returns:
         dict of scalars: loss, recon, [kl, beta], [variability].
     """
-    terms = {"recon": RECONSTRUCTION[likelihood](logits, x)}
-    total = _weighted(recon_weight, terms["recon"])
+    terms = {"recon": reconstruction(likelihood, logits, x)}
+    total = _weighted(loss.recon_weight, terms["recon"])
     if logvar is not None:
         terms["kl"] = gaussian_kl(mu, logvar)
-        terms["beta"] = beta if torch.is_tensor(beta) else _scalar(float(beta), mu.device)
-        total = total + _weighted(beta, terms["kl"])
-    if torch.is_tensor(variability_weight) or variability_weight > 0:
+        terms["beta"] = loss.beta if torch.is_tensor(loss.beta) else _scalar(float(loss.beta), mu.device)
+        total = total + _weighted(loss.beta, terms["kl"])
+    if torch.is_tensor(loss.variability_weight) or loss.variability_weight > 0:
         terms["variability"] = variability_gap(x, torch.sigmoid(logits))
-        total = total + _weighted(variability_weight, terms["variability"])
+        total = total + _weighted(loss.variability_weight, terms["variability"])
     return {"loss": total, **terms}
 
 

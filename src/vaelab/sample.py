@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import torch
 
+from vaelab.models import class_labels
+
 
 @torch.no_grad()
 def sample(
@@ -23,7 +25,6 @@ def sample(
     Returns:
         float32 (n, C, H, W) on the CPU.
     """
-    from vaelab.models import class_labels
 
     device = next(model.parameters()).device
     g = torch.Generator().manual_seed(seed)

@@ -34,9 +34,13 @@ from vaelab.data.stream import ImageStream
 from vaelab.debias import debias_weights, debiased_order
 from vaelab.device import check_fits, training_device
 from vaelab.errors import DIVERGED, TrainingDiverged, UserError
-from vaelab.losses import loss_weights
+from vaelab.images import interleave_rows, save_grid
+from vaelab.latent import latent_means
+from vaelab.losses import LossWeights, loss_weights
 from vaelab.models import MODELS, VAE, build_model, fit_to_data, parameter_count
+from vaelab.report import write_run_report
 from vaelab.runfolder import append_jsonl, atomic_write, prepare_out, read_metrics, remove_temporary_files, require_kind, write_jsonl, write_toml
+from vaelab.sample import reconstruct, sample
 
 
 @dataclass
@@ -86,7 +90,6 @@ def make_optimizer(model, lr: float, capturable: bool = False) -> torch.optim.Op
 @torch.no_grad()
 def latent_weights(model, x: torch.Tensor, y: torch.Tensor | None, smoothing: float) -> torch.Tensor:
     """The debiasing weights (N,) of the images x from the model's latent means (`vaelab.debias`)."""
-    from vaelab.latent import latent_means
 
     model.eval()
     try:
@@ -187,7 +190,7 @@ def train(
     y = data.labels.to(device) if model.n_classes else None  # (N,) for a conditional model
     n = x.shape[0]
     per_epoch, total = schedule(cfg, n)
-    if n < 2 and (cfg.loss.variability_weight > 0 or cfg.model.batch_norm):
+    if n < 2 and (cfg.loss.variability_weight > 0 or getattr(cfg.model.params, "batch_norm", False)):
         raise UserError(f"the dataset holds {n} image(s); batch norm and the variability term need at least 2")
 
     def orders(epoch: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -222,7 +225,7 @@ def train(
     optimizer.zero_grad(set_to_none=True)  # a captured step's gradients live in the graph's memory: let it go
     if log.held[0] is not None:  # the last step's checkpoint, which no later step vouches for
         batch, labels = batches.last
-        if not gives_finite_loss(model, batch, step, {} if labels is None else {"labels": labels}, autocast):
+        if not gives_finite_loss(model, batch, step, loss_weights(cfg.loss, step), labels, autocast):
             log.diverged(0, step - 1, "the final weights give a non-finite loss")
         log.commit(0)
     if model.after_training(x, cfg.train.seed) and run_dir is not None:  # a stage after the loop (a VQ-VAE's prior)
@@ -278,11 +281,11 @@ class StepWeights:
         self.of = of
         self.beta = torch.zeros((), device=device) if device is not None else None
 
-    def __call__(self, step: int) -> dict:
+    def __call__(self, step: int) -> LossWeights:
         weights = self.of(step)
-        if self.beta is None or torch.is_tensor(weights["beta"]):
+        if self.beta is None or torch.is_tensor(weights.beta):
             return weights
-        return {**weights, "beta": self.beta.fill_(weights["beta"])}
+        return weights._replace(beta=self.beta.fill_(weights.beta))
 
 
 class ModelStep:
@@ -292,7 +295,7 @@ class ModelStep:
     def __init__(self, model, optimizer, loss_fn, autocast, input_noise: float):
         self.model, self.optimizer, self.loss_fn, self.autocast, self.input_noise = model, optimizer, loss_fn, autocast, input_noise
 
-    def __call__(self, step: int, batch: torch.Tensor, labels: torch.Tensor | None, weights: dict) -> dict[str, torch.Tensor]:
+    def __call__(self, step: int, batch: torch.Tensor, labels: torch.Tensor | None, weights: LossWeights) -> dict[str, torch.Tensor]:
         with self.autocast:
             inputs = batch + self.input_noise * torch.randn_like(batch) if self.input_noise > 0 else None  # a denoising VAE: noisy inputs, clean targets
             terms = self.loss_fn(batch, step, weights, inputs=inputs, labels=labels)
@@ -331,7 +334,7 @@ class GraphedStep:
         self.graphs: dict[tuple, tuple] = {}
         self.failed = False
 
-    def __call__(self, step: int, batch: torch.Tensor, labels: torch.Tensor | None, weights: dict) -> dict[str, torch.Tensor]:
+    def __call__(self, step: int, batch: torch.Tensor, labels: torch.Tensor | None, weights: LossWeights) -> dict[str, torch.Tensor]:
         if self.failed:
             return self.step(step, batch, labels, weights)
         key = (tuple(batch.shape), None if labels is None else tuple(labels.shape))
@@ -357,11 +360,11 @@ class GraphedStep:
         fixed_batch.copy_(batch)
         if labels is not None:
             fixed_labels.copy_(labels)
-        for k, v in weights.items():
+        for k, v, fixed in zip(weights._fields, weights, fixed_weights):
             if torch.is_tensor(v):
-                fixed_weights[k].copy_(v)
-            elif v != fixed_weights[k]:
-                raise RuntimeError(f"the loss weight {k} changed from {fixed_weights[k]} to {v} in a captured step: hand it over as a tensor")
+                fixed.copy_(v)
+            elif v != fixed:
+                raise RuntimeError(f"the loss weight {k} changed from {fixed} to {v} in a captured step: hand it over as a tensor")
         if graph is None:  # no capture: the step itself, on the fixed inputs
             return self.step(step, fixed_batch, fixed_labels, fixed_weights)
         graph.replay()
@@ -376,7 +379,7 @@ class GraphedStep:
         return terms
 
     def _capture(self, step: int, batch, labels, weights) -> tuple:
-        inputs = (batch.clone(), None if labels is None else labels.clone(), {k: v.clone() if torch.is_tensor(v) else v for k, v in weights.items()})
+        inputs = (batch.clone(), None if labels is None else labels.clone(), LossWeights(*(v.clone() if torch.is_tensor(v) else v for v in weights)))
         if not self.capture:
             return None, inputs, None
         graph = torch.cuda.CUDAGraph()
@@ -494,7 +497,7 @@ class MetricLog:
         return sum(last) / len(last) if last else math.nan
 
 
-def gives_finite_loss(model, batch: torch.Tensor, step: int, cond: dict, autocast) -> bool:
+def gives_finite_loss(model, batch: torch.Tensor, step: int, weights: LossWeights, labels: torch.Tensor | None, autocast) -> bool:
     """Whether the model's weights are finite and give a finite loss on `batch`: the check of the
     last step's checkpoint, which no later logged loss vouches for. Computed without gradients, in
     eval mode (no batch-norm or codebook statistics move) and under a forked RNG, so nothing the
@@ -505,7 +508,7 @@ def gives_finite_loss(model, batch: torch.Tensor, step: int, cond: dict, autocas
     with torch.no_grad(), torch.random.fork_rng(devices=devices), autocast:
         model.eval()
         try:
-            loss = model.loss(batch, step, **cond)["loss"]
+            loss = model.loss(batch, step, weights, labels=labels)["loss"]
         finally:
             model.train()
     return bool(torch.isfinite(loss))
@@ -513,9 +516,6 @@ def gives_finite_loss(model, batch: torch.Tensor, step: int, cond: dict, autocas
 
 def finish_run(run: Run) -> None:
     """Write samples.png, reconstructions.png, loss.png and report.html into the run folder."""
-    from vaelab.images import save_grid
-    from vaelab.report import write_run_report
-    from vaelab.sample import sample
 
     s, k = run.config.sample, run.model.n_classes
     labels = torch.arange(k).repeat_interleave(8) if k else None  # a conditional model: one row of 8 per class
@@ -527,8 +527,6 @@ def finish_run(run: Run) -> None:
 
 def save_reconstructions(run_dir: Path, model, images: torch.Tensor, labels: torch.Tensor | None = None) -> None:
     """reconstructions.png: the first 16 images, each row of 8 above its reconstructions."""
-    from vaelab.images import interleave_rows, save_grid
-    from vaelab.sample import reconstruct
 
     inputs = images[:16]
     out = reconstruct(model, inputs, labels[:16] if labels is not None else None)

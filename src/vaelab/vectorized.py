@@ -40,7 +40,7 @@ from vaelab.config import Config
 from vaelab.data import Dataset
 from vaelab.device import free_memory, training_device
 from vaelab.errors import TrainingDiverged, UserError
-from vaelab.losses import kl_weight
+from vaelab.losses import LossWeights, kl_weight
 from vaelab.models import MODELS, build_model, fit_to_data, parameter_count, step_bytes
 from vaelab.runfolder import prepare_out, write_jsonl, write_toml
 from vaelab.train import Batches, GraphedStep, MetricLog, Run, epoch_order, finish_run, graphed, make_optimizer, precision_context, run_loop, schedule
@@ -51,13 +51,9 @@ CPU_GROUP = 16
 """members per vectorized group at most on the CPU: beyond it a 2-core CPU gains nothing, and a
 smaller group is a finer resume point; a GPU's groups are sized by its memory alone"""
 
-WEIGHTS = ("recon_weight", "beta", "variability_weight")
-"""loss settings that may differ between members (as tensors); every other loss key must match"""
-
-
 def group_key(cfg: Config) -> tuple | None:
     """What configs must share to train in one group; None when `cfg` cannot be vectorized."""
-    if cfg.model.batch_norm or cfg.train.debias or cfg.train.compile or not MODELS[cfg.model.name].vectorizable:
+    if getattr(cfg.model.params, "batch_norm", False) or cfg.train.debias or cfg.train.compile or not MODELS[cfg.model.name].vectorizable:
         return None  # (train.compile compiles a single run's loss: such a run trains alone)
     d, t, s = cfg.to_dict(), cfg.train, cfg.loss
     return (
@@ -83,7 +79,7 @@ def member_bytes(cfg: Config, shape: tuple[int, int, int], n: int) -> tuple[int,
     gradients and Adam's two moments, and one step's tensors (`vaelab.models.step_bytes`, traced on
     the meta device); on the host its images, as loaded."""
     if MODELS[cfg.model.name].conditional:  # classes come from the labels, maybe not read yet; the size hardly depends on them
-        cfg = cfg.override({"model.classes": max(cfg.model.classes, 1)})
+        cfg = cfg.override({"model.classes": max(cfg.model.params.classes, 1)})
     images = n * math.prod(shape) * 4
     return images + parameter_count(cfg, shape) * 4 * 4 + step_bytes(cfg, shape, cfg.train.batch_size), images
 
@@ -131,14 +127,14 @@ class StackedAdam:
         return out
 
 
-class _LossOf(nn.Module):
+class LossForward(nn.Module):
     """Calls the wrapped model's `loss`, so `functional_call` (which calls forward) reaches it."""
 
     def __init__(self, model: nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(self, x: torch.Tensor, step: int, weights: dict, noise: float, labels: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+    def forward(self, x: torch.Tensor, step: int, weights: LossWeights, noise: float, labels: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         return self.model.loss(x, step, weights, inputs=x + noise * torch.randn_like(x) if noise > 0 else None, labels=labels)
 
 
@@ -150,20 +146,20 @@ class GroupStep:
     back as an ordinary model and optimizer (for its checkpoints and its Run)."""
 
     def __init__(self, models: list[nn.Module], configs: list[Config], device: torch.device, capturable: bool = False):
-        stacked, buffers = stack_module_state([_LossOf(m) for m in models])  # each (M, …)
+        stacked, buffers = stack_module_state([LossForward(m) for m in models])  # each (M, …)
         self.models, self.configs = models, configs
         self.params = {k: v.detach().to(device).requires_grad_() for k, v in stacked.items()}
         self.buffers = {k: v.to(device) for k, v in buffers.items()}
         self.adam = StackedAdam(list(self.params.values()), torch.tensor([c.train.lr for c in configs]), capturable)
         self.autocast = precision_context(configs[0].train.precision, device, graphed=capturable)
-        base, noise = copy.deepcopy(_LossOf(models[0])).to("meta"), configs[0].train.input_noise
+        base, noise = copy.deepcopy(LossForward(models[0])).to("meta"), configs[0].train.input_noise
         self.losses = vmap(
             lambda p, bu, x, w, step, y: functional_call(base, (p, bu), (x, step, w, noise, y)),
             in_dims=(0, 0, 0, 0, None, 0 if models[0].n_classes else None),
             randomness="different",
         )
 
-    def __call__(self, step: int, batch: torch.Tensor, labels: torch.Tensor | None, weights: dict) -> dict[str, torch.Tensor]:
+    def __call__(self, step: int, batch: torch.Tensor, labels: torch.Tensor | None, weights: LossWeights) -> dict[str, torch.Tensor]:
         with self.autocast:
             terms = self.losses(self.params, self.buffers, batch, weights, step, labels)  # name → (M,)
         grads = torch.autograd.grad(terms["loss"].sum(), list(self.params.values()))
@@ -171,7 +167,7 @@ class GroupStep:
         return terms
 
     @torch.no_grad()
-    def finite_losses(self, step: int, batch: torch.Tensor, labels: torch.Tensor | None, weights: dict) -> list[bool]:
+    def finite_losses(self, step: int, batch: torch.Tensor, labels: torch.Tensor | None, weights: LossWeights) -> list[bool]:
         """Per member, whether its weights give a finite loss on `batch`: the check of the final
         checkpoints (`vaelab.train.gives_finite_loss` for one model), under a forked RNG."""
         device = batch.device
@@ -193,9 +189,9 @@ class GroupStep:
 def group_weights(configs: list[Config], device: torch.device):
     """step → each member's loss weights at that step, (M,) tensors on `device` (the KL schedule,
     which members share, applied to each member's β)."""
-    base = {w: torch.tensor([getattr(c.loss, w) for c in configs], device=device) for w in WEIGHTS}  # (M,) each
+    base = LossWeights(*(torch.tensor([getattr(c.loss, w) for c in configs], device=device) for w in LossWeights._fields))  # (M,) each
     c = configs[0].loss
-    return lambda step: {**base, "beta": base["beta"] * kl_weight(c.kl_schedule, step, 1.0, c.warmup_steps)}
+    return lambda step: base._replace(beta=base.beta * kl_weight(c.kl_schedule, step, 1.0, c.warmup_steps))
 
 
 def train_group(

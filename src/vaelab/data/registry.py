@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, replace
 from typing import Any, Callable
 
 import numpy as np
@@ -71,6 +71,9 @@ class DatasetSpec:
     truth: Callable[[Any], Any] | None = None
     """params → a ground truth that draws factors and renders their images (the disentanglement
     metrics' `GroundTruth`: factor_sizes, sample_factors(n, rng), images(factors)), or None"""
+    measures: Callable[[Any, torch.Tensor], tuple[dict[str, float], dict]] | None = None
+    """(params, images) → what a chain measures of this dataset's images beyond every dataset's
+    metrics: (its chain.csv columns, detail for the generation's metrics.json); None: nothing"""
 
 
 DATASETS: dict[str, DatasetSpec] = {}
@@ -86,11 +89,12 @@ def register(
     generative: bool = False,
     test: str = "",
     truth: Callable[[Any], Any] | None = None,
+    measures: Callable[[Any, torch.Tensor], tuple[dict[str, float], dict]] | None = None,
 ):
     """Decorator registering `build(params, n, seed, path) → Dataset` under `name`."""
 
     def deco(build):
-        DATASETS[name] = DatasetSpec(build, params, description, default_n, bool(path_hint), path_hint, generative, test, truth)
+        DATASETS[name] = DatasetSpec(build, params, description, default_n, bool(path_hint), path_hint, generative, test, truth, measures)
         return build
 
     return deco
@@ -116,7 +120,6 @@ def test_data_config(cfg: Any, n: int = 0, default_n: int = 2000) -> Any:
     test set (shared parameters copied, e.g. squares → squares-test); for other generated datasets,
     `n` (or `default_n`) new draws under another seed; for data read from files, the training
     images themselves (there is no separate split to take)."""
-    from dataclasses import fields, replace
 
     spec = DATASETS[cfg.name]
     if spec.test:

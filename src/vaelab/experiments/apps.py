@@ -1,4 +1,4 @@
-"""Applications from the lectures (REFERENCE §4; seeds 003, 004): anomaly detection and data
+"""Applications from the lectures (docs/studies.md, the lectures): anomaly detection and data
 augmentation with a VAE.
 
     run_anomaly(load_config("fontdigits-cnn"), "runs/anomaly", anomaly_class=7)
@@ -31,8 +31,10 @@ from vaelab.data import Dataset, load_data
 from vaelab.device import check_fits
 from vaelab.errors import UserError
 from vaelab.evaluate import image_scores
+from vaelab.images import save_grid
 from vaelab.metrics.featurenet import FeatureNetConfig, LeNet, classifier_accuracy, fit_classifier
 from vaelab.models import MODELS, class_labels
+from vaelab.report import fig_png, plt, write_apps_report
 from vaelab.runfolder import atomic_write, prepare_out
 from vaelab.sample import sample
 from vaelab.train import train
@@ -57,7 +59,6 @@ def roc_auc(scores: torch.Tensor, positive: torch.Tensor) -> float:
 
 
 def histogram_png(scores: dict[str, torch.Tensor], positive: torch.Tensor, k: int, aucs: dict[str, float]) -> bytes:
-    from vaelab.report import fig_png, plt
 
     fig, axes = plt.subplots(1, len(scores), figsize=(5 * len(scores), 3.4), squeeze=False)
     for ax, (name, s) in zip(axes.flat, scores.items()):
@@ -103,7 +104,6 @@ def run_anomaly(config: Config, out: Path | str, *, anomaly_class: int, force: b
     }
     atomic_write(out / "anomaly.json", json.dumps(results, indent=1))
     atomic_write(out / "scores.png", histogram_png(scores, positive, anomaly_class, aucs))
-    from vaelab.report import write_apps_report
 
     write_apps_report(out, "anomaly")
     return results
@@ -150,11 +150,9 @@ def run_augment(config: Config, out: Path | str, *, few: int = 100, generated: i
         "generated_labels": "conditional" if drawn is not None else "classifier",  # the cvae's classes, or the real-only classifier's guesses
     }
     atomic_write(out / "augment.json", json.dumps(results, indent=1))
-    from vaelab.images import save_grid
 
     order = fake_labels.argsort(stable=True)
     save_grid(out / "generated.png", fake[order][:100], nrow=10)
-    from vaelab.report import write_apps_report
 
     write_apps_report(out, "augment")
     return results

@@ -1,4 +1,4 @@
-"""The VAE chain study (REFERENCE §1; seed 000): each VAE trained on the previous one's output.
+"""The VAE chain study (docs/studies.md, the chain study): each VAE trained on the previous one's output.
 
     rows = run_chain(load_config("chain-conv"), out="runs/chain-conv")
 
@@ -39,22 +39,13 @@ from vaelab.evaluate import neg_elbo
 from vaelab.experiments.backends import check_backend, check_visible, run_tasks, task_gpus
 from vaelab.experiments.study import open_study
 from vaelab.images import make_grid, png_bytes, save_grid
-from vaelab.metrics import (
-    block_centres,
-    knn_radii,
-    marginal_histograms,
-    mean_intensity,
-    occupancy,
-    occupancy_distance,
-    prdc,
-    total_variation,
-    variability,
-)
-from vaelab.runfolder import atomic_write, prepare_out, read_csv, write_csv
+from vaelab.metrics import knn_radii, mean_intensity, occupancy, occupancy_distance, prdc, variability
 from vaelab.models import class_labels, fit_to_data
+from vaelab.runfolder import atomic_write, prepare_out, read_csv, write_csv
 from vaelab.sample import sample
 from vaelab.train import check_resources, save_reconstructions, train
 from vaelab.vectorized import group_key, group_size, train_group
+from vaelab.report import write_chain_report, write_compare_report
 
 PRDC = ("precision", "recall", "density", "coverage")
 METRICS = (
@@ -72,6 +63,11 @@ METRICS = (
 )
 COLUMNS = ("seed", "generation", "n_train", *METRICS)
 VARIABILITY_PAIRS = 10_000
+
+
+CHAIN_TABLE = "chain.csv"
+"""the chain's table: in the chain folder every seed's rows, in each seed folder that seed's own
+(its resume point, written after every generation)"""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -162,43 +158,37 @@ class Neighbourhoods:
         return sub, radii
 
 
-def measure(cfg: Config, images: torch.Tensor, reference: torch.Tensor, original: torch.Tensor, heldout, model, hoods=None) -> tuple[dict, dict]:
+def measure(cfg: Config, images: torch.Tensor, reference: torch.Tensor, original: torch.Tensor, heldout, model, neighbourhoods=None) -> tuple[dict, dict]:
     """(the chain.csv metrics of dataset `images`, extra per-generation detail for metrics.json).
 
     Arguments:
         reference: the training set of the model that generated `images` (D_0 itself at g = 0).
         original: D_0.
         model: the generating model (None at g = 0): its negative ELBO on held-out originals.
-        hoods: a `Neighbourhoods` cache shared across generations (a fresh one when None); every
+        neighbourhoods: a `Neighbourhoods` cache shared across generations (a fresh one when None); every
             metric is computed on its device (the training device in a chain).
     """
-    hoods = hoods or Neighbourhoods(cfg.chain.metric_samples)
-    on = lambda t: t.to(hoods.device)  # noqa: E731  (a no-op on the CPU)
+    neighbourhoods = neighbourhoods or Neighbourhoods(cfg.chain.metric_samples)
+    on = lambda t: t.to(neighbourhoods.device)  # noqa: E731  (a no-op on the CPU)
     row = {
         "variability": variability(on(images), VARIABILITY_PAIRS, seed=0),
         "mean_intensity": mean_intensity(on(images)),
         "distribution_diff_train": occupancy_distance(on(images), on(reference)),
         "distribution_diff_orig": occupancy_distance(on(images), on(original)),
     }
-    fake, fake_radii = hoods(images)
+    fake, fake_radii = neighbourhoods(images)
     for name, ref in (("train", reference), ("orig", original)):
         if name == "orig" and ref is reference:  # the generator trained on the original itself
             row.update({f"{k}_orig": row[f"{k}_train"] for k in PRDC})
             continue
-        real, real_radii = hoods(ref)
+        real, real_radii = neighbourhoods(ref)
         scores = prdc(real, fake, k=5, real_radii=real_radii, fake_radii=fake_radii)
         row.update({f"{k}_{name}": v for k, v in scores.items()})
     detail = {}
-    if cfg.data.name == "points":
-        from vaelab.data.synthetic import points_marginals
-
-        p = cfg.data.params
-        xs, ys = block_centres(on(images), p.block)
-        hx, hy = marginal_histograms(xs, ys, p.size)
-        px, py = points_marginals(p)
-        k = np.arange(p.size)
-        row.update(x_tv=total_variation(hx, px), y_tv=total_variation(hy, py), x_mean=float(hx @ k), y_mean=float(hy @ k))
-        detail = {"x_marginal": hx.tolist(), "y_marginal": hy.tolist(), "x_true": px.tolist(), "y_true": py.tolist()}
+    measures = DATASETS[cfg.data.name].measures  # what this dataset adds (the points' block positions)
+    if measures is not None:
+        columns, detail = measures(cfg.data.params, on(images))
+        row.update(columns)
     if model is not None:
         row["neg_elbo"] = neg_elbo(model, heldout.images, labels=heldout.labels if model.n_classes else None, seed=0)["neg_elbo"]
     else:
@@ -273,30 +263,25 @@ def run_chain(
     def finished(_: int, seed_rows: list[dict]) -> None:
         seeds = {row["seed"] for row in seed_rows}
         rows[:] = [row for row in rows if row["seed"] not in seeds] + seed_rows
-        write_table(out / "chain.csv", rows)
+        write_table(out / CHAIN_TABLE, rows)
 
-    marker = (out / "config.toml").read_bytes()
-    live = backend == "local"  # one process: chain.csv itself is the resume point after every generation
+    config_bytes = (out / "config.toml").read_bytes()
+    owns_table = backend == "local"  # one process: chain.csv itself is the resume point after every generation
     done = lambda r: [row for row in rows if row["seed"] == r]  # noqa: E731
     stacked = vectorize == "auto" and group_key(cfg) is not None  # a model that cannot stack keeps a task per seed
     seeds = [list(range(cfg.chain.seeds))] if stacked else [[r] for r in range(cfg.chain.seeds)]  # the seeds of each task
-    tasks = [(cfg, out, {r: done(r) for r in task}, quiet or not live, marker, live) for task in seeds]
+    tasks = [(cfg, out, {r: done(r) for r in task}, quiet or not owns_table, config_bytes, owns_table) for task in seeds]
     run_tasks(run_seeds, tasks, finished, backend=backend, address=address, gpus=gpus)
-    from vaelab.report import write_chain_report
 
     write_chain_report(out, seconds=time.perf_counter() - start)
     return sorted(rows, key=lambda r: (r["seed"], r["generation"]))
 
 
-SEED_TABLE = "chain.csv"
-"""each seed folder's own rows of chain.csv: the seed's resume point, written after every generation"""
-
-
 def all_rows(out: Path) -> list[dict]:
     """The rows of a chain folder: its chain.csv, and any seed's newer rows (written by a task the
     driver did not hear back from)."""
-    rows = {(r["seed"], r["generation"]): r for r in read_table(out / "chain.csv")}
-    for table in sorted(out.glob(f"seed-*/{SEED_TABLE}")):
+    rows = {(r["seed"], r["generation"]): r for r in read_table(out / CHAIN_TABLE)}
+    for table in sorted(out.glob(f"seed-*/{CHAIN_TABLE}")):
         rows.update({(r["seed"], r["generation"]): r for r in read_table(table)})
     return list(rows.values())
 
@@ -336,15 +321,15 @@ class SeedChain:
     """Repeat r of the chain in `out`/seed-r: its datasets so far, its rows, and what it writes
     after each generation. `rows` are the seed's finished rows (a resumed chain's)."""
 
-    def __init__(self, cfg: Config, out: Path, r: int, rows: list[dict], live: bool, device: torch.device, writer: Writer):
-        self.cfg, self.out, self.r, self.live, self.writer = cfg, out, r, live, writer
+    def __init__(self, cfg: Config, out: Path, r: int, rows: list[dict], owns_table: bool, device: torch.device, writer: Writer):
+        self.cfg, self.out, self.r, self.owns_table, self.writer = cfg, out, r, owns_table, writer
         self.dir = out / f"seed-{r}"
         self.rows = list(rows)
         self.done = {row["generation"] for row in rows}
         self.original, self.heldout = original_data(cfg, r)
         self.n = cfg.chain.samples or len(self.original)
         self.datasets = [self.original]
-        self.hoods = Neighbourhoods(cfg.chain.metric_samples, device=device)
+        self.neighbourhoods = Neighbourhoods(cfg.chain.metric_samples, device=device)
         self.init: dict[str, torch.Tensor] | None = None
         """VAE g's starting weights (chain.init = finetune: VAE g−1's)"""
         if 0 not in self.done:
@@ -362,7 +347,7 @@ class SeedChain:
 
     def record(self, g: int, images: Dataset, reference: Dataset, model, n_train: int) -> None:
         """Measure D_g here; its row, pictures and files go to the writer."""
-        row, detail = measure(self.cfg, images.images, reference.images, self.original.images, self.heldout, model, self.hoods)
+        row, detail = measure(self.cfg, images.images, reference.images, self.original.images, self.heldout, model, self.neighbourhoods)
         row = {"seed": self.r, "generation": g, "n_train": n_train, **row}
         self.rows.append(row)
         self.writer.submit(self.write, g, images, row, detail, list(self.rows))
@@ -378,9 +363,9 @@ class SeedChain:
             buf = io.BytesIO()
             np.savez_compressed(buf, images=images.images.numpy(), **({"labels": images.labels.numpy()} if images.labels is not None else {}))
             atomic_write(gen_dir / "data.npz", buf.getvalue())
-        write_table(self.dir / SEED_TABLE, rows)  # after every generation: the seed's resume point
-        if self.live:
-            write_table(self.out / "chain.csv", all_rows(self.out))
+        write_table(self.dir / CHAIN_TABLE, rows)  # after every generation: the seed's resume point
+        if self.owns_table:
+            write_table(self.out / CHAIN_TABLE, all_rows(self.out))
 
     def advance(self, g: int, model, train_set: Dataset) -> None:
         """VAE g is trained (or reloaded): generate D_{g+1}, measure it unless it was, move on."""
@@ -392,17 +377,17 @@ class SeedChain:
         self.init = {k: v.detach().clone() for k, v in model.state_dict().items()} if self.cfg.chain.init == "finetune" else None
 
 
-def run_seeds(cfg: Config, out: Path, rows: dict[int, list[dict]], quiet: bool, marker: bytes, live: bool = False) -> list[dict]:
+def run_seeds(cfg: Config, out: Path, rows: dict[int, list[dict]], quiet: bool, config_bytes: bytes, owns_table: bool = False) -> list[dict]:
     """One task: run (or continue) the chains of the seeds in `rows` (seed → its finished rows) in
-    `out` (whose config.toml holds `marker`), generation by generation; returns their rows. The
+    `out` (whose config.toml holds `config_bytes`), generation by generation; returns their rows. The
     seeds' VAE g train together as one vectorized group where the model allows
-    (`vaelab.vectorized`), each with its own data, initialisation, noise and shuffle. `live` also
+    (`vaelab.vectorized`), each with its own data, initialisation, noise and shuffle. `owns_table` also
     rewrites the chain's chain.csv after every generation (only the one process that owns it may)."""
-    check_visible(out, marker)
+    check_visible(out, config_bytes)
     device = training_device(cfg.train)
     writer = Writer()
     try:
-        chains = [SeedChain(cfg, out, r, seed_rows, live, device, writer) for r, seed_rows in rows.items()]
+        chains = [SeedChain(cfg, out, r, seed_rows, owns_table, device, writer) for r, seed_rows in rows.items()]
         run_generations(cfg, chains, writer, device, quiet)
     except BaseException:
         writer.close(raising=False)  # what was handed over is written; the error on its way is the one reported
@@ -464,16 +449,15 @@ def finish_vae(vae_dir: Path, model, train_set: Dataset) -> None:
 
 def compare_chains(dirs: list[Path | str], out: Path | str, *, force: bool = False) -> Path:
     """Overlay several chains' curves in one report at `out`; returns the report's path."""
-    from vaelab.report import write_compare_report
 
     tables = {}
     for d in map(Path, dirs):
-        if not (d / "chain.csv").is_file() or not (d / "config.toml").is_file():
+        if not (d / CHAIN_TABLE).is_file() or not (d / "config.toml").is_file():
             raise UserError(f"{d} is not a chain folder (no chain.csv and config.toml); run `vaelab chain` first")
         label = d.name
         while label in tables:
             label += "'"
-        tables[label] = read_table(d / "chain.csv")
+        tables[label] = read_table(d / CHAIN_TABLE)
     if len(tables) < 1:
         raise UserError("vaelab chain compare needs at least one chain folder")
     out = prepare_out(Path(out), "compare", force=force, inputs=dirs)

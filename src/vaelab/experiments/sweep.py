@@ -37,15 +37,17 @@ import torch
 
 from vaelab.config import Config, parse_value, printable
 from vaelab.data import DATASETS, Dataset, load_data, test_data_config
+from vaelab.data.sprites import rare_mask
 from vaelab.data.stream import ImageStream
 from vaelab.device import reading_device, training_device
 from vaelab.errors import TrainingDiverged, UserError
 from vaelab.evaluate import disentanglement, neg_elbo, recon_mse
 from vaelab.experiments.backends import check_backend, check_visible, run_tasks, task_gpus
 from vaelab.experiments.study import open_study
+from vaelab.latent import latent_means, latent_views
 from vaelab.metrics import class_distribution, decoder_mse, feature_net, fid, fit_linear_map, pmi, prdc
-from vaelab.latent import latent_means
 from vaelab.models import MODELS, build_model, fit_to_data
+from vaelab.report import write_sweep_report
 from vaelab.runfolder import atomic_write, read_csv, write_csv
 from vaelab.sample import reconstruct, sample
 from vaelab.train import Run, check_resources, train
@@ -276,7 +278,6 @@ def _class_spread(p: Probe) -> dict[str, float]:
 def _rare(p: Probe) -> dict[str, float]:
     """The rare region of a skewed sprites set (`sprites.rare_mask`), on test images drawn without
     the skew: reconstruction error there and elsewhere, and how well the samples cover it."""
-    from vaelab.data.sprites import rare_mask
 
     params = p.cfg.data.params
     test = _dataset(replace(test_config(p.cfg), params=replace(params, skew_factor="none", skew=1.0)))
@@ -457,7 +458,6 @@ def run_sweep(
     tasks = [(g, out, quiet_tasks, marker) for g in groups]
     run_tasks(run_group, tasks, finished, backend=backend, address=address, gpus=gpus)
     write_csv(out / "sweep.csv", _ordered(rows, cells), cols)  # rows that came back from the cells' folders, or none yet
-    from vaelab.report import write_sweep_report
 
     write_sweep_report(out)
     return _ordered(rows, cells)
@@ -571,7 +571,5 @@ def _row(cell: Cell, result: Run | TrainingDiverged) -> dict:
     if test is not None:
         row.update(measure(result.model, test, cfg))
     if cfg.sweep.views and result.dir is not None:
-        from vaelab.latent import latent_views
-
         latent_views(result.dir, n=cfg.sweep.test_n)
     return row

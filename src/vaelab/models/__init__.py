@@ -1,43 +1,37 @@
 """Models: a name → spec registry (`MODELS`) and `build_model(config, shape)`.
 
-Every model is a `VAE` (models/vae.py) around an encoder and a decoder; the files here differ in
-structure only (dense, convolutional). New files are for new structure.
+Every model is a `VAE` (models/vae.py) around an encoder and a decoder. Each model file holds the
+networks, the builder and the frozen dataclass of the model's own `model.<param>` keys (their
+defaults and docstrings, and the `loss.*` keys the model honours); this table only names them.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable
 
 import torch
 from torch import nn
 
+from vaelab import config
 from vaelab.errors import UserError
-from vaelab.models.conv import build_asym, build_conv
-from vaelab.models.cvae import build_cvae
-from vaelab.models.introvae import build_introvae
-from vaelab.models.mlp import build_ae, build_dense
+from vaelab.losses import loss_weights
+from vaelab.models.conv import AsymParams, CNNParams, ConvParams, build_asym, build_conv
+from vaelab.models.cvae import CVAEParams, build_cvae
+from vaelab.models.introvae import IntroVAEParams, build_introvae
+from vaelab.models.mlp import AEParams, Dense3Params, FC1Params, FC2Params, build_ae, build_dense
 from vaelab.models.vae import VAE
-from vaelab.models.vqvae import build_vqvae
-
-
-GENERIC = {"channels": (32,), "kernel": 3, "pool": False}
-"""what a model takes for these keys when neither the config nor the model's spec sets them"""
+from vaelab.models.vqvae import VQVAEParams, build_vqvae
 
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """A registered model: `build(config, (C, H, W)) → VAE` and its own defaults.
-
-    `defaults` gives the model's values for `model.hidden`, `model.decoder_hidden` (otherwise the
-    mirror of hidden), `model.channels`, `model.kernel` and `model.pool` (otherwise GENERIC), used
-    when a config leaves them unset; switching `model.name` drops them for the new model's."""
+    """A registered model: `build(model_config, (C, H, W)) → VAE` and the dataclass of its own
+    `model.<param>` keys (`params`), which also names the `loss.*` keys it honours."""
 
     build: Callable[..., VAE]
+    params: type
     description: str
-    defaults: dict = field(default_factory=dict)
-    n_hidden: int | None = None
-    """exact number of encoder hidden layers the model requires, or None for any"""
     conditional: bool = False
     """the model takes class labels (`model.classes` of them) wherever it takes images"""
     vectorizable: bool = True
@@ -48,55 +42,43 @@ class ModelSpec:
     the step runs the same kernels every time, with no Python branch on the step or the data;
     False for models whose step changes (a warm-up phase, a codebook set from the first batch)"""
 
-    def default(self, key: str, hidden: tuple[int, ...] = ()):
-        if key == "decoder_hidden":
-            return tuple(self.defaults.get(key, ())) or tuple(reversed(hidden))
-        return self.defaults.get(key, GENERIC.get(key))
-
-    def check(self, m) -> None:
-        if self.n_hidden is not None and len(m.hidden) != self.n_hidden:
-            raise UserError(f"model.hidden for {m.name} must list {self.n_hidden} width(s), got {list(m.hidden)}")
-
 
 MODELS: dict[str, ModelSpec] = {
-    "fc1": ModelSpec(build_dense, "dense VAE, one hidden layer (chain study: 576-115-8)", {"hidden": (115,)}, n_hidden=1),
-    "fc2": ModelSpec(build_dense, "dense VAE, two hidden layers (chain study: 576-144-28-8)", {"hidden": (144, 28)}, n_hidden=2),
-    "conv": ModelSpec(build_conv, "conv encoder, transposed-conv decoder (chain study: 32 3x3 filters, 115)", {"hidden": (115,)}),
-    "asym": ModelSpec(build_asym, "conv encoder with the fc2 decoder (chain study)", {"hidden": (115,), "decoder_hidden": (28, 144)}),
-    "ae": ModelSpec(build_ae, "deterministic autoencoder (dense), the lectures' baseline", {"hidden": (144, 28)}),
-    "dense3": ModelSpec(
-        build_dense, "dense VAE of 3 layers each way, 784-392-196-z (the MNIST study's dense model: 780k weights at z = 16)", {"hidden": (392, 196)}
-    ),
+    "fc1": ModelSpec(build_dense, FC1Params, "dense VAE, one hidden layer (chain study: 576-115-8)"),
+    "fc2": ModelSpec(build_dense, FC2Params, "dense VAE, two hidden layers (chain study: 576-144-28-8)"),
+    "conv": ModelSpec(build_conv, ConvParams, "conv encoder, transposed-conv decoder (chain study: 32 3x3 filters, 115)"),
+    "asym": ModelSpec(build_asym, AsymParams, "conv encoder with the fc2 decoder (chain study)"),
+    "ae": ModelSpec(build_ae, AEParams, "deterministic autoencoder (dense), the lectures' baseline"),
+    "dense3": ModelSpec(build_dense, Dense3Params, "dense VAE of 3 layers each way, 784-392-196-z (the MNIST study's dense model: 780k weights at z = 16)"),
     "cnn": ModelSpec(
-        build_conv,
-        "small CNN VAE: 5x5 convs of 16 and 32 channels, 2x2 pooling, dense 64 (the MNIST study's CNN; 442k weights on 28x28 at z = 16)",
-        {"hidden": (64,), "channels": (16, 32), "kernel": 5, "pool": True},
+        build_conv, CNNParams, "small CNN VAE: 5x5 convs of 16 and 32 channels, 2x2 pooling, dense 64 (the MNIST study's CNN; 442k weights on 28x28 at z = 16)"
     ),
     "cvae": ModelSpec(
-        build_cvae, "conditional VAE (dense, 3 layers each way like dense3): encoder and decoder take the class label", {"hidden": (392, 196)}, conditional=True
+        build_cvae, CVAEParams, "conditional VAE (dense, 3 layers each way like dense3): encoder and decoder take the class label", conditional=True
     ),
     "vqvae": ModelSpec(
         build_vqvae,
+        VQVAEParams,
         "VQ-VAE: conv encoder to a grid of codes (H/4 x W/4) from a codebook of model.codebook_size, a GRU prior over the codes for sampling",
-        {"hidden": (), "channels": (32, 64)},
         vectorizable=False,
         graphable=False,
     ),
     "introvae": ModelSpec(
         build_introvae,
+        IntroVAEParams,
         "IntroVAE: the cnn's networks trained introspectively (the encoder's KL as the discriminator; model.margin, model.adversarial_weight, model.adversarial_warmup)",
-        {"hidden": (64,), "channels": (16, 32), "kernel": 5, "pool": True},
         vectorizable=False,
         graphable=False,
     ),
 }
+config.MODEL_PARAMS.update({name: spec.params for name, spec in MODELS.items()})
 
 
 def build_model(cfg, shape: tuple[int, int, int]) -> VAE:
     """The model `cfg.model.name` names, for images of shape (C, H, W)."""
-    if MODELS[cfg.model.name].conditional and cfg.model.classes < 1:
+    if MODELS[cfg.model.name].conditional and cfg.model.params.classes < 1:
         raise UserError(f"model {cfg.model.name} needs model.classes (or labelled training data to take it from)")
-    return MODELS[cfg.model.name].build(cfg, tuple(shape))
+    return MODELS[cfg.model.name].build(cfg.model, tuple(shape))
 
 
 def parameter_count(cfg, shape: tuple[int, int, int]) -> int:
@@ -106,7 +88,7 @@ def parameter_count(cfg, shape: tuple[int, int, int]) -> int:
         with torch.device("meta"):
             return sum(p.numel() for p in build_model(cfg, shape).parameters())
     except (OverflowError, TypeError, RuntimeError) as e:  # a size beyond what a tensor can have
-        raise UserError(f"model {cfg.model.name} cannot be built at these sizes (model.hidden = {list(cfg.model.hidden)}, model.latent_dim = {cfg.model.latent_dim}): {str(e).splitlines()[0][:80]}") from None
+        raise UserError(f"model {cfg.model.name} cannot be built at these sizes (model.hidden = {list(getattr(cfg.model.params, 'hidden', ()))}, model.latent_dim = {cfg.model.latent_dim}): {str(e).splitlines()[0][:80]}") from None
 
 
 def step_bytes(cfg, shape: tuple[int, int, int], batch: int) -> int:
@@ -129,7 +111,7 @@ def step_bytes(cfg, shape: tuple[int, int, int], batch: int) -> int:
         x = torch.rand(batch, *shape)
         labels = torch.zeros(batch, dtype=torch.int64) if MODELS[cfg.model.name].conditional else None
         with Allocations():
-            model.loss(x, 0, labels=labels)["loss"].backward()
+            model.loss(x, 0, loss_weights(cfg.loss, 0), labels=labels)["loss"].backward()
     return Allocations.total
 
 
@@ -144,24 +126,24 @@ def fit_to_data(cfg, data):
     low, top = (int(data.labels.min()), int(data.labels.max()) + 1) if len(data.labels) else (0, 1)
     if low < 0:
         raise UserError(f"model {name}: class labels must be >= 0, dataset {data.name or cfg.data.name} has {low}")
-    if cfg.model.classes == 0:
+    if cfg.model.params.classes == 0:
         return cfg.override({"model.classes": top})
-    if top > cfg.model.classes:
-        raise UserError(f"model.classes={cfg.model.classes} but dataset {data.name or cfg.data.name} has label {top - 1}")
+    if top > cfg.model.params.classes:
+        raise UserError(f"model.classes={cfg.model.params.classes} but dataset {data.name or cfg.data.name} has label {top - 1}")
     return cfg
 
 
-def class_labels(model, n: int, klass: int | None = None) -> torch.Tensor | None:
-    """The labels to sample a conditional model with: n of class `klass`, or every class in turn
-    (0, 1, …, K − 1, 0, …) when None; None for an unconditional model (UserError with a `klass`)."""
+def class_labels(model, n: int, label: int | None = None) -> torch.Tensor | None:
+    """The labels to sample a conditional model with: n of class `label`, or every class in turn
+    (0, 1, …, K − 1, 0, …) when None; None for an unconditional model (UserError with a `label`)."""
     k = getattr(model, "n_classes", 0)
     if not k:
-        if klass is not None:
+        if label is not None:
             raise UserError("--class: this model is not conditional (train a cvae to sample by class)")
         return None
-    if klass is not None and not 0 <= klass < k:
-        raise UserError(f"--class must be in 0..{k - 1} (the model knows {k} classes), got {klass}")
-    return torch.full((n,), klass, dtype=torch.int64) if klass is not None else torch.arange(n) % k
+    if label is not None and not 0 <= label < k:
+        raise UserError(f"--class must be in 0..{k - 1} (the model knows {k} classes), got {label}")
+    return torch.full((n,), label, dtype=torch.int64) if label is not None else torch.arange(n) % k
 
 
 def count_parameters(model: nn.Module) -> int:

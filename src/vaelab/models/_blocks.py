@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 
-import torch
 from torch import nn
 
 
@@ -40,9 +39,3 @@ class DenseDecoder(nn.Sequential):
             nn.Linear(hidden[-1] if hidden else latent_dim, math.prod(shape)),  # (B, C·H·W)
             nn.Unflatten(1, shape),  # (B, C, H, W)
         )
-
-
-def split_params(h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(B, 2L) encoder output → mu (B, L), logvar (B, L)."""
-    mu, logvar = h.chunk(2, dim=1)
-    return mu, logvar

@@ -1,5 +1,5 @@
-"""Convolutional VAEs: `conv` (conv encoder, transposed-conv decoder) and `asym` (conv encoder,
-dense decoder).
+"""Convolutional VAEs: `conv` (conv encoder, transposed-conv decoder), `cnn` (the MNIST study's)
+and `asym` (conv encoder, dense decoder).
 
 The chain study's conv: Conv2d(1→32, 3×3, no padding) → flatten (22·22·32) → 115 → (μ, log σ²);
 decoder 8 → 115 → 22·22·32 → ConvTranspose2d(32→1, 3×3). With `pool`, a 2×2 max-pool follows
@@ -9,12 +9,50 @@ the convolutions and the decoder upsamples back before its transposed convolutio
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 from torch import nn
 
-from vaelab.errors import UserError
+from vaelab.errors import UserError, require
 from vaelab.models._blocks import DenseDecoder, dense_stack
+from vaelab.models.mlp import DenseParams
 from vaelab.models.vae import VAE
+
+
+@dataclass(frozen=True)
+class ConvParams(DenseParams):
+    """A convolutional VAE's own keys, `model.<field>`: the dense part's and the convolutions'."""
+
+    hidden: tuple[int, ...] = (115,)
+    """hidden layer widths of the encoder's dense part, after the convolutions"""
+    channels: tuple[int, ...] = (32,)
+    """output channels of each convolution (no padding, stride 1)"""
+    kernel: int = 3
+    """kernel size of every convolution"""
+    pool: bool = False
+    """2x2 max-pooling after the convolutions (undone by upsampling in the decoder)"""
+
+    def __post_init__(self):
+        super().__post_init__()
+        require(len(self.channels) >= 1 and all(c >= 1 for c in self.channels), "model.channels", f"must list at least one width, each >= 1, got {list(self.channels)}")
+        require(self.kernel >= 1, "model.kernel", f"must be >= 1, got {self.kernel}")
+
+
+@dataclass(frozen=True)
+class CNNParams(ConvParams):
+    """cnn's keys: the MNIST study's 5x5 convolutions of 16 and 32 channels, 2x2 pooling, dense 64."""
+
+    hidden: tuple[int, ...] = (64,)
+    channels: tuple[int, ...] = (16, 32)
+    kernel: int = 5
+    pool: bool = True
+
+
+@dataclass(frozen=True)
+class AsymParams(ConvParams):
+    """asym's keys: the conv encoder with the fc2 decoder (the chain study's)."""
+
+    decoder_hidden: tuple[int, ...] = (28, 144)
 
 
 def conv_feature_shape(shape, channels, kernel, pool) -> tuple[tuple[int, int, int], tuple[int, int]]:
@@ -67,15 +105,15 @@ class ConvDecoder(nn.Sequential):
         super().__init__(*layers)
 
 
-def build_conv(cfg, shape) -> VAE:
-    m = cfg.model
-    encoder = ConvEncoder(shape, m.channels, m.kernel, m.pool, m.hidden, 2 * m.latent_dim, m.batch_norm)
-    decoder = ConvDecoder(m.latent_dim, m.decoder_hidden, shape, m.channels, m.kernel, m.pool, m.batch_norm)
-    return VAE(encoder, decoder, m.latent_dim, m.likelihood, cfg.loss)
+def build_conv(m, shape) -> VAE:
+    p = m.params
+    encoder = ConvEncoder(shape, p.channels, p.kernel, p.pool, p.hidden, 2 * m.latent_dim, p.batch_norm)
+    decoder = ConvDecoder(m.latent_dim, p.decoder_widths, shape, p.channels, p.kernel, p.pool, p.batch_norm)
+    return VAE(encoder, decoder, m.latent_dim, m.likelihood)
 
 
-def build_asym(cfg, shape) -> VAE:
-    m = cfg.model
-    encoder = ConvEncoder(shape, m.channels, m.kernel, m.pool, m.hidden, 2 * m.latent_dim, m.batch_norm)
-    decoder = DenseDecoder(m.latent_dim, m.decoder_hidden, shape, m.batch_norm)
-    return VAE(encoder, decoder, m.latent_dim, m.likelihood, cfg.loss)
+def build_asym(m, shape) -> VAE:
+    p = m.params
+    encoder = ConvEncoder(shape, p.channels, p.kernel, p.pool, p.hidden, 2 * m.latent_dim, p.batch_norm)
+    decoder = DenseDecoder(m.latent_dim, p.decoder_widths, shape, p.batch_norm)
+    return VAE(encoder, decoder, m.latent_dim, m.likelihood)

@@ -12,11 +12,27 @@ z ~ N(0, I) decoded with y = K: the latent code carries the style, the label the
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 
+from vaelab.errors import require
 from vaelab.models._blocks import DenseDecoder, DenseEncoder
+from vaelab.models.mlp import DenseParams
 from vaelab.models.vae import VAE
+
+
+@dataclass(frozen=True)
+class CVAEParams(DenseParams):
+    """cvae's keys: dense like dense3, and the number of classes."""
+
+    hidden: tuple[int, ...] = (392, 196)
+    classes: int = 0
+    """the number of label classes; 0 takes the training data's (its largest label + 1)"""
+
+    def __post_init__(self):
+        super().__post_init__()
+        require(self.classes >= 0, "model.classes", f"must be >= 0, got {self.classes}")
 
 
 def one_hot(labels: torch.Tensor, n_classes: int) -> torch.Tensor:
@@ -27,8 +43,8 @@ def one_hot(labels: torch.Tensor, n_classes: int) -> torch.Tensor:
 class CVAE(VAE):
     """A VAE whose encoder and decoder both take the label; `labels` is required everywhere."""
 
-    def __init__(self, encoder, decoder, latent_dim: int, n_classes: int, likelihood: str, loss_cfg):
-        super().__init__(encoder, decoder, latent_dim, likelihood, loss_cfg)
+    def __init__(self, encoder, decoder, latent_dim: int, n_classes: int, likelihood: str):
+        super().__init__(encoder, decoder, latent_dim, likelihood)
         self.n_classes = n_classes
 
     def _label(self, labels: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor:
@@ -45,8 +61,8 @@ class CVAE(VAE):
         return self.decoder(torch.cat([z, self._label(labels, z)], 1))  # (B, C, H, W)
 
 
-def build_cvae(cfg, shape) -> CVAE:
-    m, k = cfg.model, cfg.model.classes
-    encoder = DenseEncoder((math.prod(shape) + k,), m.hidden, 2 * m.latent_dim, m.batch_norm)  # (B, D + K) → (B, 2L)
-    decoder = DenseDecoder(m.latent_dim + k, m.decoder_hidden, shape, m.batch_norm)  # (B, L + K) → (B, C, H, W)
-    return CVAE(encoder, decoder, m.latent_dim, k, m.likelihood, cfg.loss)
+def build_cvae(m, shape) -> CVAE:
+    p = m.params
+    encoder = DenseEncoder((math.prod(shape) + p.classes,), p.hidden, 2 * m.latent_dim, p.batch_norm)  # (B, D + K) → (B, 2L)
+    decoder = DenseDecoder(m.latent_dim + p.classes, p.decoder_widths, shape, p.batch_norm)  # (B, L + K) → (B, C, H, W)
+    return CVAE(encoder, decoder, m.latent_dim, p.classes, m.likelihood)

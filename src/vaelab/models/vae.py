@@ -12,28 +12,27 @@ import torch
 from torch import nn
 from torch.distributions import Normal
 
-from vaelab.losses import loss_weights, vae_terms
+from vaelab.losses import LossWeights, draw_latent, vae_terms
 
 
 class VAE(nn.Module):
-    """encode(x) → Normal, decode(z) → x̂ (the likelihood's mean), loss(x, step) → named terms.
+    """encode(x) → Normal, decode(z) → x̂ (the likelihood's mean), loss(x, step, loss) → named terms.
 
     Arguments:
         encoder: (B, C, H, W) → (B, 2L) [μ, log σ²], or (B, L) when deterministic.
         decoder: (B, L) → (B, C, H, W) logits.
         latent_dim: L.
         likelihood: "gaussian" or "bernoulli".
-        loss_cfg: the `loss` section of the config (weights and KL schedule).
         deterministic: a plain autoencoder (no sampling, no KL).
     """
 
     n_classes = 0
     """classes a conditional model (cvae) takes as `labels`; 0: none, and `labels` is ignored"""
 
-    def __init__(self, encoder: nn.Module, decoder: nn.Module, latent_dim: int, likelihood: str, loss_cfg, deterministic: bool = False):
+    def __init__(self, encoder: nn.Module, decoder: nn.Module, latent_dim: int, likelihood: str, deterministic: bool = False):
         super().__init__()
         self.encoder, self.decoder = encoder, decoder
-        self.latent_dim, self.likelihood, self.loss_cfg = latent_dim, likelihood, loss_cfg
+        self.latent_dim, self.likelihood = latent_dim, likelihood
         self.deterministic = deterministic
 
     def posterior_params(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -71,27 +70,14 @@ class VAE(nn.Module):
         """Reconstruction through the posterior mean: x (B, C, H, W) → x̂ (B, C, H, W)."""
         return self.decode(self.posterior_params(x, labels)[0], labels)
 
-    def loss(
-        self, x: torch.Tensor, step: int = 0, weights: dict | None = None, inputs: torch.Tensor | None = None, labels: torch.Tensor | None = None
-    ) -> dict[str, torch.Tensor]:
+    def loss(self, x: torch.Tensor, step: int, loss: LossWeights, inputs: torch.Tensor | None = None, labels: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """Named loss terms for a batch x (B, C, H, W) at training step `step`; `loss` is the total.
 
-        `weights` (recon_weight, beta, variability_weight; floats or 0-d tensors) are the loss
-        weights of this step, the KL schedule already applied (`losses.loss_weights`, as the
-        training loop hands them over); None: the loss config's at `step`.
-        `inputs` (B, C, H, W), when given, is what the encoder sees (e.g. x plus noise) while the
-        reconstruction is still measured against x. `labels` (B,) condition a conditional model."""
+        `loss` holds this step's loss settings (`losses.loss_weights`: the KL schedule already
+        applied, as the training loop hands them over). `inputs` (B, C, H, W), when given, is what
+        the encoder sees (e.g. x plus noise) while the reconstruction is still measured against x.
+        `labels` (B,) condition a conditional model."""
         mu, logvar = self.posterior_params(x if inputs is None else inputs, labels)
-        z = mu if logvar is None else mu + torch.exp(0.5 * logvar) * torch.randn_like(mu)  # (B, L)
+        z = mu if logvar is None else draw_latent(mu, logvar)  # (B, L)
         logits = self.logits(z, labels)  # (B, C, H, W)
-        w = weights or loss_weights(self.loss_cfg, step)
-        return vae_terms(
-            x,
-            logits,
-            mu,
-            logvar,
-            likelihood=self.likelihood,
-            recon_weight=w["recon_weight"],
-            beta=w["beta"],
-            variability_weight=w["variability_weight"],
-        )
+        return vae_terms(x, logits, mu, logvar, likelihood=self.likelihood, loss=loss)

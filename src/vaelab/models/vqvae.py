@@ -25,14 +25,42 @@ neg_elbo is the reconstruction term.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vaelab.errors import UserError
-from vaelab.losses import RECONSTRUCTION, loss_weights
+from vaelab.errors import UserError, require
+from vaelab.losses import LossWeights, reconstruction
 from vaelab.models.vae import VAE
+
+
+@dataclass(frozen=True)
+class VQVAEParams:
+    """vqvae's own keys, `model.<field>`. `model.latent_dim` is the size D of each code vector.
+    Its loss has no KL and no variability term: of the `loss.*` settings it takes recon_weight."""
+
+    channels: tuple[int, ...] = (32, 64)
+    """output channels of the two stride-2 convolutions (the first and last entries are used)"""
+    codebook_size: int = 64
+    """the number K of codebook vectors (each of latent_dim numbers)"""
+    codebook_ema: bool = False
+    """update the codebook as a moving average of its assigned encoder outputs instead of by a loss term"""
+    commitment: float = 0.25
+    """weight of the commitment term ‖z_e − sg(z_q)‖² (the paper's β)"""
+    prior_steps: int = 2000
+    """Adam steps fitting the autoregressive prior over code grids after training"""
+
+    loss_keys: ClassVar[tuple[str, ...]] = ("recon_weight",)
+    """the `loss.*` settings the model honours; any other must keep its default"""
+
+    def __post_init__(self):
+        require(len(self.channels) >= 1 and all(c >= 1 for c in self.channels), "model.channels", f"must list one or two widths, each >= 1, got {list(self.channels)}")
+        require(self.codebook_size >= 2, "model.codebook_size", f"must be >= 2, got {self.codebook_size}")
+        require(self.commitment >= 0, "model.commitment", f"must be >= 0, got {self.commitment}")
+        require(self.prior_steps >= 0, "model.prior_steps", f"must be >= 0, got {self.prior_steps}")
 
 EMA_DECAY = 0.99
 DEAD_FRACTION = 0.01
@@ -142,8 +170,8 @@ class VQVAE(VAE):
     """A VAE-shaped VQ-VAE: `posterior_params` gives the quantised grid flattened (B, D·h·w), which
     `decode` takes back; `prior_sample` draws grids from the learned code prior."""
 
-    def __init__(self, encoder, decoder, quantizer: Quantizer, prior: CodePrior, grid: tuple[int, int, int], likelihood, loss_cfg, commitment, prior_steps):
-        super().__init__(encoder, decoder, math.prod(grid), likelihood, loss_cfg, deterministic=True)  # no noise, no KL
+    def __init__(self, encoder, decoder, quantizer: Quantizer, prior: CodePrior, grid: tuple[int, int, int], likelihood, commitment, prior_steps):
+        super().__init__(encoder, decoder, math.prod(grid), likelihood, deterministic=True)  # no noise, no KL
         self.quantizer, self.prior, self.grid = quantizer, prior, grid
         self.commitment, self.prior_steps = commitment, prior_steps
 
@@ -169,15 +197,14 @@ class VQVAE(VAE):
         """The code indices of each image: (B, h·w)."""
         return self._encode(x)[2]
 
-    def loss(self, x, step=0, weights=None, inputs=None, labels=None):
+    def loss(self, x, step: int, loss: LossWeights, inputs=None, labels=None):
         z_e, z_q, idx = self._encode(x if inputs is None else inputs)
         z_st = z_e + (z_q - z_e).detach()  # straight through
         logits = self.decoder(self._to_grid(z_st, len(x)))
-        w = weights or loss_weights(self.loss_cfg, step)
-        terms = {"recon": RECONSTRUCTION[self.likelihood](logits, x)}
+        terms = {"recon": reconstruction(self.likelihood, logits, x)}
         per_image = (lambda t: t.pow(2).sum() / len(x))  # summed over the grid, mean over images
         terms["commitment"] = per_image(z_e - z_q.detach())
-        total = w["recon_weight"] * terms["recon"] + self.commitment * terms["commitment"]
+        total = loss.recon_weight * terms["recon"] + self.commitment * terms["commitment"]
         if not self.quantizer.ema:
             terms["codebook"] = per_image(z_e.detach() - z_q)
             total = total + terms["codebook"]
@@ -226,13 +253,13 @@ def grid_sizes(h: int, w: int) -> list[tuple[int, int]]:
     return sizes
 
 
-def build_vqvae(cfg, shape) -> VQVAE:
-    m = cfg.model
+def build_vqvae(m, shape) -> VQVAE:
+    p = m.params
     c, h, w = shape
     sizes = grid_sizes(h, w)
     if min(sizes[-1]) < 1:
         raise UserError(f"vqvae halves the image twice: {h}x{w} images are too small (at least 4x4)")
-    c1, c2 = m.channels[0], m.channels[-1]
+    c1, c2 = p.channels[0], p.channels[-1]
     d, (gh, gw) = m.latent_dim, sizes[-1]
     encoder = nn.Sequential(
         nn.Conv2d(c, c1, 4, 2, 1),  # (B, c1, H/2, W/2)
@@ -249,6 +276,6 @@ def build_vqvae(cfg, shape) -> VQVAE:
         nn.ReLU(),
         nn.ConvTranspose2d(c1, c, 4, 2, 1, output_padding=pad[0]),  # (B, C, H, W)
     )
-    quantizer = Quantizer(m.codebook_size, d, m.codebook_ema)
-    prior = CodePrior(m.codebook_size, gh * gw)
-    return VQVAE(encoder, decoder, quantizer, prior, (d, gh, gw), m.likelihood, cfg.loss, m.commitment, m.prior_steps)
+    quantizer = Quantizer(p.codebook_size, d, p.codebook_ema)
+    prior = CodePrior(p.codebook_size, gh * gw)
+    return VQVAE(encoder, decoder, quantizer, prior, (d, gh, gw), m.likelihood, p.commitment, p.prior_steps)
