@@ -11,7 +11,7 @@ What it does
        GPU's arithmetic peak), sweep (vectorized against one by one) and studies (chain-conv's 20
        generations with 1 and 5 seeds; bias-robustness in full): issue 16's targets.
     4. Prints a Markdown table with the GPU's name, PyTorch's and CUDA's versions and the date, and
-       writes it to gpu-check.md (or --out), for the README's "On a GPU" section.
+       writes it to gpu-check.md (or --out), for the table in docs/gpu.md.
     Exit status 0 only when the suite and every benchmark passed.
 
 How to run (from the repository root)

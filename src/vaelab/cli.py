@@ -33,6 +33,7 @@ VERB_EXAMPLES = {
     "latent": "example:\n  vaelab latent runs/digits --n 2000",
     "evaluate": "examples:\n  vaelab evaluate runs/digits\n  vaelab evaluate runs/digits --n 5000 --k 128 --metrics fid,class",
     "presets": "example:\n  vaelab presets",
+    "keys": "examples:\n  vaelab keys loss\n  vaelab keys model --set model.name=vqvae\n  vaelab keys --preset chain-conv",
     "datasets": "example:\n  vaelab datasets",
     "demo": "example:\n  vaelab demo --out runs/demo",
     "chain": (
@@ -73,7 +74,7 @@ def build_parser() -> Parser:
     def config_args(q: Parser) -> None:
         q.add_argument("--preset", help="a shipped preset (see `vaelab presets`)")
         q.add_argument("--config", help="a TOML file with config sections, over the preset")
-        q.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override one config key, e.g. loss.beta=0.5")
+        q.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override one config key, e.g. loss.beta=0.5 (`vaelab keys` lists every key)")
 
     q = verb("train", "train a model into a run folder")
     config_args(q)
@@ -107,7 +108,7 @@ def build_parser() -> Parser:
     q = verb("sample", "generate images from a trained run")
     q.add_argument("dir", help="a run folder")
     q.add_argument("--n", type=int, help="number of images (default: sample.n)")
-    q.add_argument("--class", dest="klass", type=int, metavar="K", help="a conditional model (cvae): draw class K only (default: every class in turn)")
+    q.add_argument("--class", dest="label", type=int, metavar="K", help="a conditional model (cvae): draw class K only (default: every class in turn)")
     q.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="sample.delta, sample.denoise, sample.seed")
     q.add_argument("--out", required=True, help="a .png (image grid) or .npz (key `images`, (N, C, H, W) float32)")
 
@@ -147,6 +148,9 @@ def build_parser() -> Parser:
     q.add_argument("dir", help="a run, chain or sweep folder")
 
     verb("presets", "list the shipped presets")
+    q = verb("keys", "list every config key: its type, default and meaning (the chosen dataset's and model's keys too)")
+    q.add_argument("section", nargs="?", help="one section: data, model, loss, train, sample, chain or sweep")
+    config_args(q)
     verb("datasets", "list the datasets and their parameters")
 
     q = verb("demo", "train the demo study and write its HTML report")
@@ -217,7 +221,7 @@ def cmd_sample(a) -> None:
     if n < 1:
         raise UserError(f"--n must be >= 1, got {n}")
     check_fits(n * math.prod(output_shape(model)) * 4 * 2, torch.device("cpu"), f"--n {n:,} images")
-    labels = class_labels(model, n, a.klass)
+    labels = class_labels(model, n, a.label)
     images = sample(model, n, delta=s.delta, denoise=s.denoise, seed=s.seed, labels=labels)
     if kind == ".png":
         save_grid(a.out, images)
@@ -317,6 +321,15 @@ def cmd_presets(a) -> None:
         print(f"{name:<{width}}  {read_preset(name).get('description', '')}")
 
 
+def cmd_keys(a) -> None:
+    from vaelab.config import load_config
+    from vaelab.keys import describe, sections
+
+    if a.section is not None and a.section not in sections():
+        raise UserError(f"unknown config section {a.section!r}; valid sections: {', '.join(sections())}")
+    print(describe(load_config(a.preset, a.config, a.set), a.section))
+
+
 def cmd_datasets(a) -> None:
     from dataclasses import fields
 
@@ -386,6 +399,7 @@ COMMANDS = {
     "anomaly": cmd_anomaly,
     "augment": cmd_augment,
     "presets": cmd_presets,
+    "keys": cmd_keys,
     "datasets": cmd_datasets,
     "demo": cmd_demo,
     "chain": cmd_chain,

@@ -1,4 +1,4 @@
-"""Dataset-level statistics from the chain study (REFERENCE §1): variability, occupancy maps and
+"""Dataset-level statistics from the chain study (docs/studies.md): variability, occupancy maps and
 their distance, mean intensity."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Latent recovery (the bias study, REFERENCE §2; seed 002): how well a model's latent means are a
+"""Latent recovery (the training-bias study, docs/studies.md): how well a model's latent means are a
 linear image of the true generative factors.
 
     fit = fit_linear_map(factors[fit_idx], latents[fit_idx])       # P: factors → latents
