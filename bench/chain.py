@@ -87,7 +87,8 @@ from torch import nn
 from vaelab.config import load_config
 from vaelab.data import load_data
 from vaelab.device import describe
-from vaelab.experiments.chain import METRICS, run_chain
+from vaelab.experiments.chain import run_chain
+from vaelab.experiments.chain_table import METRICS
 from vaelab.runfolder import read_jsonl
 
 from _device import add_device, resolved, synchronize

@@ -15,7 +15,10 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
     os.environ.setdefault("MKL_NUM_THREADS", "1")
 
 
-HEAVY_FIRST = ("test_bench.py", "test_ray.py", "test_sweep.py", "test_chain.py", "test_demo.py", "test_cli.py", "test_cvae.py", "test_vqvae.py")
+HEAVY_FIRST = (
+    "test_bench.py", "test_sweep.py", "test_ray.py", "test_demo.py", "test_chain.py", "test_cli.py",
+    "test_models.py", "test_reproduce.py", "test_cvae.py", "test_disentanglement.py", "test_evaluate.py", "test_vqvae.py",
+)  # fmt: skip
 """the slowest test files (tens of seconds to minutes each, on the 2-core machine), longest first"""
 
 

@@ -651,7 +651,7 @@ def test_report_holds_every_plot_embedded(replace2):
 
 def test_report_gallery_of_a_long_chain_keeps_the_first_and_last_generations(tmp_path):
     from vaelab.images import png_bytes
-    from vaelab.report import gallery
+    from vaelab.experiments.chain_report import gallery
 
     for g in range(40):
         (tmp_path / f"seed-0/gen-{g:03d}").mkdir(parents=True)

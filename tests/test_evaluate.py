@@ -346,6 +346,42 @@ def test_evaluate_an_autoencoder_leaves_out_the_likelihood_bounds(tmp_path):
     assert ev["recon_mse"] == pytest.approx(recon_mse(model, test), rel=1e-6)
 
 
+def test_evaluate_measures_a_sweep_metric_as_a_sweep_would(points_run, tmp_path):
+    """One registry: `evaluate --metrics pmi,neg_elbo` gives the figures a sweep cell of the same
+    run gets (vaelab.experiments.sweep.measure on the same test set), and only those."""
+    from vaelab.evaluate import test_config
+    from vaelab.experiments.sweep import measure
+
+    run = copy_run(points_run, tmp_path)
+    r = cli("evaluate", run, "--metrics", "pmi,neg_elbo", "--n", "300")
+    assert r.rc == 0, r.err
+    ev = json.loads((run / "evaluation.json").read_text())
+    assert set(ev) == {"n_test", "dataset", "pmi", "pmi_r2", "neg_elbo"}
+    cfg, model = load_run(run)  # on the device the CLI read it on
+    cfg = cfg.override({"sweep.metrics": ["pmi", "neg_elbo"], "sweep.test_n": 300})
+    assert measure(model, load_data(test_config(cfg)), cfg) == pytest.approx({k: ev[k] for k in ("pmi", "pmi_r2", "neg_elbo")}, rel=1e-6)
+
+
+@pytest.mark.parametrize(
+    "metrics, needles",
+    [("pmi", ["--metrics pmi", "ground-truth factors", "digits"]), ("elbo,nll_iw", []), ("disentanglement", ["renders chosen factors"]), ("rare", ["skewed"])],
+)
+def test_evaluate_refuses_a_metric_whose_needs_the_run_lacks(digits_run, tmp_path, metrics, needles):
+    run = copy_run(digits_run[0], tmp_path)
+    before = (run / "evaluation.json").read_text()
+    if not needles:  # digits_run is an fc2: it has an ELBO; an autoencoder would not
+        assert cli("evaluate", run, "--metrics", metrics, "--k", "2").rc == 0
+        return
+    user_error(cli("evaluate", run, "--metrics", metrics), *needles)
+    assert (run / "evaluation.json").read_text() == before
+
+
+def test_an_autoencoder_is_refused_the_likelihood_metrics_in_one_line(tmp_path):
+    run = tmp_path / "ae"
+    assert cli("train", "--set", "data.name=points", "--set", "data.n=64", "--set", "model.name=ae", "--set", "train.steps=2", "--out", run, "--quiet").rc == 0
+    user_error(cli("evaluate", run, "--metrics", "recon_mse,nll_iw"), "--metrics nll_iw", "deterministic autoencoder")
+
+
 # ---------------------------------------------------------------------------------------------
 # Bad input.
 

@@ -46,7 +46,9 @@ from vaelab.experiments import chain, sweep
 from vaelab.experiments.sweep import MAX_CELLS, Axis, parse_axis, sweep_axes
 from vaelab.models import build_model
 from vaelab.train import make_optimizer
-from vaelab.report import curves_figure, loss_terms, sweep_line_figure, write_run_report
+from vaelab.experiments.chain_report import curves_figure
+from vaelab.experiments.sweep_report import sweep_line_figure
+from vaelab.report import loss_terms, write_run_report
 from vaelab.runfolder import load_tensors, prepare_out, read_csv, read_jsonl, read_metrics, save_tensors, write_csv, write_toml
 
 EXAMPLES = {

@@ -112,3 +112,39 @@ def test_every_verb_that_takes_set_points_to_vaelab_keys():
     for verb in ("train", "chain", "sweep", "anomaly", "augment", "keys"):
         r = cli(verb, "--help")
         assert "vaelab keys" in " ".join(r.out.split()), verb
+
+
+# ---------------------------------------------------------------------------------------------
+# The metric tables: docs/evaluation.md and docs/chain.md hold every metric, column and
+# description of the registries, and config's list of sweep.metrics names the same metrics.
+
+DOCS = Path(__file__).parent.parent / "docs"
+
+
+def doc_table(page: str, header: str) -> list[list[str]]:
+    text = (DOCS / page).read_text()
+    lines = text[text.index(header) :].splitlines()[2:]
+    return [[c.strip() for c in re.split(r"(?<!\\)\|", line)[1:-1]] for line in lines[: next(i for i, line in enumerate(lines) if not line.startswith("|"))]]
+
+
+def test_the_metrics_table_is_the_registry():
+    from vaelab.evaluate import METRICS
+
+    want = [[f"`{name}`", ", ".join(m.needs) or "—", f"`{col}`", desc.replace("|", "\\|")] for name, m in METRICS.items() for col, desc in m.columns.items()]
+    assert doc_table("evaluation.md", "| metric | needs | column |") == want
+
+
+def test_sweep_metrics_accepts_exactly_the_registrys_metrics():
+    import typing
+
+    from vaelab.config import SweepMetric
+    from vaelab.evaluate import METRICS
+
+    assert list(typing.get_args(SweepMetric)) == list(METRICS)
+
+
+def test_the_chain_table_is_the_chain_csv_registry():
+    from vaelab.experiments.chain_table import METRICS, PANELS
+
+    assert doc_table("chain.md", "| column | meaning |") == [[f"`{k}`", v] for k, v in METRICS.items()]
+    assert set(PANELS) <= set(METRICS)

@@ -54,7 +54,7 @@ def test_commands_parse_and_their_configs_are_valid(argv):
     args = build_parser().parse_args(argv)
     if args.verb in ("anomaly", "augment") or (args.verb == "train" and not args.resume):
         load_config(args.preset, args.config, args.set)
-    if args.verb == "chain" and not args.words:
+    if args.verb == "chain" and not args.action:
         load_config(args.preset, args.config, args.set)
     if args.verb == "sweep":
         from vaelab.experiments.sweep import sweep_axes, sweep_cells

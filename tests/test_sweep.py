@@ -33,7 +33,6 @@ from vaelab import vectorized
 from vaelab.vectorized import CPU_GROUP
 from vaelab.experiments import sweep
 from vaelab.experiments.sweep import (
-    SWEEP_METRICS,
     columns,
     parse_axis,
     plan_groups,
@@ -41,9 +40,10 @@ from vaelab.experiments.sweep import (
     run_sweep,
     sweep_axes,
     sweep_cells,
-    test_config as sweep_test_config,  # not collected as a test under this name
 )
-from vaelab.report import read_sweep
+from vaelab.experiments.sweep_report import read_sweep
+from vaelab import evaluate
+from vaelab.evaluate import test_config as sweep_test_config  # not collected as a test under this name
 
 PRESET = "bias-robustness"
 STEPS = 40
@@ -410,8 +410,8 @@ def test_columns_are_cell_seed_keys_metrics_baselines_and_training_terms():
         "train_loss", "train_recon", "train_kl", "train_seconds", "diverged_at",
     ]  # fmt: skip
     assert columns(sweep_axes(load_config(PRESET)), load_config(PRESET)) == COLUMNS
-    assert {m: s.needs_factors for m, s in SWEEP_METRICS.items()} == {"pmi": True, "decoder_mse": True, "neg_elbo": False, "recon_mse": False, "fid": False, "class": False, "disentanglement": False, "rare": False}
-    assert {m for m, s in SWEEP_METRICS.items() if s.needs_labels} == {"fid", "class"}
+    assert {m for m, s in evaluate.METRICS.items() if "factors" in s.needs} == {"pmi", "decoder_mse"}
+    assert {m for m, s in evaluate.METRICS.items() if {"features", "labels"} & set(s.needs)} == {"fid", "prdc", "class"}
 
 
 def test_read_table_keeps_string_axes_as_strings(tmp_path):
@@ -891,8 +891,8 @@ def test_the_beta_disentangle_preset_runs_on_tiny_settings_with_traversals(tmp_p
     # time); the scores' values are tested in test_disentanglement, the preset's plumbing here
     monkeypatch.setattr(scores, "GradientBoostingClassifier", functools.partial(GradientBoostingClassifier, n_estimators=5))
     sizes = []
-    real = sweep.disentanglement
-    monkeypatch.setattr(sweep, "disentanglement", lambda *a, **k: sizes.append(k) or real(*a, **k))
+    real = evaluate.disentanglement
+    monkeypatch.setattr(evaluate, "disentanglement", lambda *a, **k: sizes.append(k) or real(*a, **k))
     d = tmp_path / "beta"
     r = cli(
         "sweep", "--preset", "beta-disentangle", "--grid", "loss.beta=1,32",
@@ -925,7 +925,7 @@ def test_the_untrained_baseline_is_measured_once_per_model_data_and_seed(tmp_pat
         same = [r for r in rows if r["data.mu"] == mu]
         assert same[0]["pmi_untrained"] == same[1]["pmi_untrained"]
         c = cfg.override({"data.mu": float(mu)})
-        test = sweep._dataset(sweep.test_config(c))
+        test = sweep.cached_dataset(sweep.test_config(c))
         torch.manual_seed(c.train.seed)
         fresh = build_model(fit_to_data(c, load_data(c.data)), test.shape).eval()
         assert real(fresh, test, c)["decoder_mse"] == same[1]["decoder_mse_untrained"]

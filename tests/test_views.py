@@ -22,7 +22,6 @@ from PIL import Image
 from torch import nn
 
 from vaelab.checkpoint import load_run
-from vaelab.config import load_config
 from vaelab.data import load_data
 from vaelab.latent import MAX_ROWS, TRAVERSAL, active_dims, embedding, interpolation, latent_means, traversals
 from vaelab.models.vae import VAE
@@ -55,7 +54,7 @@ def fixed_posterior_vae(mu: list[float], logvar: list[float], pixels: int = 64) 
     with torch.no_grad():
         encoder[1].weight.zero_()
         encoder[1].bias.copy_(torch.tensor([*mu, *logvar]))
-    return VAE(encoder, decoder, latent, "gaussian", load_config().loss).eval()
+    return VAE(encoder, decoder, latent, "gaussian").eval()
 
 
 # ---------------------------------------------------------------------------------------------

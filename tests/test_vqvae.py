@@ -20,6 +20,7 @@ from vaelab.config import load_config
 from vaelab.losses import loss_weights
 from vaelab.models import build_model
 from vaelab.models.vqvae import DEAD_FRACTION, EMA_DECAY, Quantizer
+from vaelab.runfolder import load_tensors
 from vaelab.sample import sample
 from vaelab.train import train
 from vaelab.vectorized import group_key
@@ -113,6 +114,13 @@ def test_vqvae_trains_and_uses_its_codebook(run):
     assert sum(losses[-50:]) / 50 < 0.6 * sum(losses[:50]) / 50
     perplexity = sum(r["perplexity"] for r in run.history[-50:]) / 50
     assert perplexity > K / 4, perplexity  # the floor: dead codes restart, so a quarter of the codebook's worth is in use
+
+
+def test_the_code_priors_final_loss_is_kept_in_the_checkpoint_and_shown_in_the_report(run):
+    _, meta = load_tensors(run.dir / "model.safetensors")
+    nll = float(meta["prior_nll"])
+    assert 0 < nll < math.log(K)  # nats per code, better than a uniform guess
+    assert "<th>after training: prior_nll</th>" in (run.dir / "report.html").read_text()
 
 
 def test_the_code_prior_learns_the_code_distribution(run):

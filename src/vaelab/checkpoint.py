@@ -36,12 +36,13 @@ class Checkpoint:
         save_tensors(run_dir / "state.safetensors", self.state, step=self.step, device=self.meta["device"])
 
 
-def take_checkpoint(model: torch.nn.Module, optimizer: torch.optim.Optimizer, step: int, image_shape, extra: dict | None = None) -> Checkpoint:
+def take_checkpoint(model: torch.nn.Module, optimizer: torch.optim.Optimizer, step: int, image_shape, extra: dict | None = None, figures: dict[str, float] | None = None) -> Checkpoint:
     """Copy the weights, the optimizer's state and the RNG now, for writing now or later.
 
     The model's header records the image shape (C, H, W) it was built for and both headers the
     device that trained it (`vaelab.device.describe`). `extra` tensors (the training loop's own
-    state, e.g. the epoch's debiasing weights) go into the state as `extra.<name>`."""
+    state, e.g. the epoch's debiasing weights) go into the state as `extra.<name>`; `figures` (what
+    a stage after training measured, e.g. a VQ-VAE's prior_nll) into the model's header."""
     state = {f"optim.{i}.{k}": (v if torch.is_tensor(v) else torch.tensor(v)) for i, s in optimizer.state_dict()["state"].items() for k, v in s.items()}
     device = next(model.parameters()).device
     state["rng.cpu"] = torch.get_rng_state()
@@ -51,13 +52,13 @@ def take_checkpoint(model: torch.nn.Module, optimizer: torch.optim.Optimizer, st
     state.update({f"extra.{k}": v for k, v in (extra or {}).items()})
     state.update({f"model.{k}": v for k, v in model.state_dict().items()})
     weights = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
-    meta = {"image_shape": ",".join(str(int(v)) for v in image_shape), "device": describe(device)}
+    meta = {"image_shape": ",".join(str(int(v)) for v in image_shape), "device": describe(device), **{k: repr(float(v)) for k, v in (figures or {}).items()}}
     return Checkpoint(step, weights, {k: v.detach().to("cpu", copy=True) for k, v in state.items()}, meta)
 
 
-def save_checkpoint(run_dir: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, step: int, image_shape, extra: dict | None = None) -> None:
+def save_checkpoint(run_dir: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, step: int, image_shape, extra: dict | None = None, figures: dict[str, float] | None = None) -> None:
     """Take a checkpoint (`take_checkpoint`) and write it into `run_dir` at once."""
-    take_checkpoint(model, optimizer, step, image_shape, extra).write(run_dir)
+    take_checkpoint(model, optimizer, step, image_shape, extra, figures).write(run_dir)
 
 
 def _apply(model: torch.nn.Module, tensors: dict[str, torch.Tensor], run_dir: Path, path: Path | None = None) -> None:

@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 from vaelab.errors import DIVERGED, UserError
+from vaelab.evaluate import METRICS
 
 EXAMPLES = """examples:
   vaelab train --preset chain-conv --out runs/conv
@@ -84,7 +85,7 @@ def build_parser() -> Parser:
     q.add_argument("--quiet", action="store_true", help="no progress bar")
 
     q = verb("chain", "run a VAE chain (each VAE trained on the previous one's samples), or compare chains")
-    q.add_argument("words", nargs="*", metavar="compare DIR …", help="`compare DIR DIR …` overlays finished chains")
+    q.add_argument("action", nargs="*", metavar="compare DIR …", help="`compare DIR DIR …` overlays finished chains")
     config_args(q)
     q.add_argument("--out", help="the chain's folder (or the comparison's)")
     q.add_argument("--resume", action="store_true", help="continue the chain in --out from its first unfinished generation")
@@ -122,7 +123,7 @@ def build_parser() -> Parser:
     q.add_argument("dir", help="a run folder")
     q.add_argument("--n", type=int, default=0, help="test images (default: the dataset's test set, or 2,000)")
     q.add_argument("--k", type=int, default=64, help="importance samples per image for nll_iw (default 64)")
-    q.add_argument("--metrics", default="", help="a comma-separated subset of recon_mse,elbo,nll_iw,fid,prdc,class (default: all that apply)")
+    q.add_argument("--metrics", default="", help=f"a comma-separated subset of {','.join(METRICS)} (default: those of {','.join(m for m, s in METRICS.items() if s.evaluate_default)} that apply)")
 
     q = verb("anomaly", "train on every class but one, score test images by −ELBO and reconstruction error, report ROC-AUC")
     config_args(q)
@@ -164,21 +165,21 @@ def build_parser() -> Parser:
 # One function per verb.
 
 
-def cmd_train(a) -> None:
+def cmd_train(args) -> None:
     from vaelab.config import load_config
     from vaelab.train import resume, train
 
-    if a.resume:
-        moves = [s.split("=", 1)[1].strip() for s in a.set if s.split("=", 1)[0].strip() == "train.device" and "=" in s]
-        if a.preset or a.config or a.force or len(moves) != len(a.set) or len(moves) > 1:
+    if args.resume:
+        moves = [s.split("=", 1)[1].strip() for s in args.set if s.split("=", 1)[0].strip() == "train.device" and "=" in s]
+        if args.preset or args.config or args.force or len(moves) != len(args.set) or len(moves) > 1:
             raise UserError("--resume takes the run's stored config: drop --preset/--config/--set/--force (one --set train.device=… may move it to another device)")
-        if a.out and Path(a.out) != Path(a.resume):
+        if args.out and Path(args.out) != Path(args.resume):
             raise UserError("--resume DIR continues DIR; --out must be omitted or the same folder")
-        run = resume(a.resume, quiet=a.quiet, device=moves[0] if moves else None)
+        run = resume(args.resume, quiet=args.quiet, device=moves[0] if moves else None)
     else:
-        if not a.out:
+        if not args.out:
             raise UserError("vaelab train needs --out DIR (or --resume DIR)")
-        run = train(load_config(a.preset, a.config, a.set), out=a.out, force=a.force, quiet=a.quiet)
+        run = train(load_config(args.preset, args.config, args.set), out=args.out, force=args.force, quiet=args.quiet)
     print(f"trained {len(run.history)} steps in {run.seconds:.1f} s; report: {run.dir / 'report.html'}")
 
 
@@ -202,7 +203,7 @@ def _write_npz(path: str, **arrays) -> None:
     atomic_write(path, buf.getvalue())
 
 
-def cmd_sample(a) -> None:
+def cmd_sample(args) -> None:
     import torch
 
     from vaelab.checkpoint import load_run
@@ -211,108 +212,108 @@ def cmd_sample(a) -> None:
     from vaelab.models import class_labels, output_shape
     from vaelab.sample import sample
 
-    kind = _output_kind(a.out, (".png", ".npz"))
-    bad = [s for s in a.set if not s.strip().startswith("sample.")]
+    kind = _output_kind(args.out, (".png", ".npz"))
+    bad = [s for s in args.set if not s.strip().startswith("sample.")]
     if bad:
         raise UserError(f"vaelab sample only takes sample.* keys (sample.delta, sample.denoise, sample.seed), got {bad[0]!r}")
-    cfg, model = load_run(a.dir)
-    s = cfg.override(a.set).sample
-    n = a.n if a.n is not None else s.n
+    cfg, model = load_run(args.dir)
+    s = cfg.override(args.set).sample
+    n = args.n if args.n is not None else s.n
     if n < 1:
         raise UserError(f"--n must be >= 1, got {n}")
     check_fits(n * math.prod(output_shape(model)) * 4 * 2, torch.device("cpu"), f"--n {n:,} images")
-    labels = class_labels(model, n, a.label)
+    labels = class_labels(model, n, args.label)
     images = sample(model, n, delta=s.delta, denoise=s.denoise, seed=s.seed, labels=labels)
     if kind == ".png":
-        save_grid(a.out, images)
+        save_grid(args.out, images)
     else:
-        _write_npz(a.out, images=images, **({"labels": labels} if labels is not None else {}))
-    print(f"wrote {n} samples to {a.out}")
+        _write_npz(args.out, images=images, **({"labels": labels} if labels is not None else {}))
+    print(f"wrote {n} samples to {args.out}")
 
 
-def cmd_reconstruct(a) -> None:
+def cmd_reconstruct(args) -> None:
     from vaelab.checkpoint import load_run
     from vaelab.data import load_data
     from vaelab.data.files import ArrayParams, read_array
     from vaelab.images import interleave_rows, save_grid
     from vaelab.sample import reconstruct
 
-    kind = _output_kind(a.out, (".png", ".npz"))
-    if a.n < 1:
-        raise UserError(f"--n must be >= 1, got {a.n}")
-    cfg, model = load_run(a.dir)
-    if a.input:
-        data = read_array(a.input, ArrayParams(), flag="--input")
+    kind = _output_kind(args.out, (".png", ".npz"))
+    if args.n < 1:
+        raise UserError(f"--n must be >= 1, got {args.n}")
+    cfg, model = load_run(args.dir)
+    if args.input:
+        data = read_array(args.input, ArrayParams(), flag="--input")
     else:
         data = load_data(cfg.data)
-    x = data.images[: a.n]
+    x = data.images[: args.n]
     shape = tuple(x.shape[1:])
     from vaelab.models import fit_to_data, output_shape
 
     trained = output_shape(model)
     if shape != trained:
         raise UserError(f"--input images are {shape} but the run was trained on {trained}")
-    data = data.subset(slice(0, a.n))
+    data = data.subset(slice(0, args.n))
     fit_to_data(cfg, data)  # a conditional model needs labels within its classes
     x_hat = reconstruct(model, x, data.labels if model.n_classes else None)
     if kind == ".png":
-        save_grid(a.out, interleave_rows(x, x_hat, 8), nrow=8)
+        save_grid(args.out, interleave_rows(x, x_hat, 8), nrow=8)
     else:
-        _write_npz(a.out, images=x_hat, inputs=x)
-    print(f"wrote {len(x)} reconstructions to {a.out}")
+        _write_npz(args.out, images=x_hat, inputs=x)
+    print(f"wrote {len(x)} reconstructions to {args.out}")
 
 
-def cmd_evaluate(a) -> None:
+def cmd_evaluate(args) -> None:
     from vaelab.evaluate import evaluate_run
 
-    metrics = tuple(m.strip() for m in a.metrics.split(",") if m.strip()) or None
-    results = evaluate_run(a.dir, n=a.n, k=a.k, metrics=metrics)
+    metrics = tuple(m.strip() for m in args.metrics.split(",") if m.strip()) or None
+    results = evaluate_run(args.dir, n=args.n, k=args.k, metrics=metrics)
     shown = ", ".join(f"{k} {v:.4g}" for k, v in results.items() if isinstance(v, float))
-    print(f"{shown}\nwrote {Path(a.dir) / 'evaluation.json'}")
+    print(f"{shown}\nwrote {Path(args.dir) / 'evaluation.json'}")
 
 
-def cmd_anomaly(a) -> None:
+def cmd_anomaly(args) -> None:
     from vaelab.config import load_config
     from vaelab.experiments.apps import run_anomaly
 
-    r = run_anomaly(load_config(a.preset, a.config, a.set), a.out, anomaly_class=a.anomaly_class, force=a.force, quiet=a.quiet)
-    print(f"class {r['class']} held out: ROC-AUC {r['auc_neg_elbo']:.3f} (−ELBO), {r['auc_recon_error']:.3f} (reconstruction error); report: {Path(a.out) / 'report.html'}")
+    r = run_anomaly(load_config(args.preset, args.config, args.set), args.out, anomaly_class=args.anomaly_class, force=args.force, quiet=args.quiet)
+    print(f"class {r['class']} held out: ROC-AUC {r['auc_neg_elbo']:.3f} (−ELBO), {r['auc_recon_error']:.3f} (reconstruction error); report: {Path(args.out) / 'report.html'}")
 
 
-def cmd_augment(a) -> None:
+def cmd_augment(args) -> None:
     from vaelab.config import load_config
     from vaelab.experiments.apps import run_augment
 
-    r = run_augment(load_config(a.preset, a.config, a.set), a.out, few=a.few, generated=a.generated, force=a.force, quiet=a.quiet)
-    print(f"test accuracy: {r['accuracy_real']:.3f} on {r['few']} real images, {r['accuracy_augmented']:.3f} with {r['generated']} generated; report: {Path(a.out) / 'report.html'}")
+    r = run_augment(load_config(args.preset, args.config, args.set), args.out, few=args.few, generated=args.generated, force=args.force, quiet=args.quiet)
+    print(f"test accuracy: {r['accuracy_real']:.3f} on {r['few']} real images, {r['accuracy_augmented']:.3f} with {r['generated']} generated; report: {Path(args.out) / 'report.html'}")
 
 
-def cmd_latent(a) -> None:
+def cmd_latent(args) -> None:
     from vaelab.latent import latent_views
 
     from vaelab.config import SEED_MAX
 
-    if a.n < 0:
-        raise UserError(f"--n must be >= 0, got {a.n}")
-    if not 0 <= a.seed <= SEED_MAX:
-        raise UserError(f"--seed must be in 0..{SEED_MAX}, got {a.seed}")
-    paths = latent_views(a.dir, n=a.n, seed=a.seed)
-    print(f"wrote {', '.join(p.name for p in paths.values())} in {Path(a.dir) / 'latent'}; report: {Path(a.dir) / 'report.html'}")
+    if args.n < 0:
+        raise UserError(f"--n must be >= 0, got {args.n}")
+    if not 0 <= args.seed <= SEED_MAX:
+        raise UserError(f"--seed must be in 0..{SEED_MAX}, got {args.seed}")
+    paths = latent_views(args.dir, n=args.n, seed=args.seed)
+    print(f"wrote {', '.join(p.name for p in paths.values())} in {Path(args.dir) / 'latent'}; report: {Path(args.dir) / 'report.html'}")
 
 
-def cmd_report(a) -> None:
-    from vaelab.report import REBUILDERS
+def cmd_report(args) -> None:
+    from vaelab.experiments.study import REPORTS
     from vaelab.runfolder import folder_kind, require_kind
 
-    kind = folder_kind(a.dir)
+    kind = folder_kind(args.dir)
     if kind is None:
-        require_kind(a.dir, "run")  # says what the folder is instead: missing, a file, not vaelab's
-    if kind not in REBUILDERS:
-        raise UserError(f"vaelab report rebuilds {', '.join(REBUILDERS)} folders; {a.dir} is a {kind} folder")
-    print(f"wrote {REBUILDERS[kind](a.dir)}")
+        require_kind(args.dir, "run")  # says what the folder is instead: missing, a file, not vaelab's
+    if kind not in REPORTS:
+        raise UserError(f"vaelab report rebuilds {', '.join(REPORTS)} folders; {args.dir} is a {kind} folder")
+    print(f"wrote {REPORTS[kind](args.dir)}")
 
 
-def cmd_presets(a) -> None:
+def cmd_presets(args) -> None:
     from vaelab.config import preset_names, read_preset
 
     names = preset_names()
@@ -321,16 +322,16 @@ def cmd_presets(a) -> None:
         print(f"{name:<{width}}  {read_preset(name).get('description', '')}")
 
 
-def cmd_keys(a) -> None:
+def cmd_keys(args) -> None:
     from vaelab.config import load_config
     from vaelab.keys import describe, sections
 
-    if a.section is not None and a.section not in sections():
-        raise UserError(f"unknown config section {a.section!r}; valid sections: {', '.join(sections())}")
-    print(describe(load_config(a.preset, a.config, a.set), a.section))
+    if args.section is not None and args.section not in sections():
+        raise UserError(f"unknown config section {args.section!r}; valid sections: {', '.join(sections())}")
+    print(describe(load_config(args.preset, args.config, args.set), args.section))
 
 
-def cmd_datasets(a) -> None:
+def cmd_datasets(args) -> None:
     from dataclasses import fields
 
     from vaelab.data import DATASETS
@@ -340,53 +341,53 @@ def cmd_datasets(a) -> None:
         print(f"{name:<14} {spec.description}" + (f"\n{'':<14} {params}" if params else ""))
 
 
-def cmd_chain(a) -> None:
+def cmd_chain(args) -> None:
     from vaelab.config import load_config
     from vaelab.experiments.chain import compare_chains, run_chain
     from vaelab.checkpoint import read_run_config
 
-    if not a.out:
+    if not args.out:
         raise UserError("vaelab chain needs --out DIR")
-    if a.words:
-        if a.words[0] != "compare" or len(a.words) < 2:
-            raise UserError(f"unexpected {' '.join(a.words)!r}: use `vaelab chain compare DIR DIR … --out DIR`")
-        if a.preset or a.config or a.set or a.resume or a.backend != "local" or a.address or a.vectorize:
+    if args.action:
+        if args.action[0] != "compare" or len(args.action) < 2:
+            raise UserError(f"unexpected {' '.join(args.action)!r}: use `vaelab chain compare DIR DIR … --out DIR`")
+        if args.preset or args.config or args.set or args.resume or args.backend != "local" or args.address or args.vectorize:
             raise UserError("vaelab chain compare takes chain folders and --out only")
-        print(f"wrote {compare_chains(a.words[1:], a.out, force=a.force)}")
+        print(f"wrote {compare_chains(args.action[1:], args.out, force=args.force)}")
         return
-    if a.resume and not (a.preset or a.config or a.set):
-        cfg = read_run_config(a.out, "chain")  # the stored config
+    if args.resume and not (args.preset or args.config or args.set):
+        cfg = read_run_config(args.out, "chain")  # the stored config
     else:
-        cfg = load_config(a.preset, a.config, a.set)
-    rows = run_chain(cfg, a.out, resume=a.resume, force=a.force, quiet=a.quiet, vectorize=a.vectorize or "auto", backend=a.backend, address=a.address)
+        cfg = load_config(args.preset, args.config, args.set)
+    rows = run_chain(cfg, args.out, resume=args.resume, force=args.force, quiet=args.quiet, vectorize=args.vectorize or "auto", backend=args.backend, address=args.address)
     last = max(r["generation"] for r in rows)
     final = [r["variability"] for r in rows if r["generation"] == last]
-    print(f"{last} generations; variability {rows[0]['variability']:.3f} → {sum(final) / len(final):.3f}; report: {Path(a.out) / 'report.html'}")
+    print(f"{last} generations; variability {rows[0]['variability']:.3f} → {sum(final) / len(final):.3f}; report: {Path(args.out) / 'report.html'}")
 
 
-def cmd_sweep(a) -> None:
+def cmd_sweep(args) -> None:
     from vaelab.checkpoint import read_run_config
     from vaelab.config import load_config
     from vaelab.experiments.sweep import diverged_step, run_sweep
 
-    if not a.out:
+    if not args.out:
         raise UserError("vaelab sweep needs --out DIR")
-    if a.resume and not (a.preset or a.config or a.set or a.grid):
-        cfg = read_run_config(a.out, "sweep")  # the stored config, grid included
+    if args.resume and not (args.preset or args.config or args.set or args.grid):
+        cfg = read_run_config(args.out, "sweep")  # the stored config, grid included
     else:
-        cfg = load_config(a.preset, a.config, a.set)
-    rows = run_sweep(cfg, a.out, grid=a.grid, resume=a.resume, force=a.force, quiet=a.quiet, vectorize=a.vectorize, yes=a.yes, backend=a.backend, address=a.address)
-    print(f"{len(rows)} cells; table: {Path(a.out) / 'sweep.csv'}; report: {Path(a.out) / 'report.html'}")
+        cfg = load_config(args.preset, args.config, args.set)
+    rows = run_sweep(cfg, args.out, grid=args.grid, resume=args.resume, force=args.force, quiet=args.quiet, vectorize=args.vectorize, yes=args.yes, backend=args.backend, address=args.address)
+    print(f"{len(rows)} cells; table: {Path(args.out) / 'sweep.csv'}; report: {Path(args.out) / 'report.html'}")
     diverged = [r["cell"] for r in rows if diverged_step(r) is not None]
-    if diverged and not a.keep_going:
+    if diverged and not args.keep_going:
         print(f"vaelab: {len(diverged)} of {len(rows)} cells diverged ({', '.join(diverged[:3])}{', …' if len(diverged) > 3 else ''}); their rows are blank; --keep-going exits 0", file=sys.stderr)
         return 1
 
 
-def cmd_demo(a) -> None:
+def cmd_demo(args) -> None:
     from vaelab.experiments.demo import run_demo
 
-    print(f"wrote {run_demo(a.out, overrides=a.set, quiet=a.quiet)}")
+    print(f"wrote {run_demo(args.out, overrides=args.set, quiet=args.quiet)}")
 
 
 COMMANDS = {

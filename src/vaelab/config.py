@@ -224,7 +224,8 @@ class ChainConfig:
         require(self.metric_samples >= 6, "chain.metric_samples", f"must be >= 6 (k = 5 neighbours), got {self.metric_samples}")
 
 
-SweepMetric = Literal["pmi", "decoder_mse", "neg_elbo", "recon_mse", "fid", "class", "disentanglement", "rare"]
+SweepMetric = Literal["pmi", "decoder_mse", "neg_elbo", "recon_mse", "elbo", "nll_iw", "fid", "prdc", "class", "disentanglement", "rare"]
+"""the names of vaelab.evaluate.METRICS (a test checks they agree; config does not import the metrics)"""
 
 
 @dataclass(frozen=True)
@@ -236,7 +237,7 @@ class SweepConfig:
     seeds: int = 1
     """R: repeats of every cell (train.seed and data.seed + r)"""
     metrics: tuple[SweepMetric, ...] = ()
-    """measured after training: pmi, decoder_mse (need factors), neg_elbo, recon_mse, fid, class (need labels), disentanglement (points, sprites), rare (skewed sprites)"""
+    """measured after training, each cell and its untrained baseline: any of pmi, decoder_mse (need factors), neg_elbo, recon_mse, elbo, nll_iw, fid, prdc, class (need labels), disentanglement (points, sprites), rare (skewed sprites); docs/evaluation.md describes each"""
     pmi_fit: Literal["lstsq", "sgd"] = "lstsq"
     """how pmi fits its linear map: least squares, or the study's 3 epochs of SGD"""
     test_n: int = 0

@@ -3,6 +3,10 @@ features — FID, precision/recall/density/coverage and the class distribution (
 
     results = evaluate_run("runs/conv")      # also written to runs/conv/evaluation.json
 
+METRICS is the one registry of what can be measured of a trained model: `vaelab evaluate
+--metrics`, a sweep's `sweep.metrics` and the reports take their names, columns and
+descriptions from it, and each metric says what it needs (NEEDS), refused in one line when missing.
+
 Likelihoods are in nats per image. The Gaussian likelihood is the one vaelab trains with: a fixed
 variance σ² = ½ per pixel, so −log p(x|z) = ‖x − x̂‖² + (D/2)·log π, the summed squared error plus
 a constant; the Bernoulli one is the summed binary cross-entropy.
@@ -10,31 +14,31 @@ a constant; the Bernoulli one is the summed binary cross-entropy.
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import json
 import math
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import torch
 from torch.distributions import Normal
 
 from vaelab.checkpoint import load_run
-from vaelab.data import DATASETS, load_data, test_data_config
+from vaelab.config import Config
+from vaelab.data import DATASETS, Dataset, load_data, test_data_config
+from vaelab.data.sprites import rare_mask
 from vaelab.device import check_fits
 from vaelab.errors import UserError
 from vaelab.latent import latent_means
 from vaelab.losses import RECONSTRUCTION, draw_latent, gaussian_kl, kl_per_image, reconstruction
-from vaelab.metrics import class_distribution, feature_net, fid, prdc
-from vaelab.metrics.disentanglement import all_scores
+from vaelab.metrics import class_distribution, decoder_mse, feature_net, fid, fit_linear_map, pmi, prdc
+from vaelab.metrics.disentanglement import SCORES, all_scores
+from vaelab.models import MODELS
 from vaelab.report import report_path, write_run_report
 from vaelab.runfolder import atomic_write, read_metrics
 from vaelab.sample import batches, reconstruct, sample
-
-EVALUATE_METRICS = ("recon_mse", "elbo", "nll_iw", "fid", "prdc", "class", "disentanglement")
-"""what `vaelab evaluate --metrics` may name; fid, prdc and class need a labelled dataset (or an
-extractor); disentanglement needs a dataset that can render chosen factors (points, sprites) and is
-computed only when asked (minutes at disentanglement_lib's sample sizes)"""
-
 
 def disentanglement(model, data_cfg, seed: int = 0, **sizes) -> dict[str, float]:
     """The nine disentanglement scores (vaelab.metrics.disentanglement.all_scores) of the model's
@@ -146,6 +150,268 @@ def recon_mse(model, x: torch.Tensor, labels: torch.Tensor | None = None) -> flo
     return (reconstruct(model, x, labels) - x.cpu()).pow(2).mean().item()
 
 
+# ---------------------------------------------------------------------------------------------
+# The metrics of a trained model: one registry for `vaelab evaluate`, `sweep.metrics` and the
+# reports, each metric with what it needs, its columns and what they hold.
+
+
+FIT_FRACTION = 0.8
+"""share of the test images the latent-recovery map (pmi, decoder_mse) is fitted on; it is scored on the rest"""
+
+
+class MetricInputs:
+    """A trained model and its test images, with what several metrics share computed once: the
+    prior samples, the latent-recovery fit, the likelihood bounds and the feature nets.
+
+    Arguments:
+        model: the trained model (on any device).
+        test: its test images (labels and factors where the dataset has them).
+        cfg: the run's config (data, sample, sweep and train settings the metrics read).
+        train_data: () → the training set (labels for the class spread); the metrics that need
+            labels or features need it, the others (a chain's neg_elbo) do without.
+        feature_net: () → the classifier trained on the training labels (fid, prdc, class).
+        features: images → features for fid and prdc; default: `feature_net()`.
+        seed: seed of the stochastic metrics (likelihood bounds, disentanglement).
+        k: importance samples per image (nll_iw).
+        sizes: sample sizes of the disentanglement scores (`all_scores`' n, n_test, …); {}: its own.
+    """
+
+    def __init__(self, model, test: Dataset, cfg: Config, *, train_data: Callable[[], Dataset] | None = None, feature_net: Callable | None = None, features: Callable | None = None, seed: int = 0, k: int = 64, sizes: dict | None = None):
+        self.model, self.test, self.cfg = model, test, cfg
+        self.train_data, self.feature_net, self.seed, self.k, self.sizes = train_data, feature_net, seed, k, sizes or {}
+        self.features = features or (lambda images: feature_net()(images))
+        self.device = next(model.parameters()).device
+        self.labels = test.labels if model.n_classes else None
+        """what a conditional model takes with the test images (None for the others)"""
+
+    @functools.cached_property
+    def recovery(self) -> tuple[Any, dict[str, float]]:
+        """The linear map factors → latent means fitted on FIT_FRACTION of the test images, and its
+        figures (pmi, pmi_r2) on the rest."""
+        t = self.test
+        mu = latent_means(self.model, t.images, self.labels)  # (N, L)
+        order = torch.randperm(len(t), generator=torch.Generator().manual_seed(self.cfg.data.seed))
+        cut = max(1, min(len(t) - 1, round(FIT_FRACTION * len(t))))
+        fit_idx, test_idx = order[:cut], order[cut:]
+        fit = fit_linear_map(t.factors[fit_idx], mu[fit_idx], self.cfg.sweep.pmi_fit, seed=self.cfg.train.seed)
+        return fit, pmi(fit, t.factors[test_idx], mu[test_idx])
+
+    @functools.cached_property
+    def samples(self) -> torch.Tensor:
+        """As many prior samples as test images (sample.delta, sample.denoise, sample.seed; a
+        conditional model draws the test images' classes)."""
+        s = self.cfg.sample
+        return sample(self.model, len(self.test), delta=s.delta, denoise=s.denoise, seed=s.seed, labels=self.labels)
+
+    @functools.cached_property
+    def bounds(self) -> dict[str, float]:
+        return likelihood_bounds(self.model, self.test.images, labels=self.labels, k=self.k, seed=self.seed)
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            return self.model.decode(z.to(self.device)).cpu()
+
+
+@dataclass(frozen=True)
+class Metric:
+    """A metric of a trained model on its test images."""
+
+    columns: dict[str, str]
+    """each figure it gives (a column of sweep.csv, a key of evaluation.json) → what it holds"""
+    compute: Callable[[MetricInputs], dict[str, float]]
+    needs: tuple[str, ...] = ()
+    """what it needs beyond a model and its test images (keys of NEEDS)"""
+    evaluate_default: bool = False
+    """`vaelab evaluate` computes it when no --metrics are named (and its needs are met)"""
+    plotted: tuple[str, ...] | None = None
+    """the columns a sweep report draws; None: all"""
+
+
+def _class_spread(p: MetricInputs) -> dict[str, float]:
+    net = p.feature_net()
+    return class_distribution(net.predict(p.samples), p.train_data().labels, net.n_classes)
+
+
+def _prdc(p: MetricInputs) -> dict[str, float]:
+    cap = min(len(p.test), PRDC_CAP)
+    return prdc(p.features(p.test.images)[:cap], p.features(p.samples)[:cap], k=5)
+
+
+PRDC_CAP = 5000
+"""prdc compares at most this many images a side (its k-NN balls are O(N²))"""
+
+
+def _rare(p: MetricInputs) -> dict[str, float]:
+    """The rare region of a skewed sprites set (`sprites.rare_mask`), on test images drawn without
+    the skew: reconstruction error there and elsewhere, and how well the samples cover it."""
+    params = p.cfg.data.params
+    test = cached_dataset(dataclasses.replace(test_config(p.cfg), params=dataclasses.replace(params, skew_factor="none", skew=1.0)))
+    rare = rare_mask(params, test.factors)
+    err = (reconstruct(p.model, test.images, test.labels if p.model.n_classes else None) - test.images).pow(2).flatten(1).mean(1)  # (N,) per pixel
+    scores = prdc(test.images[rare].flatten(1), p.samples.flatten(1), k=5)
+    return {"rare_recon_mse": err[rare].mean().item(), "common_recon_mse": err[~rare].mean().item(), "rare_recall": scores["recall"], "rare_coverage": scores["coverage"]}
+
+
+DEFAULT_TEST_N = 2000
+"""test images drawn anew from a generated dataset with no enumerated test set, when none are asked for"""
+
+
+def test_config(cfg: Config):
+    """The DataConfig of the test set a sweep's metrics use (`vaelab.data.test_data_config`)."""
+    return test_data_config(cfg.data, cfg.sweep.test_n, DEFAULT_TEST_N)
+
+
+@functools.lru_cache(maxsize=8)
+def cached_dataset(data_cfg) -> Dataset:
+    """A dataset by its DataConfig, loaded once per process (test sets, the feature nets' data)."""
+    return load_data(data_cfg)
+
+
+METRICS: dict[str, Metric] = {
+    "pmi": Metric(
+        {"pmi": "held-out MSE of the linear map from the ground-truth factors to the latent means (lower: the factors are recovered linearly)", "pmi_r2": "R² of that map (1 is perfect)"},
+        lambda p: p.recovery[1],
+        needs=("factors",),
+    ),
+    "decoder_mse": Metric(
+        {"decoder_mse": "‖G(f) − decode(P(f))‖²: the test images against the decoding of their factors' mapped codes, test-set mean"},
+        lambda p: {"decoder_mse": decoder_mse(p.decode, p.recovery[0], p.test.factors, p.test.images)},
+        needs=("factors", "unconditional"),
+    ),
+    "neg_elbo": Metric(
+        {"neg_elbo": "−ELBO per image on the test set, in training units (reconstruction + KL, one z per image; an autoencoder's is its reconstruction term)"},
+        lambda p: {"neg_elbo": neg_elbo(p.model, p.test.images, labels=p.labels)["neg_elbo"]},
+    ),
+    "recon_mse": Metric(
+        {"recon_mse": "mean squared error per pixel of the test images' reconstructions through the posterior mean"},
+        lambda p: {"recon_mse": recon_mse(p.model, p.test.images, p.labels)},
+        evaluate_default=True,
+    ),
+    "elbo": Metric(
+        {"elbo": "the ELBO per image in nats (E_q log p(x|z) over k draws, closed-form KL)"},
+        lambda p: {"elbo": p.bounds["elbo"]},
+        needs=("elbo",),
+        evaluate_default=True,
+    ),
+    "nll_iw": Metric(
+        {"nll_iw": "the importance-weighted bound on −log p(x) (Burda et al. 2016) in nats per image", "nll_iw_k": "the importance samples per image it took"},
+        lambda p: {"nll_iw": p.bounds["nll_iw"], "nll_iw_k": p.k},
+        needs=("elbo",),
+        evaluate_default=True,
+        plotted=("nll_iw",),
+    ),
+    "fid": Metric(
+        {"fid": "Fréchet distance between the features of the test images and of as many prior samples (lower is better)"},
+        lambda p: {"fid": fid(p.features(p.test.images), p.features(p.samples))},
+        needs=("features",),
+        evaluate_default=True,
+    ),
+    "prdc": Metric(
+        {
+            "precision": "share of prior samples inside the test images' k-NN balls (k = 5, on features): fidelity",
+            "recall": "share of test images inside the samples' k-NN balls: diversity",
+            "density": "how many test images' balls hold each sample, over k: fidelity robust to outliers",
+            "coverage": "share of test images whose ball holds a sample: diversity robust to outliers",
+        },
+        _prdc,
+        needs=("features",),
+        evaluate_default=True,
+    ),
+    "class": Metric(
+        {
+            "class_tv": "total variation between the predicted classes of prior samples and the training labels' distribution",
+            "class_entropy": "entropy (nats) of the samples' predicted classes",
+            "class_entropy_ref": "entropy of the training labels",
+            "class_entropy_max": "log K, the entropy of K equally likely classes",
+        },
+        _class_spread,
+        needs=("labels",),
+        evaluate_default=True,
+        plotted=("class_tv", "class_entropy"),
+    ),
+    "disentanglement": Metric(
+        SCORES,
+        lambda p: disentanglement(p.model, p.cfg.data, seed=p.seed, **p.sizes),
+        needs=("truth",),
+    ),
+    "rare": Metric(
+        {
+            "rare_recon_mse": "reconstruction error per pixel on the rare region of a skewed dataset (test images drawn without the skew)",
+            "common_recon_mse": "the same outside the rare region",
+            "rare_recall": "share of rare test images inside the samples' k-NN balls (pixels)",
+            "rare_coverage": "share of rare test images whose ball holds a sample",
+        },
+        _rare,
+        needs=("skew",),
+    ),
+}
+
+
+@dataclass(frozen=True)
+class Setting:
+    """What decides whether a metric can be computed for a run: its config, its test images,
+    whether its training set is labelled and whether the caller brought its own features."""
+
+    cfg: Config
+    test: Dataset
+    labelled: bool
+    own_features: bool = False
+
+
+@dataclass(frozen=True)
+class Need:
+    """Something a metric needs (`Metric.needs`): whether a setting meets it, and the reason
+    that refuses the metrics lacking it, "{what} {names} {reason}"."""
+
+    met: Callable[[Setting], bool]
+    reason: Callable[[Setting], str]
+
+
+NEEDS: dict[str, Need] = {
+    "factors": Need(
+        lambda s: s.test.factors is not None,
+        lambda s: f"need ground-truth factors, and dataset {s.cfg.data.name} has none (generated datasets such as squares and points have them; an array file can carry a 'factors' key)",
+    ),
+    "unconditional": Need(
+        lambda s: not MODELS[s.cfg.model.name].conditional,
+        lambda s: f"decodes latents alone, and model {s.cfg.model.name} also needs a label: leave it out",
+    ),
+    "features": Need(
+        lambda s: s.labelled or s.own_features,
+        lambda s: f"need features: a labelled dataset (a feature net is trained on its labels), and dataset {s.cfg.data.name} has none (use fontdigits, digits, mnist or fashion-mnist, or an array file with a 'labels' key)",
+    ),
+    "labels": Need(
+        lambda s: s.labelled,
+        lambda s: f"need a labelled dataset (a classifier is trained on its labels), and dataset {s.cfg.data.name} has none (use fontdigits, digits, mnist or fashion-mnist, or an array file with a 'labels' key)",
+    ),
+    "truth": Need(
+        lambda s: DATASETS[s.cfg.data.name].truth is not None,
+        lambda s: f"needs a dataset that renders chosen factors; {s.cfg.data.name} cannot (use one of: {', '.join(sorted(k for k, v in DATASETS.items() if v.truth is not None))})",
+    ),
+    "skew": Need(
+        lambda s: getattr(s.cfg.data.params, "skew_factor", "none") != "none",
+        lambda s: "measures the rare region of a skewed dataset: use data.name = sprites with data.skew_factor and data.skew < 1",
+    ),
+    "elbo": Need(
+        lambda s: "beta" in MODELS[s.cfg.model.name].params.loss_keys,  # a model without a KL term (it honours no β) has no ELBO
+        lambda s: f"need a model with an ELBO; model {s.cfg.model.name} is a deterministic autoencoder: it has no ELBO or likelihood bound",
+    ),
+}
+"""what a metric may need, in the order they are checked"""
+
+
+def refusals(names, setting: Setting, what: str) -> dict[str, str]:
+    """The metrics among `names` that `setting` cannot compute, each with the one-line reason that
+    refuses it ("{what} {the metrics lacking the same thing} {reason}")."""
+    out: dict[str, str] = {}
+    for need, check in NEEDS.items():
+        lacking = [m for m in names if need in METRICS[m].needs and m not in out]
+        if lacking and not check.met(setting):
+            message = f"{what} {', '.join(lacking)} {check.reason(setting)}"
+            out.update({m: message for m in lacking})
+    return out
+
+
 def evaluate_run(
     run_dir: Path | str,
     *,
@@ -162,21 +428,19 @@ def evaluate_run(
         n: test images (0: the whole enumerated test set, or 2,000 new draws of a generated
             dataset; data read from files is measured on its own images).
         k: importance samples per image for nll_iw.
-        metrics: a subset of EVALUATE_METRICS; None takes every one that applies (fid, prdc and
-            class need labels or an `extractor`; without them they are left out).
+        metrics: names of METRICS; None takes those marked `evaluate_default` that apply (fid,
+            prdc and class need labels or an `extractor`; without them they are left out).
         extractor: images (N, C, H, W) → features (N, D) for fid and prdc, e.g. an Inception net
             the user has on disk; default: vaelab's feature net trained on the run's training data.
     Returns:
-        the flat dict written to evaluation.json: recon_mse, elbo, nll_iw, fid, precision, recall,
-        density, coverage, class_tv, class_entropy, …, feature_net (the features' name), n_test;
-        with "disentanglement": beta_vae, factor_vae, mig, dci_*, sap, modularity, explicitness.
+        the flat dict written to evaluation.json: n_test, dataset, each metric's columns
+        (METRICS), and feature_net (the features' name) when fid or prdc were computed.
     """
-
     run_dir = Path(run_dir)
     asked = tuple(metrics) if metrics else None
     for m in asked or ():
-        if m not in EVALUATE_METRICS:
-            raise UserError(f"unknown metric {m!r}; valid metrics: {', '.join(EVALUATE_METRICS)}")
+        if m not in METRICS:
+            raise UserError(f"unknown metric {m!r}; valid metrics: {', '.join(METRICS)}")
     if n < 0 or k < 1:
         raise UserError(f"--n must be >= 0 and --k >= 1, got n={n}, k={k}")
     cfg, model = load_run(run_dir)
@@ -184,41 +448,19 @@ def evaluate_run(
     report_path(run_dir)
     train = load_data(cfg.data)
     test = load_data(test_data_config(cfg.data, n))
-    wanted = set(asked or [m for m in EVALUATE_METRICS if m != "disentanglement"])
-    if train.labels is None:  # no feature net to train, no classes to count
-        needs = {"class"} | ({"fid", "prdc"} if extractor is None else set())
-        if asked and needs & wanted:
-            feature_net(train.images, None, source=cfg.data.name)  # raises the user error naming what to pass
-        wanted -= needs
-    x, y = test.images, test.labels if model.n_classes else None  # a conditional model's labels
-    check_fits(k * math.prod(x.shape[1:]) * 4, next(model.parameters()).device, f"--k {k:,} importance samples of one image")
-    results: dict = {"n_test": len(x), "dataset": test.name}
-    if "recon_mse" in wanted:
-        results["recon_mse"] = recon_mse(model, x, y)
-    if model.deterministic and asked and wanted & {"elbo", "nll_iw"}:
-        raise UserError(f"{run_dir} holds a deterministic autoencoder ({cfg.model.name}): it has no ELBO or likelihood bound")
-    if wanted & {"elbo", "nll_iw"} and not model.deterministic:
-        bounds = likelihood_bounds(model, x, labels=y, k=k, seed=seed)
-        results.update({m: bounds[m] for m in ("elbo", "nll_iw") if m in wanted})
-        if "nll_iw" in wanted:
-            results["nll_iw_k"] = k
-    if wanted & {"fid", "prdc", "class"}:
-        s = cfg.sample
-        fake = sample(model, len(x), delta=s.delta, denoise=s.denoise, seed=s.seed, labels=y)  # a cvae: the test set's classes
-        net = feature_net(train.images, train.labels, source=cfg.data.name) if train.labels is not None else None
-        extract = extractor or net
-        results["feature_net"] = getattr(extract, "name", type(extract).__name__)
-        if wanted & {"fid", "prdc"}:
-            real_f, fake_f = extract(x), extract(fake)
-            if "fid" in wanted:
-                results["fid"] = fid(real_f, fake_f)
-            if "prdc" in wanted:
-                cap = min(len(x), 5000)  # k-NN balls are O(N²)
-                results.update(prdc(real_f[:cap], fake_f[:cap], k=5))
-        if "class" in wanted:
-            results.update(class_distribution(net.predict(fake), train.labels, net.n_classes))
-    if "disentanglement" in wanted:
-        results.update(disentanglement(model, cfg.data, seed=seed))
+    wanted = list(asked or [m for m, metric in METRICS.items() if metric.evaluate_default])
+    refused = refusals(wanted, Setting(cfg, test, labelled=train.labels is not None, own_features=extractor is not None), "--metrics")
+    if asked and refused:
+        raise UserError(next(iter(refused.values())))
+    check_fits(k * math.prod(test.images.shape[1:]) * 4, next(model.parameters()).device, f"--k {k:,} importance samples of one image")
+    net = functools.cache(lambda: feature_net(train.images, train.labels, source=cfg.data.name))
+    inputs = MetricInputs(model, test, cfg, train_data=lambda: train, feature_net=net, features=extractor, seed=seed, k=k)
+    results: dict = {"n_test": len(test), "dataset": test.name}
+    for m in wanted:
+        if m not in refused:
+            results.update(METRICS[m].compute(inputs))
+    if {"fid", "prdc"} & set(wanted) - set(refused):
+        results["feature_net"] = getattr(extractor or net(), "name", type(extractor or net()).__name__)
     atomic_write(run_dir / "evaluation.json", json.dumps(results, indent=1))
     write_run_report(run_dir)
     return results

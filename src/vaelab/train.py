@@ -228,8 +228,9 @@ def train(
         if not gives_finite_loss(model, batch, step, loss_weights(cfg.loss, step), labels, autocast):
             log.diverged(0, step - 1, "the final weights give a non-finite loss")
         log.commit(0)
-    if model.after_training(x, cfg.train.seed) and run_dir is not None:  # a stage after the loop (a VQ-VAE's prior)
-        save_checkpoint(run_dir, model, optimizer, step, data.shape, loop_state)
+    figures = model.after_training(x, cfg.train.seed)  # a stage after the loop (a VQ-VAE fits its prior): what it measured
+    if figures and run_dir is not None:
+        save_checkpoint(run_dir, model, optimizer, step, data.shape, loop_state, figures)
     seconds = time.perf_counter() - log.start
     model.eval()
     run = Run(cfg, model, data, run_dir, history, seconds)

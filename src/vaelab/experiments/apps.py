@@ -34,7 +34,7 @@ from vaelab.evaluate import image_scores
 from vaelab.images import save_grid
 from vaelab.metrics.featurenet import FeatureNetConfig, LeNet, classifier_accuracy, fit_classifier
 from vaelab.models import MODELS, class_labels
-from vaelab.report import fig_png, plt, write_apps_report
+from vaelab.report import Section, fig_png, img, plt, run_section, table, write_page
 from vaelab.runfolder import atomic_write, prepare_out
 from vaelab.sample import sample
 from vaelab.train import train
@@ -156,3 +156,37 @@ def run_augment(config: Config, out: Path | str, *, few: int = 100, generated: i
 
     write_apps_report(out, "augment")
     return results
+
+
+def anomaly_section(out: Path, results: dict) -> Section:
+    """The head of an anomaly run's report, from anomaly.json and scores.png."""
+    return Section(
+        f"Anomaly detection: class {results['class']} held out",
+        "<p>The VAE never saw this class; each test image is scored by its negative ELBO and by its "
+        "reconstruction error. ROC-AUC 1 separates the class perfectly, 0.5 is chance.</p>"
+        + table([results])
+        + img((out / "scores.png").read_bytes(), "score histograms (density)", pixelated=False),
+    )
+
+
+def augment_section(out: Path, results: dict) -> Section:
+    """The head of an augmentation run's report, from augment.json and generated.png."""
+    shown = {k: v for k, v in results.items() if k != "generated_label_counts"}
+    return Section(
+        "Data augmentation",
+        f"<p>A classifier trained on {results['few']} real labelled images, against one trained on them plus "
+        f"{results['generated']} VAE samples labelled by the first.</p>"
+        + table([shown])
+        + img((out / "generated.png").read_bytes(), "generated images, sorted by the label they were given"),
+    )
+
+
+HEADS = {"anomaly": anomaly_section, "augment": augment_section}
+"""each application's own section, above the section of the VAE it trained"""
+
+
+def write_apps_report(out: Path | str, kind: str) -> Path:
+    """report.html of an anomaly or augmentation run, from its json, pictures and VAE folder."""
+    out = Path(out)
+    head = HEADS[kind](out, json.loads((out / f"{kind}.json").read_text()))
+    return write_page(out / "report.html", f"vaelab {kind}: {out.name}", [head, run_section(out / "vae", "The VAE")], str(out))

@@ -35,40 +35,18 @@ from vaelab.config import Config
 from vaelab.data import DATASETS, Dataset, load_data
 from vaelab.device import check_fits, training_device
 from vaelab.errors import TrainingDiverged, UserError
-from vaelab.evaluate import neg_elbo
+from vaelab.evaluate import METRICS, MetricInputs
 from vaelab.experiments.backends import check_backend, check_visible, run_tasks, task_gpus
+from vaelab.experiments.chain_report import write_chain_report, write_compare_report
+from vaelab.experiments.chain_table import CHAIN_TABLE, COLUMNS, PRDC, VARIABILITY_PAIRS, read_table, write_table
 from vaelab.experiments.study import open_study
 from vaelab.images import make_grid, png_bytes, save_grid
 from vaelab.metrics import knn_radii, mean_intensity, occupancy, occupancy_distance, prdc, variability
 from vaelab.models import class_labels, fit_to_data
-from vaelab.runfolder import atomic_write, prepare_out, read_csv, write_csv
+from vaelab.runfolder import atomic_write, prepare_out, write_csv
 from vaelab.sample import sample
 from vaelab.train import check_resources, save_reconstructions, train
 from vaelab.vectorized import group_key, group_size, train_group
-from vaelab.report import write_chain_report, write_compare_report
-
-PRDC = ("precision", "recall", "density", "coverage")
-METRICS = (
-    "variability",
-    "mean_intensity",
-    "distribution_diff_train",
-    "distribution_diff_orig",
-    *(f"{m}_train" for m in PRDC),
-    *(f"{m}_orig" for m in PRDC),
-    "x_tv",
-    "y_tv",
-    "x_mean",
-    "y_mean",
-    "neg_elbo",
-)
-COLUMNS = ("seed", "generation", "n_train", *METRICS)
-VARIABILITY_PAIRS = 10_000
-
-
-CHAIN_TABLE = "chain.csv"
-"""the chain's table: in the chain folder every seed's rows, in each seed folder that seed's own
-(its resume point, written after every generation)"""
-
 
 # ---------------------------------------------------------------------------------------------
 # Seeds: every random choice of repeat r, generation g has its own seed.
@@ -190,23 +168,10 @@ def measure(cfg: Config, images: torch.Tensor, reference: torch.Tensor, original
         columns, detail = measures(cfg.data.params, on(images))
         row.update(columns)
     if model is not None:
-        row["neg_elbo"] = neg_elbo(model, heldout.images, labels=heldout.labels if model.n_classes else None, seed=0)["neg_elbo"]
+        row.update(METRICS["neg_elbo"].compute(MetricInputs(model, heldout, cfg)))  # the registry's neg_elbo, on held-out originals
     else:
         row["neg_elbo"] = math.nan
     return row, detail
-
-
-# ---------------------------------------------------------------------------------------------
-# chain.csv
-
-
-def write_table(path: Path, rows: list[dict]) -> None:
-    write_csv(path, sorted(rows, key=lambda r: (r["seed"], r["generation"])), COLUMNS)
-
-
-def read_table(path: Path) -> list[dict]:
-    """The rows of a chain.csv: ints for seed/generation/n_train, floats (NaN when empty) elsewhere."""
-    return read_csv(path, int_columns=("seed", "generation", "n_train"))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -13,11 +13,13 @@ from pathlib import Path
 
 from vaelab.config import load_config, read_preset
 from vaelab.experiments.chain import run_chain
+from vaelab.experiments.chain_report import chain_sections
 from vaelab.evaluate import evaluate_run
 from vaelab.experiments.sweep import run_sweep
+from vaelab.experiments.sweep_report import sweep_sections
 from vaelab.latent import latent_views
 from vaelab.runfolder import prepare_out
-from vaelab.report import Section, chain_sections, run_section, sweep_sections, write_page
+from vaelab.report import Section, run_section, write_page
 from vaelab.train import train
 
 CHAIN = {"data.n": 2000, "train.epochs": 3, "chain.generations": 4, "chain.holdout": 500, "chain.metric_samples": 500}

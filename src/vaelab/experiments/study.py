@@ -1,12 +1,18 @@
-"""What every study (chain, sweep) does with its output folder: start it or resume it."""
+"""What every study does with its output folder: start it or resume it (chain, sweep), and
+rebuild its report from its files (REPORTS, `vaelab report DIR`)."""
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 from vaelab.checkpoint import read_run_config
 from vaelab.config import Config
 from vaelab.errors import UserError
+from vaelab.experiments.apps import write_apps_report
+from vaelab.experiments.chain_report import write_chain_report
+from vaelab.experiments.sweep_report import write_sweep_report
+from vaelab.report import write_run_report
 from vaelab.runfolder import prepare_out, write_toml
 
 
@@ -32,3 +38,13 @@ def open_study(cfg: Config, out: Path, kind: str, *, resume: bool, force: bool, 
         raise UserError(f"--resume: the config differs from the one stored in {out} ({', '.join(diff[:4])}); drop those --set or start a new --out")
     for tmp in out.rglob(".*.tmp"):  # temporary files of atomic writes a killed process left
         tmp.unlink(missing_ok=True)
+
+
+REPORTS = {
+    "run": write_run_report,
+    "chain": write_chain_report,
+    "sweep": write_sweep_report,
+    "anomaly": functools.partial(write_apps_report, kind="anomaly"),
+    "augment": functools.partial(write_apps_report, kind="augment"),
+}
+"""the report each kind of folder (`vaelab.runfolder.folder_kind`) rebuilds from its files (`vaelab report DIR`)"""

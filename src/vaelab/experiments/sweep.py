@@ -31,34 +31,28 @@ import sys
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
 from vaelab.config import Config, parse_value, printable
-from vaelab.data import DATASETS, Dataset, load_data, test_data_config
-from vaelab.data.sprites import rare_mask
+from vaelab.data import DATASETS, Dataset, load_data
 from vaelab.data.stream import ImageStream
 from vaelab.device import reading_device, training_device
 from vaelab.errors import TrainingDiverged, UserError
-from vaelab.evaluate import disentanglement, neg_elbo, recon_mse
+from vaelab.evaluate import METRICS, MetricInputs, Setting, cached_dataset, refusals, test_config
 from vaelab.experiments.backends import check_backend, check_visible, run_tasks, task_gpus
 from vaelab.experiments.study import open_study
-from vaelab.latent import latent_means, latent_views
-from vaelab.metrics import class_distribution, decoder_mse, feature_net, fid, fit_linear_map, pmi, prdc
-from vaelab.models import MODELS, build_model, fit_to_data
-from vaelab.report import write_sweep_report
+from vaelab.experiments.sweep_report import TRAIN_COLUMNS, write_sweep_report
+from vaelab.latent import latent_views
+from vaelab.metrics import feature_net
+from vaelab.models import build_model, fit_to_data
 from vaelab.runfolder import atomic_write, read_csv, write_csv
-from vaelab.sample import reconstruct, sample
 from vaelab.train import Run, check_resources, train
 from vaelab.vectorized import group_key, group_size, train_group
 
 MAX_CELLS = 10_000
 """more cells × seeds than this need `yes=True` (`--yes`)"""
-FIT_FRACTION = 0.8
-"""share of the test set that fits pmi's linear map; the rest measures it"""
-DEFAULT_TEST_N = 2000
-"""test images drawn when the dataset has no enumerated test set and sweep.test_n is 0"""
 UNKNOWN_N = 60_000
 """images assumed for memory planning when a dataset's size is not known before loading (all of a file)"""
 
@@ -206,110 +200,6 @@ def sweep_cells(cfg: Config, axes: list[Axis]) -> list[Cell]:
     return cells
 
 
-# ---------------------------------------------------------------------------------------------
-# Metrics: each a function of a probe that holds the model, its test set and shared results.
-
-
-class Probe:
-    """A model and its test set; `recovery` (the fitted linear map and its figures) is computed
-    once for pmi and decoder_mse together."""
-
-    def __init__(self, model, test: Dataset, cfg: Config):
-        self.model, self.test, self.cfg = model, test, cfg
-        self.device = next(model.parameters()).device
-        self.labels = test.labels if model.n_classes else None
-        """what a conditional model takes with the test images (None for the others)"""
-
-    @functools.cached_property
-    def recovery(self) -> tuple[Any, dict[str, float]]:
-        t = self.test
-        mu = latent_means(self.model, t.images, self.labels)  # (N, L)
-        order = torch.randperm(len(t), generator=torch.Generator().manual_seed(self.cfg.data.seed))
-        cut = max(1, min(len(t) - 1, round(FIT_FRACTION * len(t))))
-        fit_idx, test_idx = order[:cut], order[cut:]
-        fit = fit_linear_map(t.factors[fit_idx], mu[fit_idx], self.cfg.sweep.pmi_fit, seed=self.cfg.train.seed)
-        return fit, pmi(fit, t.factors[test_idx], mu[test_idx])
-
-    @functools.cached_property
-    def train_data(self) -> Dataset:
-        return _dataset(self.cfg.data)
-
-    @property
-    def feature_net(self):
-        return _feature_net(self.cfg.data)
-
-    @functools.cached_property
-    def samples(self) -> torch.Tensor:
-        """As many prior samples as test images (sample.delta, sample.denoise, sample.seed)."""
-        s = self.cfg.sample
-        return sample(self.model, len(self.test), delta=s.delta, denoise=s.denoise, seed=s.seed, labels=self.labels)
-
-    def decode(self, z: torch.Tensor) -> torch.Tensor:
-        with torch.no_grad():
-            return self.model.decode(z.to(self.device)).cpu()
-
-
-@dataclass(frozen=True)
-class SweepMetric:
-    """A metric of `sweep.metrics`: its columns and how to compute them from a Probe."""
-
-    columns: tuple[str, ...]
-    compute: Callable[[Probe], dict[str, float]]
-    needs_factors: bool = False
-    needs_labels: bool = False
-    """the training data's labels train the feature net (fid) and are the reference (class)"""
-
-
-def _recon_mse(p: Probe) -> dict[str, float]:
-    return {"recon_mse": recon_mse(p.model, p.test.images, p.labels)}
-
-
-def _disentanglement(p: Probe) -> dict[str, float]:
-    n, votes = p.cfg.sweep.disentanglement_n, p.cfg.sweep.disentanglement_votes
-    sizes = dict(n=n, n_test=n // 2, n_votes=votes, n_votes_eval=votes // 2, n_variance=n)
-    return disentanglement(p.model, p.cfg.data, seed=p.cfg.train.seed, **sizes)
-
-
-def _class_spread(p: Probe) -> dict[str, float]:
-    spread = class_distribution(p.feature_net.predict(p.samples), p.train_data.labels, p.feature_net.n_classes)
-    return {k: spread[k] for k in ("class_tv", "class_entropy")}
-
-
-def _rare(p: Probe) -> dict[str, float]:
-    """The rare region of a skewed sprites set (`sprites.rare_mask`), on test images drawn without
-    the skew: reconstruction error there and elsewhere, and how well the samples cover it."""
-
-    params = p.cfg.data.params
-    test = _dataset(replace(test_config(p.cfg), params=replace(params, skew_factor="none", skew=1.0)))
-    rare = rare_mask(params, test.factors)
-    err = (reconstruct(p.model, test.images, test.labels if p.model.n_classes else None) - test.images).pow(2).flatten(1).mean(1)  # (N,) per pixel
-    scores = prdc(test.images[rare].flatten(1), p.samples.flatten(1), k=5)
-    return {
-        "rare_recon_mse": err[rare].mean().item(),
-        "common_recon_mse": err[~rare].mean().item(),
-        "rare_recall": scores["recall"],
-        "rare_coverage": scores["coverage"],
-    }
-
-
-DISENTANGLEMENT = ("beta_vae", "factor_vae", "mig", "dci_disentanglement", "dci_completeness", "dci_informativeness", "sap", "modularity", "explicitness")
-"""the columns of the disentanglement metric (vaelab.metrics.disentanglement.all_scores)"""
-
-
-SWEEP_METRICS: dict[str, SweepMetric] = {
-    "pmi": SweepMetric(("pmi", "pmi_r2"), lambda p: p.recovery[1], needs_factors=True),
-    "decoder_mse": SweepMetric(
-        ("decoder_mse",), lambda p: {"decoder_mse": decoder_mse(p.decode, p.recovery[0], p.test.factors, p.test.images)}, needs_factors=True
-    ),
-    "neg_elbo": SweepMetric(("neg_elbo",), lambda p: {"neg_elbo": neg_elbo(p.model, p.test.images, labels=p.labels)["neg_elbo"]}),
-    "recon_mse": SweepMetric(("recon_mse",), _recon_mse),
-    "fid": SweepMetric(("fid",), lambda p: {"fid": fid(p.feature_net(p.test.images), p.feature_net(p.samples))}, needs_labels=True),
-    "class": SweepMetric(("class_tv", "class_entropy"), _class_spread, needs_labels=True),
-    "disentanglement": SweepMetric(DISENTANGLEMENT, lambda p: _disentanglement(p)),
-    "rare": SweepMetric(("rare_recon_mse", "common_recon_mse", "rare_recall", "rare_coverage"), _rare),
-}
-TRAIN_COLUMNS = ("train_loss", "train_recon", "train_kl", "train_seconds")
-"""every row: the last 100 steps' mean loss, reconstruction and KL terms, and training seconds"""
 DIVERGED_COLUMN = "diverged_at"
 """the step at which a cell's training diverged (its other columns then stay empty); empty if it did not"""
 
@@ -321,56 +211,31 @@ def diverged_step(row: dict) -> int | None:
 
 
 def measure(model, test: Dataset, cfg: Config) -> dict[str, float]:
-    probe = Probe(model, test, cfg)
+    """The figures of `sweep.metrics` (vaelab.evaluate.METRICS) of a model on its test set."""
+    sizes = dict(n=cfg.sweep.disentanglement_n, n_test=cfg.sweep.disentanglement_n // 2, n_votes=cfg.sweep.disentanglement_votes, n_votes_eval=cfg.sweep.disentanglement_votes // 2, n_variance=cfg.sweep.disentanglement_n)
+    inputs = MetricInputs(model, test, cfg, train_data=lambda: cached_dataset(cfg.data), feature_net=lambda: _feature_net(cfg.data), seed=cfg.train.seed, sizes=sizes)
     out: dict[str, float] = {}
     for name in cfg.sweep.metrics:
-        out.update(SWEEP_METRICS[name].compute(probe))
+        out.update(METRICS[name].compute(inputs))
     return out
-
-
-def test_config(cfg: Config):
-    """The DataConfig of the test set the metrics use (`vaelab.data.test_data_config`)."""
-    return test_data_config(cfg.data, cfg.sweep.test_n, DEFAULT_TEST_N)
-
-
-@functools.lru_cache(maxsize=8)
-def _dataset(data_cfg) -> Dataset:
-    """A dataset by its DataConfig, loaded once (test sets, and the training data of the feature net)."""
-    return load_data(data_cfg)
 
 
 @functools.lru_cache(maxsize=2)
 def _feature_net(data_cfg):
     """The FID feature net of a training set (trained once, then cached on disk and here)."""
-    data = _dataset(data_cfg)
+    data = cached_dataset(data_cfg)
     return feature_net(data.images, data.labels, source=data_cfg.name)
 
 
 def check_metrics(cell: Cell) -> None:
-    """The test set loads, and has factors where a metric needs them (before anything is written)."""
+    """The test set loads, and has what each metric needs (before anything is written)."""
     cfg = cell.config
     if not cfg.sweep.metrics:
         return
-    test = _dataset(test_config(cfg))
-    labelled = [m for m in cfg.sweep.metrics if SWEEP_METRICS[m].needs_labels]
-    if labelled and load_data(cfg.data).labels is None:
-        raise UserError(
-            f"sweep.metrics {', '.join(labelled)} need a labelled dataset (they train a feature net on its labels), "
-            f"and dataset {cfg.data.name} has none (use fontdigits, digits, mnist or fashion-mnist, or an array file with a 'labels' key)"
-        )
-    if "disentanglement" in cfg.sweep.metrics and DATASETS[cfg.data.name].truth is None:
-        can = ", ".join(sorted(k for k, v in DATASETS.items() if v.truth is not None))
-        raise UserError(f"sweep.metrics disentanglement needs a dataset that renders chosen factors; {cfg.data.name} cannot (use one of: {can})")
-    if "rare" in cfg.sweep.metrics and getattr(cfg.data.params, "skew_factor", "none") == "none":
-        raise UserError("sweep.metrics rare measures the rare region of a skewed dataset: use data.name = sprites with data.skew_factor and data.skew < 1")
-    needs = [m for m in cfg.sweep.metrics if SWEEP_METRICS[m].needs_factors]
-    if "decoder_mse" in needs and MODELS[cfg.model.name].conditional:
-        raise UserError(f"sweep.metrics decoder_mse decodes latents alone, and model {cfg.model.name} also needs a label: leave decoder_mse out")
-    if needs and test.factors is None:
-        raise UserError(
-            f"sweep.metrics {', '.join(needs)} need ground-truth factors, and dataset {cfg.data.name} has none "
-            "(generated datasets such as squares and points have them; an array file can carry a 'factors' key)"
-        )
+    test = cached_dataset(test_config(cfg))
+    refused = refusals(cfg.sweep.metrics, Setting(cfg, test, labelled=load_data(cfg.data).labels is not None), "sweep.metrics")
+    if refused:
+        raise UserError(next(iter(refused.values())))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -378,7 +243,7 @@ def check_metrics(cell: Cell) -> None:
 
 
 def columns(axes: list[Axis], cfg: Config) -> list[str]:
-    metric_cols = [c for m in cfg.sweep.metrics for c in SWEEP_METRICS[m].columns]
+    metric_cols = [c for m in cfg.sweep.metrics for c in METRICS[m].columns]
     return ["cell", "seed", *(a.key for a in axes), *metric_cols, *(f"{c}_untrained" for c in metric_cols), *TRAIN_COLUMNS, DIVERGED_COLUMN]
 
 
@@ -442,7 +307,7 @@ def run_sweep(
     rows += [row for c in cells if c.name not in known and (row := _finished_row(out, c)) is not None]  # written by a task the driver did not hear back from
     done = {r["cell"] for r in rows}
     todo = [c for c in cells if c.name not in done]
-    if any(SWEEP_METRICS[m].needs_labels for m in cfg.sweep.metrics) and todo:
+    if any({"features", "labels"} & set(METRICS[m].needs) for m in cfg.sweep.metrics) and todo:
         _feature_net(cfg.data)  # trained (or loaded from the cache) once here, not by every task at once
     start = time.perf_counter()
 
@@ -549,7 +414,7 @@ def untrained_figures(cfg: Config, test: Dataset) -> dict[str, float]:
         device = reading_device(cfg.train.device)
         with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
             torch.manual_seed(cfg.train.seed)
-            untrained = build_model(fit_to_data(cfg, _dataset(cfg.data)), test.shape).to(device).eval()
+            untrained = build_model(fit_to_data(cfg, cached_dataset(cfg.data)), test.shape).to(device).eval()
             _UNTRAINED[key] = measure(untrained, test, cfg)
     return dict(_UNTRAINED[key])
 
@@ -557,14 +422,14 @@ def untrained_figures(cfg: Config, test: Dataset) -> dict[str, float]:
 def _row(cell: Cell, result: Run | TrainingDiverged) -> dict:
     cfg = cell.config
     row = {"cell": cell.name, "seed": cell.seed, **cell.values}
-    test = _dataset(test_config(cfg)) if cfg.sweep.metrics else None
+    test = cached_dataset(test_config(cfg)) if cfg.sweep.metrics else None
     if test is not None:
         row.update({f"{k}_untrained": v for k, v in untrained_figures(cfg, test).items()})
     if isinstance(result, TrainingDiverged):
         print(f"{cell.name}: {result}", file=sys.stderr, flush=True)
         return {**row, DIVERGED_COLUMN: result.step}
     last = result.history[-100:]
-    for col, term in zip(TRAIN_COLUMNS[:3], ("loss", "recon", "kl")):
+    for col, term in zip(list(TRAIN_COLUMNS)[:3], ("loss", "recon", "kl")):
         if last and term in last[0]:
             row[col] = sum(r[term] for r in last) / len(last)
     row["train_seconds"] = result.seconds

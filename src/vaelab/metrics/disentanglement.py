@@ -603,6 +603,20 @@ def modularity_explicitness(
 # Everything at once
 
 
+SCORES = {
+    "beta_vae": "BetaVAE score (Higgins et al. 2017): eval accuracy of a linear classifier naming the factor two batches share, from their codes' differences",
+    "factor_vae": "FactorVAE score (Kim & Mnih 2018): eval accuracy of a majority vote naming the fixed factor from the latent of least normalised variance",
+    "mig": "mutual information gap (Chen et al. 2018): per factor, the gap between its two most informative latents over its entropy, averaged",
+    "dci_disentanglement": "DCI disentanglement (Eastwood & Williams 2018): how far each latent predicts one factor only (boosted trees' importances)",
+    "dci_completeness": "DCI completeness: how far each factor is captured by one latent only",
+    "dci_informativeness": "DCI informativeness: test accuracy of the trees predicting the factors from the latents",
+    "sap": "SAP score (Kumar et al. 2018): per factor, the gap in linear predictability between its two best latents",
+    "modularity": "modularity (Ridgeway & Mozer 2018): how far each latent depends on one factor only",
+    "explicitness": "explicitness (Ridgeway & Mozer 2018): test ROC-AUC of logistic regressions predicting each factor value from the latents",
+}
+"""the scores `all_scores` gives, each with what it measures"""
+
+
 def all_scores(
     gt: GroundTruth,
     represent: Represent,

@@ -29,7 +29,7 @@ class VAE(nn.Module):
     n_classes = 0
     """classes a conditional model (cvae) takes as `labels`; 0: none, and `labels` is ignored"""
 
-    def __init__(self, encoder: nn.Module, decoder: nn.Module, latent_dim: int, likelihood: str, deterministic: bool = False):
+    def __init__(self, encoder: nn.Module, decoder: nn.Module, latent_dim: int, likelihood: str, *, deterministic: bool = False):
         super().__init__()
         self.encoder, self.decoder = encoder, decoder
         self.latent_dim, self.likelihood = latent_dim, likelihood
