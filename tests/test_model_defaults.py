@@ -395,8 +395,8 @@ class LossSpy:
         self.calls: list[dict] = []
         self.original = VAE.loss
 
-    def __call__(self, model, x, step=0, weights=None, inputs=None, labels=None):
-        terms = self.original(model, x, step, weights, inputs, labels)
+    def __call__(self, model, x, step, loss, inputs=None, labels=None):
+        terms = self.original(model, x, step, loss, inputs, labels)
         with torch.no_grad():
             seen = x if inputs is None else inputs
             x_hat = torch.sigmoid(model.decoder(model.posterior_params(seen)[0]))

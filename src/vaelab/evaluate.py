@@ -43,7 +43,6 @@ from vaelab.sample import batches, reconstruct, sample
 def disentanglement(model, data_cfg, seed: int = 0, **sizes) -> dict[str, float]:
     """The nine disentanglement scores (vaelab.metrics.disentanglement.all_scores) of the model's
     latent means on its dataset's ground truth; `sizes` shrink the samples (n, n_test, n_votes, …)."""
-
     spec = DATASETS[data_cfg.name]
     if spec.truth is None:
         can = ", ".join(sorted(k for k, v in DATASETS.items() if v.truth is not None))

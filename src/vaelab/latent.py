@@ -116,7 +116,6 @@ def latent_views(run_dir: Path | str, *, n: int = 0, seed: int = 0) -> dict[str,
         n: test images (0: the dataset's test set, or 2,000 new draws; files: their own images).
         seed: seed of t-SNE and of the noise images.
     """
-
     run_dir = Path(run_dir)
     cfg, model = load_run(run_dir)
     read_metrics(run_dir / "metrics.jsonl")  # the report rebuilt at the end reads it: a damaged one is refused before anything is written

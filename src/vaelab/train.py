@@ -90,7 +90,6 @@ def make_optimizer(model, lr: float, capturable: bool = False) -> torch.optim.Op
 @torch.no_grad()
 def latent_weights(model, x: torch.Tensor, y: torch.Tensor | None, smoothing: float) -> torch.Tensor:
     """The debiasing weights (N,) of the images x from the model's latent means (`vaelab.debias`)."""
-
     model.eval()
     try:
         return debias_weights(latent_means(model, x, y), smoothing)
@@ -517,7 +516,6 @@ def gives_finite_loss(model, batch: torch.Tensor, step: int, weights: LossWeight
 
 def finish_run(run: Run) -> None:
     """Write samples.png, reconstructions.png, loss.png and report.html into the run folder."""
-
     s, k = run.config.sample, run.model.n_classes
     labels = torch.arange(k).repeat_interleave(8) if k else None  # a conditional model: one row of 8 per class
     images = sample(run.model, len(labels) if k else s.n, delta=s.delta, denoise=s.denoise, seed=s.seed, labels=labels)
@@ -528,7 +526,6 @@ def finish_run(run: Run) -> None:
 
 def save_reconstructions(run_dir: Path, model, images: torch.Tensor, labels: torch.Tensor | None = None) -> None:
     """reconstructions.png: the first 16 images, each row of 8 above its reconstructions."""
-
     inputs = images[:16]
     out = reconstruct(model, inputs, labels[:16] if labels is not None else None)
     save_grid(run_dir / "reconstructions.png", interleave_rows(inputs, out, 8), nrow=8)

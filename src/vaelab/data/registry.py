@@ -120,7 +120,6 @@ def test_data_config(cfg: Any, n: int = 0, default_n: int = 2000) -> Any:
     test set (shared parameters copied, e.g. squares → squares-test); for other generated datasets,
     `n` (or `default_n`) new draws under another seed; for data read from files, the training
     images themselves (there is no separate split to take)."""
-
     spec = DATASETS[cfg.name]
     if spec.test:
         test_spec = DATASETS[spec.test]

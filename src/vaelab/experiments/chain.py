@@ -414,7 +414,6 @@ def finish_vae(vae_dir: Path, model, train_set: Dataset) -> None:
 
 def compare_chains(dirs: list[Path | str], out: Path | str, *, force: bool = False) -> Path:
     """Overlay several chains' curves in one report at `out`; returns the report's path."""
-
     tables = {}
     for d in map(Path, dirs):
         if not (d / CHAIN_TABLE).is_file() or not (d / "config.toml").is_file():
