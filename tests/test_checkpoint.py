@@ -13,6 +13,7 @@ from vaelab.config import load_config
 from vaelab.errors import UserError
 from vaelab.losses import loss_weights
 from vaelab.models import build_model
+from vaelab.report import checkpoint_facts
 from vaelab.runfolder import load_tensors, prepare_out, save_tensors, write_toml
 
 SHAPE = (1, 6, 6)
@@ -68,6 +69,9 @@ def test_a_checkpoint_taken_now_and_written_later_holds_the_moment_it_was_taken(
     assert all(torch.equal(tensors[k], v) for k, v in before.items())
     assert meta["step"] == "3" and meta["image_shape"] == "1,6,6" and meta["device"] == "cpu"
     assert trained_on(tmp_path) == "cpu"
+    assert checkpoint_facts(tmp_path / "model.safetensors")["figures"] == {}  # a plain run: no "after training" row in its report
+    save_checkpoint(tmp_path, model, optimizer, 3, SHAPE, figures={"prior_nll": 1.25})
+    assert checkpoint_facts(tmp_path / "model.safetensors")["figures"] == {"prior_nll": "1.25"}
 
 
 def test_a_run_folder_loads_as_its_configs_model_in_eval_mode(tmp_path):

@@ -371,6 +371,8 @@ def test_evaluate_refuses_a_metric_whose_needs_the_run_lacks(digits_run, tmp_pat
     before = (run / "evaluation.json").read_text()
     if not needles:  # digits_run is an fc2: it has an ELBO; an autoencoder would not
         assert cli("evaluate", run, "--metrics", metrics, "--k", "2").rc == 0
+        ev = json.loads((run / "evaluation.json").read_text())
+        assert set(ev) == {"n_test", "dataset", "elbo", "nll_iw", "nll_iw_k"} and ev["nll_iw_k"] == 2 and ev["nll_iw"] <= -ev["elbo"] + 1e-3
         return
     user_error(cli("evaluate", run, "--metrics", metrics), *needles)
     assert (run / "evaluation.json").read_text() == before

@@ -130,8 +130,20 @@ def doc_table(page: str, header: str) -> list[list[str]]:
 def test_the_metrics_table_is_the_registry():
     from vaelab.evaluate import METRICS
 
-    want = [[f"`{name}`", ", ".join(m.needs) or "—", f"`{col}`", desc.replace("|", "\\|")] for name, m in METRICS.items() for col, desc in m.columns.items()]
+    want = [
+        [f"`{name}`", ", ".join(m.needs) or "—", f"`{col}`", "yes" if col in m.sweep_columns else "—", desc.replace("|", "\\|")]
+        for name, m in METRICS.items()
+        for col, desc in m.columns.items()
+    ]
     assert doc_table("evaluation.md", "| metric | needs | column |") == want
+
+
+def test_evaluates_help_names_the_registrys_default_metrics():
+    from vaelab.evaluate import METRICS
+
+    text = " ".join(cli("evaluate", "--help").out.split())
+    defaults = [m for m, s in METRICS.items() if s.evaluate_default]
+    assert f"default: {', '.join(defaults[:-1])} and {defaults[-1]}, those that apply" in text
 
 
 def test_sweep_metrics_accepts_exactly_the_registrys_metrics():

@@ -336,12 +336,31 @@ def test_a_config_toml_of_vaelab_0_1_with_all_17_model_keys_still_loads(tmp_path
     loaded, today = load_config(config_file=f), cfg_of(f"model.name={name}")
     assert loaded.model.name == name and loaded.loss == today.loss
     assert set(loaded.to_dict()["model"]) == set(today.to_dict()["model"])  # only the model's own keys are kept
-    assert {k: v for k, v in model_keys(loaded).items() if k != "decoder_hidden"} == {k: v for k, v in model_keys(today).items() if k != "decoder_hidden"}
+    assert loaded == today  # the stored mirror [28, 144] is today's [] (the mirror): a resume with the same flags matches
     assert layer_shapes(loaded) == layer_shapes(today)  # the same network
-    if name == "vqvae":
-        assert loaded == today
-    else:
-        assert model_keys(loaded)["hidden"] == (144, 28) and model_keys(loaded)["decoder_widths"] == (28, 144)
+
+
+def test_a_stored_run_config_drops_what_its_model_never_used_where_a_new_config_refuses_it(tmp_path):
+    """0.1 stored loss.beta = 0.5 for a vqvae trained from fontdigits-cnn (it ignored it) and could
+    store another model's key away from its default: such a run folder still loads, as the model it
+    trained; a new config with the same settings is refused."""
+    from vaelab.checkpoint import read_run_config
+    from vaelab.runfolder import prepare_out
+
+    run = prepare_out(tmp_path / "run", "run")
+    (run / "config.toml").write_text(OLD_VQVAE.replace("kernel = 3", "kernel = 5") + OLD_LOSS.replace("beta = 1.0", "beta = 0.5"))
+    stored = read_run_config(run)
+    assert stored == cfg_of("model.name=vqvae")
+    with pytest.raises(UserError, match="model.kernel is a parameter of conv"):
+        load_config(config_file=run / "config.toml")
+    with pytest.raises(UserError, match="loss.beta = 0.5: model vqvae does not use it"):
+        cfg_of("model.name=vqvae", "loss.beta=0.5")
+
+
+def test_an_empty_hidden_list_is_refused_rather_than_read_as_the_models_default():
+    for name in ("fc2", "dense3", "conv", "cvae"):
+        with pytest.raises(UserError, match="model.hidden must list at least one width"):
+            cfg_of(f"model.name={name}", "model.hidden=[]")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -414,6 +414,20 @@ def test_columns_are_cell_seed_keys_metrics_baselines_and_training_terms():
     assert {m for m, s in evaluate.METRICS.items() if {"features", "labels"} & set(s.needs)} == {"fid", "prdc", "class"}
 
 
+def test_a_sweep_writes_a_metrics_sweep_columns_and_evaluate_every_column():
+    cfg = load_config("fontdigits-cnn", overrides=["sweep.metrics=[class,nll_iw]", "sweep.grid=[]"])
+    cols = columns(sweep_axes(cfg), cfg)
+    assert [c for c in cols if c.startswith(("class", "nll"))] == ["class_tv", "class_entropy", "nll_iw", "class_tv_untrained", "class_entropy_untrained", "nll_iw_untrained"]
+    assert set(evaluate.METRICS["class"].columns) == {"class_tv", "class_entropy", "class_entropy_ref", "class_entropy_max"}
+
+
+def test_a_metric_one_cell_cannot_compute_is_refused_before_anything_is_written(tmp_path):
+    cfg = load_config(overrides=["data.n=64", "train.steps=2", "sweep.metrics=[nll_iw]", "sweep.test_n=20", "train.device=cpu"])
+    with pytest.raises(UserError, match="sweep.metrics nll_iw need a model with an ELBO; model ae is a deterministic autoencoder"):
+        run_sweep(cfg, tmp_path / "s", grid=["model.name=fc2,ae"], quiet=True)
+    assert not (tmp_path / "s").exists()
+
+
 def test_read_table_keeps_string_axes_as_strings(tmp_path):
     (tmp_path / "sweep.csv").write_text(
         "cell,seed,model.name,loss.beta,train_loss\n"

@@ -151,7 +151,7 @@ def read_run_config(run_dir: Path | str, kind: str = "run") -> Config:
         raise UserError(f"{run_dir} has no config.toml")
     raw = read_toml(path)
     try:
-        return Config.from_dict(raw)
+        return Config.from_stored(raw)
     except UserError as e:
         raise UserError(f"{path}: {e}") from None
 

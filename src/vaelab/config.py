@@ -73,6 +73,12 @@ class ModelConfig:
     def __post_init__(self):
         require(1 <= self.latent_dim <= 2048, "model.latent_dim", f"must be in 1..2048, got {self.latent_dim}")
 
+    @property
+    def batch_norm(self) -> bool:
+        """Whether the model normalises batches (`model.batch_norm` of the models that have it):
+        its training needs batches of 2 or more and cannot be vectorized."""
+        return getattr(self.params, "batch_norm", False)
+
 
 MODEL_PARAMS: dict[str, type] = {}
 """model name → the frozen dataclass of its own `model.<param>` keys, whose `loss_keys` name the
@@ -276,7 +282,7 @@ class Config:
             f"must be >= 2 when loss.variability_weight > 0 (the term compares pairs), got {self.train.batch_size}",
         )
         require(
-            not getattr(self.model.params, "batch_norm", False) or self.train.batch_size >= 2,
+            not self.model.batch_norm or self.train.batch_size >= 2,
             "train.batch_size",
             f"must be >= 2 when model.batch_norm = true (batch statistics need pairs), got {self.train.batch_size}",
         )
@@ -310,6 +316,23 @@ class Config:
             else:
                 built[name] = _build_section(hints[name], section_raw, name)
         return cls(**built)
+
+    @classmethod
+    def from_stored(cls, raw: Mapping[str, Any]) -> "Config":
+        """The config a folder stored (its config.toml), as `from_dict` reads it after dropping the
+        settings its model never used, which therefore changed nothing: another model's keys
+        (vaelab 0.1 wrote all 17 into every run's file) and `loss.*` keys the model does not honour
+        (0.1 ignored them without a word). A new config with such a setting is refused instead."""
+        raw = {k: dict(v) if isinstance(v, Mapping) else v for k, v in raw.items()}
+        model, loss = raw.get("model", {}), raw.get("loss", {})
+        params = MODEL_PARAMS.get(model.get("name", ModelConfig.name)) if isinstance(model, dict) else None
+        if params is None or not isinstance(loss, dict):
+            return cls.from_dict(raw)  # from_dict says what is wrong
+        own = {f.name for f in fields(params)}
+        others = {f.name for p in MODEL_PARAMS.values() for f in fields(p)} - own
+        raw["model"] = {k: v for k, v in model.items() if k not in others}
+        raw["loss"] = {k: v for k, v in loss.items() if k in params.loss_keys or k not in {f.name for f in fields(LossConfig)}}
+        return cls.from_dict(raw)
 
     def to_dict(self) -> dict[str, dict[str, Any]]:
         """The fully resolved config as a nested dict of plain values (TOML-ready)."""
@@ -404,6 +427,8 @@ def _build_model(raw: dict[str, Any]) -> ModelConfig:
         if key not in common and key not in own:
             _check_foreign_model_key(name, key, raw[key], common + own)
     built = _build_section(params, {k: v for k, v in raw.items() if k in own}, "model")
+    if getattr(built, "decoder_hidden", ()) and built.decoder_hidden == tuple(reversed(built.hidden)):
+        built = dataclasses.replace(built, decoder_hidden=())  # the mirror, as [] says it (vaelab 0.1 stored it resolved)
     cfg = _build_section(ModelConfig, {k: v for k, v in raw.items() if k in common}, "model")
     return dataclasses.replace(cfg, params=built)
 

@@ -40,6 +40,7 @@ from vaelab.report import report_path, write_run_report
 from vaelab.runfolder import atomic_write, read_metrics
 from vaelab.sample import batches, reconstruct, sample
 
+
 def disentanglement(model, data_cfg, seed: int = 0, **sizes) -> dict[str, float]:
     """The nine disentanglement scores (vaelab.metrics.disentanglement.all_scores) of the model's
     latent means on its dataset's ground truth; `sizes` shrink the samples (n, n_test, n_votes, …)."""
@@ -203,6 +204,16 @@ class MetricInputs:
         return sample(self.model, len(self.test), delta=s.delta, denoise=s.denoise, seed=s.seed, labels=self.labels)
 
     @functools.cached_property
+    def test_features(self) -> torch.Tensor:
+        """The features (fid, prdc) of the test images, computed once."""
+        return self.features(self.test.images)
+
+    @functools.cached_property
+    def sample_features(self) -> torch.Tensor:
+        """The features of the prior samples, computed once."""
+        return self.features(self.samples)
+
+    @functools.cached_property
     def bounds(self) -> dict[str, float]:
         return likelihood_bounds(self.model, self.test.images, labels=self.labels, k=self.k, seed=self.seed)
 
@@ -218,12 +229,18 @@ class Metric:
     columns: dict[str, str]
     """each figure it gives (a column of sweep.csv, a key of evaluation.json) → what it holds"""
     compute: Callable[[MetricInputs], dict[str, float]]
+    """MetricInputs → every column's figure"""
     needs: tuple[str, ...] = ()
     """what it needs beyond a model and its test images (keys of NEEDS)"""
     evaluate_default: bool = False
     """`vaelab evaluate` computes it when no --metrics are named (and its needs are met)"""
-    plotted: tuple[str, ...] | None = None
-    """the columns a sweep report draws; None: all"""
+    swept: tuple[str, ...] | None = None
+    """the columns a sweep writes into sweep.csv (and its report draws); None: all of them.
+    `vaelab evaluate` writes every column"""
+
+    @property
+    def sweep_columns(self) -> tuple[str, ...]:
+        return self.swept or tuple(self.columns)
 
 
 def _class_spread(p: MetricInputs) -> dict[str, float]:
@@ -233,7 +250,7 @@ def _class_spread(p: MetricInputs) -> dict[str, float]:
 
 def _prdc(p: MetricInputs) -> dict[str, float]:
     cap = min(len(p.test), PRDC_CAP)
-    return prdc(p.features(p.test.images)[:cap], p.features(p.samples)[:cap], k=5)
+    return prdc(p.test_features[:cap], p.sample_features[:cap], k=5)
 
 
 PRDC_CAP = 5000
@@ -297,11 +314,11 @@ METRICS: dict[str, Metric] = {
         lambda p: {"nll_iw": p.bounds["nll_iw"], "nll_iw_k": p.k},
         needs=("elbo",),
         evaluate_default=True,
-        plotted=("nll_iw",),
+        swept=("nll_iw",),
     ),
     "fid": Metric(
         {"fid": "Fréchet distance between the features of the test images and of as many prior samples (lower is better)"},
-        lambda p: {"fid": fid(p.features(p.test.images), p.features(p.samples))},
+        lambda p: {"fid": fid(p.test_features, p.sample_features)},
         needs=("features",),
         evaluate_default=True,
     ),
@@ -326,7 +343,7 @@ METRICS: dict[str, Metric] = {
         _class_spread,
         needs=("labels",),
         evaluate_default=True,
-        plotted=("class_tv", "class_entropy"),
+        swept=("class_tv", "class_entropy"),
     ),
     "disentanglement": Metric(
         SCORES,
@@ -352,9 +369,13 @@ class Setting:
     whether its training set is labelled and whether the caller brought its own features."""
 
     cfg: Config
+    """the run's config (its model and dataset)"""
     test: Dataset
+    """the test images the metrics would measure"""
     labelled: bool
+    """the training set has labels (a feature net and the class spread can be had)"""
     own_features: bool = False
+    """the caller brings its own features (`evaluate_run`'s extractor): fid and prdc need no labels"""
 
 
 @dataclass(frozen=True)
@@ -363,7 +384,9 @@ class Need:
     that refuses the metrics lacking it, "{what} {names} {reason}"."""
 
     met: Callable[[Setting], bool]
+    """whether a setting has it"""
     reason: Callable[[Setting], str]
+    """why a setting lacks it, the end of the one-line refusal"""
 
 
 NEEDS: dict[str, Need] = {
@@ -458,7 +481,7 @@ def evaluate_run(
     for m in wanted:
         if m not in refused:
             results.update(METRICS[m].compute(inputs))
-    if {"fid", "prdc"} & set(wanted) - set(refused):
+    if any({"features", "labels"} & set(METRICS[m].needs) for m in wanted if m not in refused):  # fid, prdc, class
         results["feature_net"] = getattr(extractor or net(), "name", type(extractor or net()).__name__)
     atomic_write(run_dir / "evaluation.json", json.dumps(results, indent=1))
     write_run_report(run_dir)

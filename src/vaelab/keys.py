@@ -130,7 +130,7 @@ def describe(cfg: Config, section: str | None = None) -> str:
             head += f"  [not used by model {cfg.model.name}: keep the default]"
         lines += [head, *textwrap.wrap(key.doc, 96, initial_indent="    ", subsequent_indent="    ")]
     if section in (None, "data"):
-        lines.append(f"(data.* above are dataset {cfg.data.name}'s; --set data.name=NAME lists another's, `vaelab datasets` names them)")
+        lines.append(f"(data.* above are dataset {cfg.data.name}'s; --set data.name=NAME lists another's (with data.path for one read from files), `vaelab datasets` names them)")
     if section in (None, "model"):
         lines.append(f"(model.* above are model {cfg.model.name}'s; --set model.name=NAME lists another's: {', '.join(MODEL_PARAMS)})")
     return "\n".join(lines)

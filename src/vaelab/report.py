@@ -151,7 +151,7 @@ def loss_figure(history: list[dict]) -> bytes:
     return fig_png(fig)
 
 
-HEADER_KEYS = ("step", "image_shape", "device")
+HEADER_KEYS = ("format", "step", "image_shape", "device")
 """what every model.safetensors header records; any other key is a figure of a stage after
 training (vaelab.checkpoint.take_checkpoint's `figures`, e.g. a VQ-VAE's prior_nll)"""
 

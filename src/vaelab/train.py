@@ -189,7 +189,7 @@ def train(
     y = data.labels.to(device) if model.n_classes else None  # (N,) for a conditional model
     n = x.shape[0]
     per_epoch, total = schedule(cfg, n)
-    if n < 2 and (cfg.loss.variability_weight > 0 or getattr(cfg.model.params, "batch_norm", False)):
+    if n < 2 and (cfg.loss.variability_weight > 0 or cfg.model.batch_norm):
         raise UserError(f"the dataset holds {n} image(s); batch norm and the variability term need at least 2")
 
     def orders(epoch: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:

@@ -53,7 +53,7 @@ smaller group is a finer resume point; a GPU's groups are sized by its memory al
 
 def group_key(cfg: Config) -> tuple | None:
     """What configs must share to train in one group; None when `cfg` cannot be vectorized."""
-    if getattr(cfg.model.params, "batch_norm", False) or cfg.train.debias or cfg.train.compile or not MODELS[cfg.model.name].vectorizable:
+    if cfg.model.batch_norm or cfg.train.debias or cfg.train.compile or not MODELS[cfg.model.name].vectorizable:
         return None  # (train.compile compiles a single run's loss: such a run trains alone)
     d, t, s = cfg.to_dict(), cfg.train, cfg.loss
     return (

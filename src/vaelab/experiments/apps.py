@@ -104,7 +104,6 @@ def run_anomaly(config: Config, out: Path | str, *, anomaly_class: int, force: b
     }
     atomic_write(out / "anomaly.json", json.dumps(results, indent=1))
     atomic_write(out / "scores.png", histogram_png(scores, positive, anomaly_class, aucs))
-
     write_apps_report(out, "anomaly")
     return results
 
@@ -153,7 +152,6 @@ def run_augment(config: Config, out: Path | str, *, few: int = 100, generated: i
 
     order = fake_labels.argsort(stable=True)
     save_grid(out / "generated.png", fake[order][:100], nrow=10)
-
     write_apps_report(out, "augment")
     return results
 

@@ -237,7 +237,6 @@ def run_chain(
     seeds = [list(range(cfg.chain.seeds))] if stacked else [[r] for r in range(cfg.chain.seeds)]  # the seeds of each task
     tasks = [(cfg, out, {r: done(r) for r in task}, quiet or not owns_table, config_bytes, owns_table) for task in seeds]
     run_tasks(run_seeds, tasks, finished, backend=backend, address=address, gpus=gpus)
-
     write_chain_report(out, seconds=time.perf_counter() - start)
     return sorted(rows, key=lambda r: (r["seed"], r["generation"]))
 

@@ -14,6 +14,7 @@ from vaelab.experiments.chain_table import CHAIN_TABLE, PANELS, read_table
 from vaelab.report import Section, fig_png, img, matplotlib, plain, plottable, plt, read_config, report_path, table, write_page
 from vaelab.runfolder import atomic_write
 
+
 def by_generation(rows: list[dict], metric: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """(generations, mean, low, high) of a metric over seeds; low/high are the min and max."""
     gens = sorted({r["generation"] for r in rows})

@@ -216,7 +216,8 @@ def measure(model, test: Dataset, cfg: Config) -> dict[str, float]:
     inputs = MetricInputs(model, test, cfg, train_data=lambda: cached_dataset(cfg.data), feature_net=lambda: _feature_net(cfg.data), seed=cfg.train.seed, sizes=sizes)
     out: dict[str, float] = {}
     for name in cfg.sweep.metrics:
-        out.update(METRICS[name].compute(inputs))
+        figures = METRICS[name].compute(inputs)
+        out.update({c: figures[c] for c in METRICS[name].sweep_columns})
     return out
 
 
@@ -243,7 +244,7 @@ def check_metrics(cell: Cell) -> None:
 
 
 def columns(axes: list[Axis], cfg: Config) -> list[str]:
-    metric_cols = [c for m in cfg.sweep.metrics for c in METRICS[m].columns]
+    metric_cols = [c for m in cfg.sweep.metrics for c in METRICS[m].sweep_columns]
     return ["cell", "seed", *(a.key for a in axes), *metric_cols, *(f"{c}_untrained" for c in metric_cols), *TRAIN_COLUMNS, DIVERGED_COLUMN]
 
 
@@ -292,7 +293,8 @@ def run_sweep(
     if n_cells > MAX_CELLS and not yes:
         raise UserError(f"the sweep has {n_cells:,} cells × seeds (more than {MAX_CELLS:,}); pass --yes to run it")
     cells = sweep_cells(cfg, axes)
-    check_metrics(cells[0])
+    for cell in {(c.config.model.name, c.config.data.name, c.config.data.params): c for c in cells}.values():  # each model and dataset the grid holds
+        check_metrics(cell)
     for cell in cells:  # a device or precision this machine lacks is refused before anything is written
         training_device(cell.config.train)
     gpus = max(task_gpus(cell.config.train.device) for cell in cells) if backend == "ray" else 0
@@ -317,10 +319,10 @@ def run_sweep(
         if not quiet:
             print(f"{len(rows)}/{len(cells)} cells done ({time.perf_counter() - start:.0f} s)", flush=True)
 
-    marker = (out / "config.toml").read_bytes()
+    config_bytes = (out / "config.toml").read_bytes()
     groups = plan_groups(todo, vectorize)
     quiet_tasks = quiet or backend != "local"  # progress bars from many workers would interleave
-    tasks = [(g, out, quiet_tasks, marker) for g in groups]
+    tasks = [(g, out, quiet_tasks, config_bytes) for g in groups]
     run_tasks(run_group, tasks, finished, backend=backend, address=address, gpus=gpus)
     write_csv(out / "sweep.csv", _ordered(rows, cells), cols)  # rows that came back from the cells' folders, or none yet
 
@@ -368,10 +370,10 @@ ROW_FILE = "row.json"
 """a finished cell's row of sweep.csv, written into its folder by the task that trained it"""
 
 
-def run_group(group: list[Cell], out: Path, quiet: bool, marker: bytes) -> list[dict]:
-    """One task: train a group of cells into `out` (whose config.toml holds `marker`), measure
+def run_group(group: list[Cell], out: Path, quiet: bool, config_bytes: bytes) -> list[dict]:
+    """One task: train a group of cells into `out` (whose config.toml holds `config_bytes`), measure
     them, and write each cell's row into its folder; returns the rows."""
-    check_visible(out, marker)
+    check_visible(out, config_bytes)
     rows = [_row(c, r) for c, r in zip(group, _train(group, out, quiet))]
     for c, row in zip(group, rows):
         atomic_write(out / c.name / ROW_FILE, json.dumps(row))

@@ -21,10 +21,6 @@ TRAIN_COLUMNS = {
 }
 """the columns every sweep.csv row has beside its metrics, each with what it holds"""
 
-UNPLOTTED = {c for m in METRICS.values() if m.plotted is not None for c in m.columns if c not in m.plotted}
-"""metric columns the report lists but does not draw (a metric's reference figures, e.g. log K)"""
-
-
 def panel_title(column: str) -> str:
     """A panel's title: the column and what it holds (vaelab.evaluate.METRICS), wrapped."""
     meaning = next((m.columns[column] for m in METRICS.values() if column in m.columns), TRAIN_COLUMNS.get(column, ""))
@@ -45,7 +41,7 @@ def read_sweep(sweep_dir: Path) -> tuple[list[str], list[str], list[dict]]:
         for r, v in zip(rows, vals):
             r[k] = v
     header = list(rows[0]) if rows else []
-    metrics = [c for c in header if c not in ("cell", "seed", *keys, "train_seconds", "diverged_at", *UNPLOTTED) and not c.endswith("_untrained")]
+    metrics = [c for c in header if c not in ("cell", "seed", *keys, "train_seconds", "diverged_at") and not c.endswith("_untrained")]
     return keys, metrics, rows
 
 
@@ -169,7 +165,7 @@ def sweep_sections(sweep_dir: Path | str) -> list[Section]:
     d, m, tr, sw = (cfg.get(k, {}) for k in ("data", "model", "train", "sweep"))
     summary = {
         "data": f"{d.get('name')} (n = {d.get('n') or 'default'})",
-        "model": f"{m.get('name')}, hidden {m.get('hidden')}, latent {m.get('latent_dim')}",
+        "model": f"{m.get('name')}, latent {m.get('latent_dim')}" + (f", hidden {m['hidden']}" if "hidden" in m else ""),
         "training": f"{tr.get('steps') or tr.get('epochs')} {'steps' if tr.get('steps') else 'epochs'}, batch {tr.get('batch_size')}, lr {tr.get('lr')}",
         "grid": "; ".join(sw.get("grid", [])) or "(none)",
         "seeds": sw.get("seeds"),

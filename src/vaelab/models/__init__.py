@@ -88,7 +88,7 @@ def parameter_count(cfg, shape: tuple[int, int, int]) -> int:
         with torch.device("meta"):
             return sum(p.numel() for p in build_model(cfg, shape).parameters())
     except (OverflowError, TypeError, RuntimeError) as e:  # a size beyond what a tensor can have
-        raise UserError(f"model {cfg.model.name} cannot be built at these sizes (model.hidden = {list(getattr(cfg.model.params, 'hidden', ()))}, model.latent_dim = {cfg.model.latent_dim}): {str(e).splitlines()[0][:80]}") from None
+        raise UserError(f"model {cfg.model.name} cannot be built at these sizes ({', '.join(f'model.{k} = {v}' for k, v in vars(cfg.model.params).items())}, model.latent_dim = {cfg.model.latent_dim}): {str(e).splitlines()[0][:80]}") from None
 
 
 def step_bytes(cfg, shape: tuple[int, int, int], batch: int) -> int:

@@ -33,6 +33,7 @@ class DenseParams:
     """the number of encoder hidden layers the model requires, or None for any"""
 
     def __post_init__(self):
+        require(len(self.hidden) >= 1, "model.hidden", "must list at least one width (an empty list no longer means the model's default: leave the key unset for that)")
         for key in ("hidden", "decoder_hidden"):
             require(all(w >= 1 for w in getattr(self, key)), f"model.{key}", "widths must be >= 1")
         require(self.n_hidden is None or len(self.hidden) == self.n_hidden, "model.hidden", f"must list {self.n_hidden} width(s) for this model, got {list(self.hidden)}")
