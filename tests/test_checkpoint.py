@@ -13,7 +13,7 @@ from vaelab.config import load_config
 from vaelab.errors import UserError
 from vaelab.losses import loss_weights
 from vaelab.models import build_model
-from vaelab.report import checkpoint_facts
+from vaelab.run_report import checkpoint_facts
 from vaelab.runfolder import load_tensors, prepare_out, save_tensors, write_toml
 
 SHAPE = (1, 6, 6)

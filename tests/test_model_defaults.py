@@ -18,7 +18,7 @@ import torch
 from clihelp import one_thread  # noqa: F401  (registers the module-wide one-thread fixture)
 from clihelp import cli, user_error
 
-from vaelab.config import LossConfig, load_config
+from vaelab.config import Config, LossConfig, load_config
 from vaelab.data import load_data
 from vaelab.errors import UserError
 from vaelab.experiments.sweep import sweep_axes, sweep_cells
@@ -263,12 +263,26 @@ def test_another_models_key_away_from_its_default_is_refused_in_one_line(tmp_pat
         cfg_of("model.name=fc2", "model.widths=[3]")
 
 
-def test_another_models_key_at_its_default_or_empty_changes_nothing():
+def test_another_models_key_at_its_default_or_empty_in_a_file_changes_nothing_and_is_refused_when_set(tmp_path):
+    """vaelab 0.1 wrote every model's keys into every config.toml: read from a file, another model's
+    key at its default or empty is dropped; given with --set it is a setting the model would ignore."""
     fc2 = cfg_of("model.name=fc2")
-    assert cfg_of("model.name=fc2", "model.margin=20", "model.channels=[32]", "model.kernel=3", "model.classes=0") == fc2
-    assert cfg_of("model.name=fc2", "model.channels=[]") == fc2
-    assert cfg_of("model.name=vqvae", "model.hidden=[]", "model.decoder_hidden=[]", "model.batch_norm=false") == cfg_of("model.name=vqvae")
+
+    def from_file(section: str) -> Config:
+        (tmp_path / "c.toml").write_text(f"[model]\n{section}")
+        return load_config(config_file=tmp_path / "c.toml")
+
+    assert from_file('name = "fc2"\nmargin = 20\nchannels = [32]\nkernel = 3\nclasses = 0\n') == fc2
+    assert from_file('name = "fc2"\nchannels = []\n') == fc2
+    assert from_file('name = "vqvae"\nhidden = []\ndecoder_hidden = []\nbatch_norm = false\n') == cfg_of("model.name=vqvae")
     assert "margin" not in fc2.to_dict()["model"] and "channels" not in fc2.to_dict()["model"]
+    for setting in ("model.margin=20", "model.channels=[]"):
+        with pytest.raises(UserError, match=f"{setting.split('=')[0]} is a parameter of .*, not of model fc2"):
+            cfg_of("model.name=fc2", setting)
+    with pytest.raises(UserError, match="model.hidden is a parameter of"):
+        load_config(config_file=tmp_path / "c.toml", overrides=["model.hidden=[115]"])  # --set refuses what the file may hold
+    with pytest.raises(UserError, match="model.kernel is a parameter of conv"):
+        from_file('name = "fc2"\nkernel = 5\n')  # away from its default it would have changed something
 
 
 OLD_FC2 = """\

@@ -32,15 +32,7 @@ from vaelab.models import build_model, fit_to_data, parameter_count, step_bytes
 from vaelab import vectorized
 from vaelab.vectorized import CPU_GROUP
 from vaelab.experiments import sweep
-from vaelab.experiments.sweep import (
-    columns,
-    parse_axis,
-    plan_groups,
-    read_table,
-    run_sweep,
-    sweep_axes,
-    sweep_cells,
-)
+from vaelab.experiments.sweep import parse_axis, plan_groups, run_sweep, sweep_axes, sweep_cells
 from vaelab.experiments.sweep_report import read_sweep
 from vaelab import evaluate
 from vaelab.evaluate import test_config as sweep_test_config  # not collected as a test under this name
@@ -398,27 +390,7 @@ def test_groups_fit_the_machines_memory_too(monkeypatch):
 
 
 # ---------------------------------------------------------------------------------------------
-# columns, read_table, test_config.
-
-
-def test_columns_are_cell_seed_keys_metrics_baselines_and_training_terms():
-    cfg = load_config(PRESET, overrides=['sweep.metrics=["neg_elbo","recon_mse"]'])
-    axes = sweep_axes(cfg, ["model.name=fc1,fc2"])
-    assert columns(axes, cfg) == [
-        "cell", "seed", "loss.beta", "data.mu", "model.name",
-        "neg_elbo", "recon_mse", "neg_elbo_untrained", "recon_mse_untrained",
-        "train_loss", "train_recon", "train_kl", "train_seconds", "diverged_at",
-    ]  # fmt: skip
-    assert columns(sweep_axes(load_config(PRESET)), load_config(PRESET)) == COLUMNS
-    assert {m for m, s in evaluate.METRICS.items() if "factors" in s.needs} == {"pmi", "decoder_mse"}
-    assert {m for m, s in evaluate.METRICS.items() if {"features", "labels"} & set(s.needs)} == {"fid", "prdc", "class"}
-
-
-def test_a_sweep_writes_a_metrics_sweep_columns_and_evaluate_every_column():
-    cfg = load_config("fontdigits-cnn", overrides=["sweep.metrics=[class,nll_iw]", "sweep.grid=[]"])
-    cols = columns(sweep_axes(cfg), cfg)
-    assert [c for c in cols if c.startswith(("class", "nll"))] == ["class_tv", "class_entropy", "nll_iw", "class_tv_untrained", "class_entropy_untrained", "nll_iw_untrained"]
-    assert set(evaluate.METRICS["class"].columns) == {"class_tv", "class_entropy", "class_entropy_ref", "class_entropy_max"}
+# test_config.
 
 
 def test_a_metric_one_cell_cannot_compute_is_refused_before_anything_is_written(tmp_path):
@@ -426,18 +398,6 @@ def test_a_metric_one_cell_cannot_compute_is_refused_before_anything_is_written(
     with pytest.raises(UserError, match="sweep.metrics nll_iw need a model with an ELBO; model ae is a deterministic autoencoder"):
         run_sweep(cfg, tmp_path / "s", grid=["model.name=fc2,ae"], quiet=True)
     assert not (tmp_path / "s").exists()
-
-
-def test_read_table_keeps_string_axes_as_strings(tmp_path):
-    (tmp_path / "sweep.csv").write_text(
-        "cell,seed,model.name,loss.beta,train_loss\n"
-        '"cell-name=fc1,beta=1",0,fc1,1,2.5\n'
-        '"cell-name=fc2,beta=1",1,fc2,1,\n'
-    )
-    rows = read_table(tmp_path / "sweep.csv", [parse_axis("model.name=fc1,fc2"), parse_axis("loss.beta=1")])
-    assert rows[0] == {"cell": "cell-name=fc1,beta=1", "seed": 0, "model.name": "fc1", "loss.beta": 1.0, "train_loss": 2.5}
-    assert rows[1]["model.name"] == "fc2" and rows[1]["seed"] == 1 and math.isnan(rows[1]["train_loss"])
-    assert read_table(tmp_path / "missing.csv") == []
 
 
 def test_the_squares_test_set_is_every_combination_of_the_three_intensities():

@@ -367,7 +367,8 @@ def cmd_chain(args) -> None:
 def cmd_sweep(args) -> None:
     from vaelab.checkpoint import read_run_config
     from vaelab.config import load_config
-    from vaelab.experiments.sweep import diverged_step, run_sweep
+    from vaelab.experiments.sweep import run_sweep
+    from vaelab.experiments.sweep_table import diverged_step
 
     if not args.out:
         raise UserError("vaelab sweep needs --out DIR")

@@ -19,6 +19,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Literal, Mapping, Sequence
 
+from vaelab.data import DATASETS
 from vaelab.errors import UserError, require
 from vaelab.runfolder import read_toml
 
@@ -397,8 +398,6 @@ def printable(text: str) -> str:
 
 
 def _build_data(raw: dict[str, Any]) -> DataConfig:
-    from vaelab.data import DATASETS
-
     name = coerce(raw.get("name", DataConfig.name), str, "data.name")
     if name not in DATASETS:
         raise UserError(f"unknown dataset {name!r}; valid datasets: {', '.join(sorted(DATASETS))}")
@@ -425,7 +424,7 @@ def _build_model(raw: dict[str, Any]) -> ModelConfig:
     own = [f.name for f in fields(params)]
     for key in raw:
         if key not in common and key not in own:
-            _check_foreign_model_key(name, key, raw[key], common + own)
+            _check_foreign_model_key(name, key, common + own)
     built = _build_section(params, {k: v for k, v in raw.items() if k in own}, "model")
     if getattr(built, "decoder_hidden", ()) and built.decoder_hidden == tuple(reversed(built.hidden)):
         built = dataclasses.replace(built, decoder_hidden=())  # the mirror, as [] says it (vaelab 0.1 stored it resolved)
@@ -433,18 +432,33 @@ def _build_model(raw: dict[str, Any]) -> ModelConfig:
     return dataclasses.replace(cfg, params=built)
 
 
-def _check_foreign_model_key(name: str, key: str, value: Any, valid: list[str]) -> None:
-    """A key that model `name` does not take: an error unless it is another model's key at that
-    key's default (the value vaelab 0.1 wrote into every run's config.toml for every model, which
-    changes nothing), or empty (0.1's "the model's default")."""
-    owners = [(model, cls) for model, cls in MODEL_PARAMS.items() if key in {f.name for f in fields(cls)}]
+def _check_foreign_model_key(name: str, key: str, valid: list[str]) -> None:
+    """A key that model `name` does not take is refused in one line: unknown, or another model's."""
+    owners = [model for model, cls in MODEL_PARAMS.items() if key in {f.name for f in fields(cls)}]
     if not owners:
         raise UserError(f"unknown config key {printable(f'model.{key}')} for model {name}; valid keys: {', '.join(f'model.{k}' for k in valid)}")
-    first = owners[0][1]
-    default = {f.name: f.default for f in fields(first)}[key]
-    if value in ([], ()) or _plain(coerce(value, typing.get_type_hints(first)[key], f"model.{key}")) == _plain(default):
-        return
-    raise UserError(f"model.{key} is a parameter of {', '.join(m for m, _ in owners)}, not of model {name}, which takes: {', '.join(f'model.{k}' for k in valid)}")
+    raise UserError(f"model.{key} is a parameter of {', '.join(owners)}, not of model {name}, which takes: {', '.join(f'model.{k}' for k in valid)}")
+
+
+def _without_stale_model_keys(raw: dict[str, Any], kept: set[str]) -> dict[str, Any]:
+    """`raw` less the model keys from a file (a preset, --config) that its model does not take and
+    that vaelab 0.1 wrote into every run's config.toml for every model: another model's key at that
+    key's 0.1 default, or empty (0.1's "the model's default"). They change nothing. Any other value,
+    and every key in `kept` (those given with --set), is left for `Config.from_dict` to refuse."""
+    model = raw.get("model")
+    params = MODEL_PARAMS.get(model.get("name", ModelConfig.name)) if isinstance(model, dict) else None
+    if params is None:
+        return raw  # from_dict says what is wrong
+    own = {f.name for f in fields(params)} | set(_field_keys(ModelConfig)) | kept
+
+    def stale(key: str, value: Any) -> bool:
+        first = next((cls for cls in MODEL_PARAMS.values() if key in {f.name for f in fields(cls)}), None)
+        if first is None:
+            return False
+        default = {f.name: f.default for f in fields(first)}[key]
+        return value in ([], ()) or _plain(coerce(value, typing.get_type_hints(first)[key], f"model.{key}")) == _plain(default)
+
+    return {**raw, "model": {k: v for k, v in model.items() if k in own or not stale(k, v)}}
 
 
 def coerce(value: Any, tp: Any, key: str) -> Any:
@@ -605,4 +619,4 @@ def load_config(
             else:
                 raw[section] = values
     raw.pop("description", None)
-    return Config.from_dict(apply_overrides(raw, overrides))
+    return Config.from_dict(_without_stale_model_keys(apply_overrides(raw, overrides), _changed(overrides, "model")))

@@ -36,7 +36,8 @@ from vaelab.losses import RECONSTRUCTION, draw_latent, gaussian_kl, kl_per_image
 from vaelab.metrics import class_distribution, decoder_mse, feature_net, fid, fit_linear_map, pmi, prdc
 from vaelab.metrics.disentanglement import SCORES, all_scores
 from vaelab.models import MODELS
-from vaelab.report import report_path, write_run_report
+from vaelab.report import report_path
+from vaelab.run_report import write_run_report
 from vaelab.runfolder import atomic_write, read_metrics
 from vaelab.sample import batches, reconstruct, sample
 

@@ -27,7 +27,8 @@ from vaelab.data import load_data, test_data_config
 from vaelab.errors import UserError
 from vaelab.images import interleave_rows, make_grid, png_bytes
 from vaelab.models import class_labels
-from vaelab.report import fig_png, plt, report_path, write_run_report
+from vaelab.report import fig_png, plt, report_path
+from vaelab.run_report import write_run_report
 from vaelab.runfolder import atomic_write, read_metrics
 from vaelab.sample import batches, reconstruct
 

@@ -1,8 +1,11 @@
-"""Reports: matplotlib figures and self-contained HTML pages built from run-folder files.
+"""Reports: what every report is made of: self-contained HTML pages of titled sections, tables,
+matplotlib figures embedded as data URIs (the HTML file is all a reader needs), and the folder's
+config.toml and report.html.
 
-A report reads only files (config.toml, metrics.jsonl, *.png, model.safetensors' header), so it
-can be rebuilt at any time with `vaelab report DIR`. Images are embedded as data URIs: the HTML
-file is all a reader needs.
+What each report shows belongs to its study, and is built from its folder's files alone, so it
+can be rebuilt at any time with `vaelab report DIR`: a training run's in vaelab.run_report, a
+chain's in experiments/chain_report.py, a sweep's in experiments/sweep_report.py, the anomaly and
+augmentation studies' in experiments/apps.py.
 """
 
 from __future__ import annotations
@@ -10,8 +13,6 @@ from __future__ import annotations
 import base64
 import html
 import io
-import json
-import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,10 +23,9 @@ import matplotlib.pyplot as plt  # noqa: E402
 import matplotlib.ticker  # noqa: E402
 import numpy as np  # noqa: E402
 
-from vaelab.errors import DIVERGED, UserError  # noqa: E402
-from vaelab.runfolder import atomic_write, read_metrics, read_toml  # noqa: E402
+from vaelab.errors import UserError  # noqa: E402
+from vaelab.runfolder import atomic_write, read_toml  # noqa: E402
 
-TERM_ORDER = ("loss", "recon", "kl", "variability", "beta")
 CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222;line-height:1.45}
 h1{font-size:1.6em;border-bottom:2px solid #3b6ea5;padding-bottom:.2em}h2{font-size:1.25em;margin-top:1.6em;color:#3b6ea5}
@@ -95,7 +95,7 @@ def write_page(path: Path | str, title: str, sections: list[Section], subtitle: 
 
 
 # ---------------------------------------------------------------------------------------------
-# Training runs.
+# Plots and folders.
 
 
 PLOT_LIMIT = 1e300
@@ -120,69 +120,6 @@ def smooth(values: np.ndarray, window: int) -> np.ndarray:
     return (c[idx] - c[lo]) / (idx - lo)
 
 
-def loss_terms(history: list[dict]) -> list[str]:
-    keys = [k for k in history[0] if k not in ("step", "epoch", "time")] if history else []
-    return sorted(keys, key=lambda k: (TERM_ORDER.index(k) if k in TERM_ORDER else len(TERM_ORDER), k))
-
-
-def loss_figure(history: list[dict]) -> bytes:
-    """One panel per logged term against step: raw values, light, and a moving average."""
-    terms = loss_terms(history)
-    if "beta" in terms and len({r.get("beta") for r in history}) <= 1:
-        terms.remove("beta")  # a constant β says nothing as a curve
-    cols = min(len(terms), 3) or 1
-    rows = math.ceil(len(terms) / cols) or 1
-    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.0 * rows), squeeze=False)
-    steps = np.array([r["step"] for r in history])
-    window = max(1, len(history) // 50)
-    for ax, term in zip(axes.flat, terms):
-        v = plottable([r.get(term, np.nan) for r in history])
-        ax.plot(steps, v, color="#9bb7d4", lw=0.6, label="per step")
-        ax.plot(steps, smooth(v, window), color="#1f4e79", lw=1.5, label=f"mean of {window}")
-        ax.set_title(term)
-        ax.set_xlabel("step")
-        ax.grid(alpha=0.3)
-        if term in ("loss", "recon") and np.nanmin(v) > 0 and np.nanmax(v) / np.nanmin(v) > 20:
-            ax.set_yscale("log")
-    for ax in list(axes.flat)[len(terms) :]:
-        ax.axis("off")
-    axes.flat[0].legend(fontsize=8)
-    fig.tight_layout()
-    return fig_png(fig)
-
-
-HEADER_KEYS = ("format", "step", "image_shape", "device")
-"""what every model.safetensors header records; any other key is a figure of a stage after
-training (vaelab.checkpoint.take_checkpoint's `figures`, e.g. a VQ-VAE's prior_nll)"""
-
-
-def checkpoint_facts(path: Path) -> dict:
-    """The parameter count, the device that trained it and the figures of a stage after training
-    (`figures`), from model.safetensors' header ({} when the file is missing or corrupt: the report
-    then says nothing of them)."""
-    if not path.is_file():
-        return {}
-    try:
-        from safetensors import safe_open
-
-        with safe_open(str(path), framework="pt") as f:
-            count = sum(math.prod(f.get_slice(k).get_shape()) for k in f.keys())
-            meta = f.metadata() or {}
-            return {"parameters": count, "device": meta.get("device", ""), "figures": {k: v for k, v in meta.items() if k not in HEADER_KEYS}}
-    except Exception:  # a corrupt file: the report says nothing of it rather than failing
-        return {}
-
-
-LATENT_VIEWS = (
-    ("latent.png", "latent means of test images, by label"),
-    ("traversals.png", "traversals: one latent per row over [−3, 3], the others at a reference code"),
-    ("interpolation.png", "interpolation between two test images' codes"),
-    ("reconstructions.png", "test inputs (odd rows) and reconstructions (even rows)"),
-    ("ood.png", "out of distribution: uniform noise in (odd rows), what comes out (even rows)"),
-)
-"""the pictures `vaelab latent` writes into a run's latent/ folder, shown in its report"""
-
-
 def read_config(path: Path) -> dict[str, dict]:
     """A folder's config.toml as a report reads it: sections, each a table of keys (a section of
     another kind, e.g. `model = "x"`, is a UserError naming the file)."""
@@ -193,83 +130,12 @@ def read_config(path: Path) -> dict[str, dict]:
     return cfg
 
 
-def _read_json(path: Path) -> dict:
-    """The object in a small JSON file vaelab wrote; {} when it is missing or damaged."""
-    try:
-        value = json.loads(path.read_text())
-    except (OSError, ValueError, RecursionError):  # also a number of over 4,300 digits, or nesting past Python's limit
-        return {}
-    return value if isinstance(value, dict) else {}
-
-
-def run_section(run_dir: Path | str, title: str = "Training run") -> Section:
-    """The report of one training run: summary, loss curves, samples, reconstructions, config."""
-    run_dir = Path(run_dir)
-    if not (run_dir / "config.toml").is_file():
-        raise UserError(f"{run_dir} is not a vaelab run folder (no config.toml)")
-    cfg = read_config(run_dir / "config.toml")
-    history = read_metrics(run_dir / "metrics.jsonl")
-    facts = checkpoint_facts(run_dir / "model.safetensors")
-    parts = []
-    summary = {
-        "model": cfg.get("model", {}).get("name", "?"),
-        "dataset": cfg.get("data", {}).get("name", "?"),
-        "latent dim": cfg.get("model", {}).get("latent_dim", "?"),
-        "parameters": facts.get("parameters") or "?",
-        "trained on": facts.get("device") or "?",
-        "steps": len(history),
-        "train time (s)": float(history[-1]["time"]) if history and "time" in history[-1] else "?",
-    }
-    if history:
-        tail = history[-max(1, len(history) // 20) :]
-        for term in loss_terms(history):
-            if term == "beta":
-                continue
-            summary[f"final {term}"] = float(np.mean([r[term] for r in tail if term in r]))
-    for name, value in facts.get("figures", {}).items():
-        summary[f"after training: {name}"] = value
-    diverged = _read_json(run_dir / DIVERGED)
-    if diverged:
-        summary["diverged"] = f"at step {diverged.get('step', '?')}: {diverged.get('what', '?')}; checkpoint kept: step {diverged.get('checkpoint') or 'none'}"
-    parts.append(table([summary]))
-    if history:
-        png = loss_figure(history)
-        atomic_write(run_dir / "loss.png", png)
-        parts.append("<h3>Loss terms</h3>" + img(png, "every term per step, and its moving average", pixelated=False))
-    pictures = []
-    per_class = "; one row per class, 0 at the top" if cfg.get("model", {}).get("classes") else ""
-    for name, caption in (("samples.png", f"samples from the prior{per_class}"), ("reconstructions.png", "inputs (odd rows) and their reconstructions (even rows)")):
-        if (run_dir / name).is_file():
-            pictures.append(img((run_dir / name).read_bytes(), caption))
-    if pictures:
-        parts.append('<div class="grid">' + "".join(pictures) + "</div>")
-    views = [(f, c) for f, c in LATENT_VIEWS if (run_dir / "latent" / f).is_file()]
-    if views:
-        items = [img((run_dir / "latent" / f).read_bytes(), c, pixelated=f != "latent.png") for f, c in views]
-        parts.append('<h3>Latent space</h3><div class="grid">' + "".join(items) + "</div>")
-    ev = _read_json(run_dir / "evaluation.json")  # {} when missing or damaged: no evaluation shown
-    if ev:
-        named = ev.pop("feature_net", None)
-        parts.append("<h3>Evaluation</h3>" + table([ev]) + (f'<p class="muted">features: {html.escape(str(named))}</p>' if named else ""))
-    rows = [{"key": f"{s}.{k}", "value": v} for s, d in cfg.items() if isinstance(d, dict) for k, v in d.items()]
-    parts.append(f"<details><summary>configuration</summary>{table(rows, ['key', 'value'])}</details>")
-    return Section(title, "\n".join(parts))
-
-
 def report_path(folder: Path | str) -> Path:
     """`folder`'s report.html, refused in one line before any work when a folder stands there."""
     path = Path(folder) / "report.html"
     if path.is_dir():
         raise UserError(f"{path} is a directory, where vaelab writes the report; move it away")
     return path
-
-
-def write_run_report(run_dir: Path | str) -> Path:
-    """(Re)build report.html of a training run from its files."""
-    run_dir = Path(run_dir)
-    path = report_path(run_dir)
-    section = run_section(run_dir)
-    return write_page(path, f"vaelab run: {run_dir.name}", [section], str(run_dir))
 
 
 def plain(text: str) -> str:

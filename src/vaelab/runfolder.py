@@ -398,11 +398,12 @@ def write_csv(path: Path | str, rows: Iterable[Mapping[str, Any]], columns: Iter
     w = csv.DictWriter(buf, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
     w.writeheader()
     for row in rows:
-        w.writerow({k: _cell(row.get(k, math.nan)) for k in columns})
+        w.writerow({k: csv_text(row.get(k, math.nan)) for k in columns})
     return atomic_write(path, buf.getvalue())
 
 
-def _cell(v: Any) -> str:
+def csv_text(v: Any) -> str:
+    """A value as a cell of a table `write_csv` writes (and a report shows it)."""
     if isinstance(v, bool):
         return "true" if v else "false"  # as TOML and --set/--grid write them
     if isinstance(v, float):

@@ -38,7 +38,7 @@ from vaelab.images import interleave_rows, save_grid
 from vaelab.latent import latent_means
 from vaelab.losses import LossWeights, loss_weights
 from vaelab.models import MODELS, VAE, build_model, fit_to_data, parameter_count
-from vaelab.report import write_run_report
+from vaelab.run_report import write_run_report
 from vaelab.runfolder import append_jsonl, atomic_write, prepare_out, read_metrics, remove_temporary_files, require_kind, write_jsonl, write_toml
 from vaelab.sample import reconstruct, sample
 

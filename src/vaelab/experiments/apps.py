@@ -34,7 +34,8 @@ from vaelab.evaluate import image_scores
 from vaelab.images import save_grid
 from vaelab.metrics.featurenet import FeatureNetConfig, LeNet, classifier_accuracy, fit_classifier
 from vaelab.models import MODELS, class_labels
-from vaelab.report import Section, fig_png, img, plt, run_section, table, write_page
+from vaelab.report import Section, fig_png, img, plt, table, write_page
+from vaelab.run_report import run_section
 from vaelab.runfolder import atomic_write, prepare_out
 from vaelab.sample import sample
 from vaelab.train import train

@@ -19,7 +19,8 @@ from vaelab.experiments.sweep import run_sweep
 from vaelab.experiments.sweep_report import sweep_sections
 from vaelab.latent import latent_views
 from vaelab.runfolder import prepare_out
-from vaelab.report import Section, run_section, write_page
+from vaelab.report import Section, write_page
+from vaelab.run_report import run_section
 from vaelab.train import train
 
 CHAIN = {"data.n": 2000, "train.epochs": 3, "chain.generations": 4, "chain.holdout": 500, "chain.metric_samples": 500}

@@ -12,7 +12,7 @@ from vaelab.errors import UserError
 from vaelab.experiments.apps import write_apps_report
 from vaelab.experiments.chain_report import write_chain_report
 from vaelab.experiments.sweep_report import write_sweep_report
-from vaelab.report import write_run_report
+from vaelab.run_report import write_run_report
 from vaelab.runfolder import prepare_out, write_toml
 
 

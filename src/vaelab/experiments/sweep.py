@@ -43,11 +43,12 @@ from vaelab.errors import TrainingDiverged, UserError
 from vaelab.evaluate import METRICS, MetricInputs, Setting, cached_dataset, refusals, test_config
 from vaelab.experiments.backends import check_backend, check_visible, run_tasks, task_gpus
 from vaelab.experiments.study import open_study
-from vaelab.experiments.sweep_report import TRAIN_COLUMNS, write_sweep_report
+from vaelab.experiments.sweep_report import write_sweep_report
+from vaelab.experiments.sweep_table import DIVERGED_COLUMN, SWEEP_TABLE, TRAIN_COLUMNS, columns, read_table, write_table
 from vaelab.latent import latent_views
 from vaelab.metrics import feature_net
 from vaelab.models import build_model, fit_to_data
-from vaelab.runfolder import atomic_write, read_csv, write_csv
+from vaelab.runfolder import atomic_write
 from vaelab.train import Run, check_resources, train
 from vaelab.vectorized import group_key, group_size, train_group
 
@@ -200,16 +201,6 @@ def sweep_cells(cfg: Config, axes: list[Axis]) -> list[Cell]:
     return cells
 
 
-DIVERGED_COLUMN = "diverged_at"
-"""the step at which a cell's training diverged (its other columns then stay empty); empty if it did not"""
-
-
-def diverged_step(row: dict) -> int | None:
-    """The step at which the cell of a sweep.csv row diverged, or None."""
-    value = row.get(DIVERGED_COLUMN, math.nan)
-    return int(value) if isinstance(value, (int, float)) and math.isfinite(value) else None
-
-
 def measure(model, test: Dataset, cfg: Config) -> dict[str, float]:
     """The figures of `sweep.metrics` (vaelab.evaluate.METRICS) of a model on its test set."""
     sizes = dict(n=cfg.sweep.disentanglement_n, n_test=cfg.sweep.disentanglement_n // 2, n_votes=cfg.sweep.disentanglement_votes, n_votes_eval=cfg.sweep.disentanglement_votes // 2, n_variance=cfg.sweep.disentanglement_n)
@@ -241,21 +232,6 @@ def check_metrics(cell: Cell) -> None:
 
 # ---------------------------------------------------------------------------------------------
 # The sweep.
-
-
-def columns(axes: list[Axis], cfg: Config) -> list[str]:
-    metric_cols = [c for m in cfg.sweep.metrics for c in METRICS[m].sweep_columns]
-    return ["cell", "seed", *(a.key for a in axes), *metric_cols, *(f"{c}_untrained" for c in metric_cols), *TRAIN_COLUMNS, DIVERGED_COLUMN]
-
-
-def read_table(path: Path, axes: list[Axis] | None = None) -> list[dict]:
-    """Rows of a sweep.csv, typed as written: cell a string, seed an int, each swept value parsed
-    back as it was given (4 stays an int, 0.5 a float), metrics floats (NaN when empty)."""
-    keys = [a.key for a in axes or []]
-    rows = read_csv(path, int_columns=("seed",), str_columns=("cell", *keys))
-    for row in rows:
-        row.update({k: parse_value(row[k], f"{path}: {k}") for k in keys})
-    return rows
 
 
 def run_sweep(
@@ -303,8 +279,8 @@ def run_sweep(
         check_resources(fit_to_data(cell.config, datas0), datas0.shape, training_device(cell.config.train))
     out = Path(out)
     open_study(cfg, out, "sweep", resume=resume, force=force, inputs=tuple(p for c in cells for p in c.config.input_paths()))
-    cols = columns(axes, cfg)
-    rows = read_table(out / "sweep.csv", axes) if resume else []
+    header = columns([a.key for a in axes], cfg.sweep.metrics)
+    rows = read_table(out / SWEEP_TABLE, [a.key for a in axes]) if resume else []
     known = {r["cell"] for r in rows}
     rows += [row for c in cells if c.name not in known and (row := _finished_row(out, c)) is not None]  # written by a task the driver did not hear back from
     done = {r["cell"] for r in rows}
@@ -315,7 +291,7 @@ def run_sweep(
 
     def finished(_: int, group_rows: list[dict]) -> None:
         rows.extend(group_rows)
-        write_csv(out / "sweep.csv", _ordered(rows, cells), cols)
+        write_table(out / SWEEP_TABLE, _ordered(rows, cells), header)
         if not quiet:
             print(f"{len(rows)}/{len(cells)} cells done ({time.perf_counter() - start:.0f} s)", flush=True)
 
@@ -324,7 +300,7 @@ def run_sweep(
     quiet_tasks = quiet or backend != "local"  # progress bars from many workers would interleave
     tasks = [(g, out, quiet_tasks, config_bytes) for g in groups]
     run_tasks(run_group, tasks, finished, backend=backend, address=address, gpus=gpus)
-    write_csv(out / "sweep.csv", _ordered(rows, cells), cols)  # rows that came back from the cells' folders, or none yet
+    write_table(out / SWEEP_TABLE, _ordered(rows, cells), header)  # rows that came back from the cells' folders, or none yet
 
     write_sweep_report(out)
     return _ordered(rows, cells)

@@ -11,15 +11,8 @@ import numpy as np
 
 from vaelab.evaluate import METRICS
 from vaelab.report import PLOT_LIMIT, Section, fig_png, img, plain, plottable, plt, read_config, smooth, table, write_page
-from vaelab.runfolder import atomic_write, read_csv, read_metrics
-
-TRAIN_COLUMNS = {
-    "train_loss": "training loss (mean of the last 100 steps)",
-    "train_recon": "training reconstruction term (mean of the last 100 steps)",
-    "train_kl": "training KL term (mean of the last 100 steps)",
-    "train_seconds": "training time in seconds",
-}
-"""the columns every sweep.csv row has beside its metrics, each with what it holds"""
+from vaelab.experiments.sweep_table import SWEEP_TABLE, TRAIN_COLUMNS, diverged_step, figure_columns, read_table
+from vaelab.runfolder import atomic_write, csv_text, read_metrics
 
 def panel_title(column: str) -> str:
     """A panel's title: the column and what it holds (vaelab.evaluate.METRICS), wrapped."""
@@ -28,21 +21,16 @@ def panel_title(column: str) -> str:
 
 
 def read_sweep(sweep_dir: Path) -> tuple[list[str], list[str], list[dict]]:
-    """(swept keys, metric columns, rows) of a sweep folder; swept values are floats where every
-    value is a number, strings otherwise."""
+    """(swept keys, figure columns, rows) of a sweep folder; a swept key's values are floats where
+    every value is a number, as sweep.csv writes them otherwise."""
     cfg = read_config(sweep_dir / "config.toml")
     keys = list(dict.fromkeys(e.partition("=")[0].strip() for e in cfg.get("sweep", {}).get("grid", [])))
-    rows = read_csv(sweep_dir / "sweep.csv", int_columns=("seed",), str_columns=("cell", *keys))
+    rows = read_table(sweep_dir / SWEEP_TABLE, keys)
     for k in keys:
-        try:
-            vals = [float(r[k]) for r in rows]
-        except ValueError:
-            continue
-        for r, v in zip(rows, vals):
-            r[k] = v
-    header = list(rows[0]) if rows else []
-    metrics = [c for c in header if c not in ("cell", "seed", *keys, "train_seconds", "diverged_at") and not c.endswith("_untrained")]
-    return keys, metrics, rows
+        numeric = all(isinstance(r[k], (int, float)) and not isinstance(r[k], bool) for r in rows)
+        for r in rows:
+            r[k] = float(r[k]) if numeric else csv_text(r[k])
+    return keys, figure_columns(list(rows[0]) if rows else [], keys), rows
 
 
 def _mean(values) -> float:
@@ -171,7 +159,7 @@ def sweep_sections(sweep_dir: Path | str) -> list[Section]:
         "seeds": sw.get("seeds"),
         "metrics": ", ".join(sw.get("metrics", [])) or "(training terms only)",
         "cells done": len(rows),
-        "cells diverged": ", ".join(r["cell"] for r in rows if not math.isnan(r.get("diverged_at", math.nan))) or "none",
+        "cells diverged": ", ".join(r["cell"] for r in rows if diverged_step(r) is not None) or "none",
     }
     sections = [Section("Sweep", table([summary]))]
     if not rows:
