@@ -19,7 +19,7 @@ from typing import Any, Callable, Iterable, Mapping
 
 import tomli_w
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save
 
 from vaelab.errors import UserError
@@ -182,8 +182,6 @@ def load_tensors(path: Path | str) -> tuple[dict[str, torch.Tensor], dict[str, s
     if not path.is_file():
         raise UserError(f"{path} does not exist")
     try:
-        from safetensors import safe_open
-
         with safe_open(str(path), framework="pt") as f:
             meta = f.metadata() or {}
         tensors = load_file(str(path))
