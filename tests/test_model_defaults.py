@@ -307,26 +307,8 @@ adversarial_warmup = 300
 """
 """the [model] section vaelab 0.1 wrote into a fc2 run's config.toml: all 17 keys, resolved"""
 
-OLD_VQVAE = """\
-[model]
-name = "vqvae"
-latent_dim = 8
-hidden = []
-decoder_hidden = []
-channels = [32, 64]
-kernel = 3
-pool = false
-batch_norm = false
-likelihood = "gaussian"
-classes = 0
-codebook_size = 64
-codebook_ema = false
-commitment = 0.25
-prior_steps = 2000
-margin = 20.0
-adversarial_weight = 0.25
-adversarial_warmup = 300
-"""
+OLD_VQVAE = OLD_FC2.replace('"fc2"', '"vqvae"').replace("[144, 28]", "[]").replace("[28, 144]", "[]").replace("[32]", "[32, 64]")
+"""the same, as 0.1 wrote it for a vqvae run (its hidden widths empty, its channels resolved)"""
 
 OLD_LOSS = """
 [loss]
