@@ -26,10 +26,10 @@ $(STAMP): $(PY) pyproject.toml
 demo: $(STAMP)
 	$(VENV)/bin/vaelab demo
 
-# Two pytest-xdist workers, a test file to each in turn (--dist loadfile: a module's fixtures, such as
+# Two pytest-xdist workers, a test file to each in turn (--dist loadgroup, grouped by file in tests/conftest.py: a module's fixtures, such as
 # a trained run or a Ray runtime, are built once): on the 2-core machines the suite takes about
 # 0.7 of its time in one process. `make test PYTEST_ARGS=` runs it in one process.
-PYTEST_ARGS ?= -n 2 --dist loadfile
+PYTEST_ARGS ?= -n 2 --dist loadgroup
 test: $(STAMP)
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 

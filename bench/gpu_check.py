@@ -111,9 +111,9 @@ def suite(quick: bool, log) -> tuple[str, bool]:
     """The test suite on every core; (its summary line, passed)."""
     workers = max(1, min(os.cpu_count() or 1, 16))
     selection = ["-m", "gpu"] if quick else []
-    # --dist loadfile: a file's tests share one worker, so a module's fixtures (a trained run, a Ray
+    # --dist loadgroup: a file's tests share one worker (tests/conftest.py groups them), so a module's fixtures (a trained run, a Ray
     # runtime) are built once, not once per worker that draws one of its tests
-    code, out, seconds = run([sys.executable, "-m", "pytest", "-q", "-n", str(workers), "--dist", "loadfile", *selection], budget(300), log)
+    code, out, seconds = run([sys.executable, "-m", "pytest", "-q", "-n", str(workers), "--dist", "loadgroup", *selection], budget(300), log)
     summary = [line for line in out.splitlines() if re.search(r"\d+ (passed|failed|skipped|errors?)\b.* in [\d.]+s", line)]
     line = summary[-1].strip("= ") if summary else f"no summary (exit {code})"
     if code != 0:

@@ -7,6 +7,7 @@ one thread for the same reason, see clihelp.one_thread)."""
 
 import os
 
+import pytest
 import torch
 
 if os.environ.get("PYTEST_XDIST_WORKER"):
@@ -22,9 +23,19 @@ HEAVY_FIRST = (
 """the slowest test files (tens of seconds to minutes each, on the 2-core machine), longest first"""
 
 
+SPREAD = ("test_bench.py", "test_reproduce.py", "test_models.py", "test_readme.py")
+"""test files whose tests share no costly module fixture: under `make test` each of their tests goes
+to whichever worker is free; every other file's tests stay together on one worker, so a fixture
+they share (a trained run, a sweep, a Ray runtime) is built once"""
+
+
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups
 def pytest_collection_modifyitems(items):
-    """Run the slowest files first. `make test` hands whole files to its two workers in collection
-    order (pytest-xdist --dist loadfile): a slow file collected last leaves one worker idle while
-    the other finishes it; started first, the short files fill in around it."""
+    """Run the slowest files first, and group each file's tests (SPREAD's aside) for pytest-xdist
+    --dist loadgroup: a slow file collected last would leave one worker idle while the other
+    finishes it; started first, the short files fill in around it."""
     rank = {name: i for i, name in enumerate(HEAVY_FIRST)}
     items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: the order within a file is kept
+    for item in items:
+        if item.path.name not in SPREAD:
+            item.add_marker(pytest.mark.xdist_group(item.path.name))

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import itertools
+import json
 import math
 import os
 import re
@@ -32,7 +33,7 @@ from vaelab.checkpoint import load_run
 from vaelab.config import load_config
 from vaelab.data import Dataset
 from vaelab.evaluate import neg_elbo
-from vaelab.experiments.chain import generate, original_data, read_table, training_set
+from vaelab.experiments.chain import MODEL_COLUMNS, generate, original_data, read_table, training_set
 from vaelab.metrics import mean_intensity, occupancy_distance, variability
 from vaelab.models import build_model
 from safetensors.torch import load_file
@@ -45,6 +46,8 @@ METRIC_COLUMNS = [
     "precision_train", "recall_train", "density_train", "coverage_train",
     "precision_orig", "recall_orig", "density_orig", "coverage_orig",
     "x_tv", "y_tv", "x_mean", "y_mean", "neg_elbo",
+    "active_units", "posterior_kl", "aggregate_kl", "aggregate_mmd", "mutual_info",
+    "nll_iw", "nll_iw_q50", "nll_iw_q90", "nll_iw_q99", "tail_share", "memorised",
 ]  # fmt: skip
 CHAIN_PRESETS = [
     "chain-fc1", "chain-fc2", "chain-conv", "chain-asym", "chain-conv-beta0.3", "chain-conv-varloss",
@@ -261,7 +264,14 @@ def test_chain_csv_has_one_row_per_seed_and_generation_with_every_column(replace
     for (s, g), row in rows.items():
         assert row["n_train"] == (0 if g == 0 else N)
         for m in METRIC_COLUMNS:
-            assert not math.isnan(row[m]) or (m == "neg_elbo" and g == 0), (s, g, m)
+            assert math.isnan(row[m]) == (g == 0 and m in (*MODEL_COLUMNS, "memorised")), (s, g, m)  # the model's, and memorisation, from generation 1
+        if g:
+            detail = json.loads((replace2 / f"seed-{s}/gen-{g:03d}/metrics.json").read_text())
+            assert row["posterior_kl"] == pytest.approx(sum(detail["kl_per_dim"]))
+            assert len(detail["kl_per_dim"]) == 8 and row["active_units"] in range(9)  # chain-fc2: 8 latents
+            assert row["nll_iw_q50"] <= row["nll_iw_q90"] <= row["nll_iw_q99"] and 0 <= row["memorised"] <= 1
+    for s in (0, 1):
+        assert rows[(s, 1)]["tail_share"] == pytest.approx(0.02)  # VAE 0's own 99 % quantile, on 50 held-out originals: the one above it
     assert rows[(0, 0)]["variability"] != rows[(1, 0)]["variability"]  # each repeat has its own D_0
     for s in (0, 1):
         assert sorted(p.name for p in (replace2 / f"seed-{s}").iterdir()) == ["chain.csv", "gen-000", "gen-001", "gen-002"]
@@ -645,7 +655,8 @@ def test_report_holds_every_plot_embedded(replace2):
         assert (replace2 / f"seed-0/gen-{g:03d}/occupancy.png").read_bytes() in pngs
     assert html.count("<figcaption>generation 2</figcaption>") == 2
     assert "Where the blocks are" in html  # the marginals figure of points data
-    assert len(pngs) == 2 + 2 * 3 + 1
+    assert "Which latents the KL term keeps" in html  # the KL per latent dim of VAEs 0 and 1
+    assert len(pngs) == 2 + 2 * 3 + 2
     assert len(set(pngs)) == len(pngs)
 
 

@@ -25,7 +25,7 @@ from vaelab.checkpoint import load_run
 from vaelab.config import load_config
 from vaelab.data import load_data
 from vaelab.data import test_data_config as data_test_config  # not collected as a test under this name
-from vaelab.evaluate import likelihood_bounds, log_likelihood, recon_mse
+from vaelab.evaluate import METRICS, likelihood_bounds, log_likelihood, posterior_diagnostics, recon_mse
 from vaelab.metrics import feature_net, fid, prdc
 from vaelab.models import build_model
 from vaelab.sample import sample
@@ -36,6 +36,8 @@ ALL_KEYS = {
     "n_test", "dataset", "recon_mse", "elbo", "nll_iw", "nll_iw_k", "feature_net", "fid",
     "precision", "recall", "density", "coverage",
     "class_tv", "class_entropy", "class_entropy_ref", "class_entropy_max",
+    "nll_iw_q50", "nll_iw_q90", "nll_iw_q99",
+    "active_units", "posterior_kl", "aggregate_kl", "aggregate_mmd", "mutual_info",
 }  # fmt: skip
 DIGITS_RUN = ["--set", "data.name=digits", "--set", "model.name=fc2", "--set", "train.steps=60", "--set", "model.latent_dim=4"]
 
@@ -86,6 +88,35 @@ def test_gaussian_log_likelihood_is_minus_sse_minus_the_constant_by_hand():
 
 
 # ---------------------------------------------------------------------------------------------
+# posterior_diagnostics.
+
+
+class KnownEncoder(torch.nn.Module):
+    """q(z|x) with known active dims: z_0 and z_2 are twice the first two pixels, z_1 and z_3 are
+    0.3 for every image; σ = 0.5 everywhere."""
+
+    def __init__(self):
+        super().__init__()
+        self.unused = torch.nn.Parameter(torch.zeros(1))  # where the diagnostics look for the device
+
+    def posterior_params(self, x, y=None):
+        p = 2 * x.flatten(1)[:, :2]
+        fixed = torch.full_like(p[:, 0], 0.3)
+        mu = torch.stack([p[:, 0], fixed, p[:, 1], fixed], 1)  # (B, 4)
+        return mu, torch.full_like(mu, 2 * math.log(0.5))
+
+
+def test_posterior_diagnostics_of_an_encoder_with_known_active_dims():
+    x = torch.rand(600, 1, 4, 4, generator=torch.Generator().manual_seed(0))
+    figures, per_dim = posterior_diagnostics(KnownEncoder(), x, seed=1)
+    assert figures["active_units"] == 2  # Var(2u) = 1/3 for u ~ U(0, 1); the fixed dims do not vary
+    mu = np.stack([2 * x[:, 0, 0, 0].numpy(), np.full(600, 0.3), 2 * x[:, 0, 0, 1].numpy(), np.full(600, 0.3)], 1).astype(np.float64)
+    want = 0.5 * (mu**2 + 0.25 - 1 - math.log(0.25)).mean(0)  # KL(N(μ, ¼) ‖ N(0, 1)) per dim
+    assert per_dim == pytest.approx(want.tolist(), rel=1e-6) and figures["posterior_kl"] == pytest.approx(want.sum(), rel=1e-6)
+    assert figures["aggregate_kl"] == math.inf  # the fixed dims make the fit of the means singular
+    assert 0 < figures["mutual_info"] < math.log(600) and figures["aggregate_mmd"] > 0.05  # codes in [0, 2] and at 0.3, not N(0, I)
+
+
 # likelihood_bounds.
 
 
@@ -96,7 +127,7 @@ def test_likelihood_bounds_is_deterministic_per_seed_and_leaves_the_global_rng_a
     a = likelihood_bounds(model, x, k=8, seed=3)
     b = likelihood_bounds(model, x, k=8, seed=3)
     assert torch.equal(torch.get_rng_state(), before)
-    assert a == b and set(a) == {"elbo", "nll_iw"}
+    assert a == b and set(a) == {"elbo", "nll_iw", "nll_iw_q50", "nll_iw_q90", "nll_iw_q99"}
     c = likelihood_bounds(model, x, k=8, seed=4)
     assert c["nll_iw"] != a["nll_iw"] and c["elbo"] != a["elbo"]
     model.train()
@@ -294,7 +325,7 @@ def test_evaluate_n_takes_a_subset(digits_run, tmp_path):
     r = cli("evaluate", run, "--n", "100", "--k", "2", "--metrics", "recon_mse,nll_iw")
     assert r.rc == 0, r.err
     ev = json.loads((run / "evaluation.json").read_text())
-    assert ev["n_test"] == 100 and set(ev) == {"n_test", "dataset", "recon_mse", "nll_iw", "nll_iw_k"}
+    assert ev["n_test"] == 100 and set(ev) == {"n_test", "dataset", "recon_mse", "nll_iw", "nll_iw_k", "nll_iw_q50", "nll_iw_q90", "nll_iw_q99"}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -315,7 +346,7 @@ def test_evaluate_without_labels_leaves_out_the_feature_metrics(points_run, tmp_
     r = cli("evaluate", run, "--k", "16")
     assert r.rc == 0, r.err
     ev = json.loads((run / "evaluation.json").read_text())
-    assert set(ev) == {"n_test", "dataset", "recon_mse", "elbo", "nll_iw", "nll_iw_k"}
+    assert set(ev) == {"n_test", "dataset", "recon_mse", "elbo", "nll_iw", "nll_iw_k", "nll_iw_q50", "nll_iw_q90", "nll_iw_q99", *METRICS["posterior"].columns}
     assert ev["n_test"] == 2000 and ev["dataset"] == "points"  # 2,000 new draws of the generator
     assert all(math.isfinite(ev[m]) for m in ("recon_mse", "elbo", "nll_iw"))
     assert ev["nll_iw"] <= -ev["elbo"]
@@ -372,10 +403,18 @@ def test_evaluate_refuses_a_metric_whose_needs_the_run_lacks(digits_run, tmp_pat
     if not needles:  # digits_run is an fc2: it has an ELBO; an autoencoder would not
         assert cli("evaluate", run, "--metrics", metrics, "--k", "2").rc == 0
         ev = json.loads((run / "evaluation.json").read_text())
-        assert set(ev) == {"n_test", "dataset", "elbo", "nll_iw", "nll_iw_k"} and ev["nll_iw_k"] == 2 and ev["nll_iw"] <= -ev["elbo"] + 1e-3
+        assert set(ev) == {"n_test", "dataset", "elbo", "nll_iw", "nll_iw_k", "nll_iw_q50", "nll_iw_q90", "nll_iw_q99"} and ev["nll_iw_k"] == 2 and ev["nll_iw"] <= -ev["elbo"] + 1e-3
         return
     user_error(cli("evaluate", run, "--metrics", metrics), *needles)
     assert (run / "evaluation.json").read_text() == before
+
+
+def test_memorisation_of_a_run_is_a_share_and_the_registrys_figure(digits_run, tmp_path):
+    run = copy_run(digits_run[0], tmp_path)
+    assert cli("evaluate", run, "--metrics", "memorisation", "--n", "200").rc == 0
+    ev = json.loads((run / "evaluation.json").read_text())
+    assert set(ev) == {"n_test", "dataset", "memorised"} and 0 <= ev["memorised"] <= 1
+    assert ev["memorised"] < 0.9  # a 60-step model's samples are no copies of its training digits
 
 
 def test_an_autoencoder_is_refused_the_likelihood_metrics_in_one_line(tmp_path):

@@ -122,7 +122,7 @@ def build_parser() -> Parser:
     q.add_argument("dir", help="a run folder")
     q.add_argument("--n", type=int, default=0, help="test images (default: the dataset's test set, or 2,000)")
     q.add_argument("--k", type=int, default=64, help="importance samples per image for nll_iw (default 64)")
-    q.add_argument("--metrics", default="", help="a comma-separated subset of the metrics in docs/evaluation.md (default: recon_mse, elbo, nll_iw, fid, prdc and class, those that apply)")
+    q.add_argument("--metrics", default="", help="a comma-separated subset of the metrics in docs/evaluation.md (default: recon_mse, elbo, nll_iw, fid, prdc, class and posterior, those that apply)")
 
     q = verb("anomaly", "train on every class but one, score test images by −ELBO and reconstruction error, report ROC-AUC")
     config_args(q)

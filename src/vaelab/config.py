@@ -214,7 +214,10 @@ class ChainConfig:
     holdout: int = 2000
     """held-out original images for each model's negative ELBO"""
     metric_samples: int = 2000
-    """images per set for precision/recall/density/coverage (k-NN on pixels)"""
+    """images per set for precision/recall/density/coverage and memorisation (k-NN on pixels)"""
+    iw_samples: int = 16
+    """importance samples per held-out original for each generating VAE's nll_iw and its tail
+    (nll_iw_q50 … tail_share); 0 leaves those columns empty"""
 
     def __post_init__(self):
         require(self.generations >= 1, "chain.generations", f"must be >= 1, got {self.generations}")
@@ -229,9 +232,10 @@ class ChainConfig:
         require(self.samples >= 0, "chain.samples", f"must be >= 0 (0 = the training set's size), got {self.samples}")
         require(self.holdout >= 1, "chain.holdout", f"must be >= 1, got {self.holdout}")
         require(self.metric_samples >= 6, "chain.metric_samples", f"must be >= 6 (k = 5 neighbours), got {self.metric_samples}")
+        require(self.iw_samples >= 0, "chain.iw_samples", f"must be >= 0 (0 leaves the likelihood's tail out), got {self.iw_samples}")
 
 
-SweepMetric = Literal["pmi", "decoder_mse", "neg_elbo", "recon_mse", "elbo", "nll_iw", "fid", "prdc", "class", "disentanglement", "rare"]
+SweepMetric = Literal["pmi", "decoder_mse", "neg_elbo", "recon_mse", "elbo", "nll_iw", "fid", "prdc", "class", "posterior", "memorisation", "disentanglement", "rare"]
 """the names of vaelab.evaluate.METRICS (a test checks they agree; config does not import the metrics)"""
 
 
@@ -244,7 +248,7 @@ class SweepConfig:
     seeds: int = 1
     """R: repeats of every cell (train.seed and data.seed + r)"""
     metrics: tuple[SweepMetric, ...] = ()
-    """measured after training, each cell and its untrained baseline: any of pmi, decoder_mse (need factors), neg_elbo, recon_mse, elbo, nll_iw, fid, prdc, class (need labels), disentanglement (points, sprites), rare (skewed sprites); docs/evaluation.md describes each"""
+    """measured after training, each cell and its untrained baseline: any of pmi, decoder_mse (need factors), neg_elbo, recon_mse, elbo, nll_iw, fid, prdc, class (need labels), posterior (a model with an ELBO), memorisation, disentanglement (points, sprites), rare (skewed sprites); docs/evaluation.md describes each"""
     pmi_fit: Literal["lstsq", "sgd"] = "lstsq"
     """how pmi fits its linear map: least squares, or the study's 3 epochs of SGD"""
     test_n: int = 0

@@ -35,6 +35,7 @@ from vaelab.latent import latent_means
 from vaelab.losses import RECONSTRUCTION, draw_latent, gaussian_kl, kl_per_image, reconstruction
 from vaelab.metrics import class_distribution, decoder_mse, feature_net, fid, fit_linear_map, pmi, prdc
 from vaelab.metrics.disentanglement import SCORES, all_scores
+from vaelab.metrics.posterior import ACTIVE_THRESHOLD, active_units, gaussian_fit_kl, kl_per_dim, memorised, mmd, mutual_information
 from vaelab.models import MODELS
 from vaelab.report import report_path
 from vaelab.run_report import write_run_report
@@ -94,15 +95,16 @@ def log_likelihood(likelihood: str, logits: torch.Tensor, x: torch.Tensor) -> to
 
 
 @torch.no_grad()
-def likelihood_bounds(model, x: torch.Tensor, *, labels: torch.Tensor | None = None, k: int = 64, seed: int = 0, batch_size: int = 256) -> dict[str, float]:
-    """The ELBO (E_q log p(x|z) over the same k draws, closed-form KL) and the importance-weighted bound of Burda et al.
-    2016 with k samples, as a negative log-likelihood: nll_iw = −log (1/k) Σ p(x|zᵢ) p(zᵢ) / q(zᵢ|x),
-    zᵢ ~ q(z|x). nll_iw ≤ −elbo, and it tightens as k grows. Both in nats per image, averaged."""
+def image_bounds(model, x: torch.Tensor, *, labels: torch.Tensor | None = None, k: int = 64, seed: int = 0, batch_size: int = 256) -> dict[str, torch.Tensor]:
+    """Per image (N,) on the CPU, in nats: the ELBO (E_q log p(x|z) over k draws, closed-form KL)
+    and the importance-weighted bound of Burda et al. 2016 with k samples, as a negative
+    log-likelihood: nll_iw = −log (1/k) Σ p(x|zᵢ) p(zᵢ) / q(zᵢ|x), zᵢ ~ q(z|x). nll_iw ≤ −elbo
+    (in expectation), and it tightens as k grows."""
     device = next(model.parameters()).device
     g = torch.Generator().manual_seed(seed)
     was_training = model.training
     model.eval()
-    elbo_sum = nll_sum = 0.0
+    out: dict[str, list] = {"elbo": [], "nll_iw": []}
     try:
         for xb, yb in batches(x, labels, batch_size, device):
             mu, logvar = model.posterior_params(xb, yb)  # (B, L) each
@@ -114,12 +116,64 @@ def likelihood_bounds(model, x: torch.Tensor, *, labels: torch.Tensor | None = N
             log_pz = Normal(0.0, 1.0).log_prob(z).sum(-1)  # (k, B)
             log_qz = Normal(mu, std).log_prob(z).sum(-1)  # (k, B)
             log_w = log_px + log_pz - log_qz
-            nll_sum -= (torch.logsumexp(log_w, 0) - math.log(k)).sum().item()
-            kl = kl_per_image(mu, logvar)  # (B,)
-            elbo_sum += (log_px.mean(0) - kl).sum().item()  # E_q[log p(x|z)] over the k draws
+            out["nll_iw"].append(-(torch.logsumexp(log_w, 0) - math.log(k)).cpu())
+            out["elbo"].append((log_px.mean(0) - kl_per_image(mu, logvar)).cpu())  # E_q[log p(x|z)] over the k draws
     finally:
         model.train(was_training)
-    return {"elbo": elbo_sum / len(x), "nll_iw": nll_sum / len(x)}
+    return {name: torch.cat(parts) for name, parts in out.items()}
+
+
+TAIL_QUANTILES = (50, 90, 99)
+"""the quantiles (%) of the images' nll_iw that likelihood_bounds reports (nll_iw_q50, …): the tail of the likelihood"""
+
+
+def likelihood_bounds(model, x: torch.Tensor, *, labels: torch.Tensor | None = None, k: int = 64, seed: int = 0, batch_size: int = 256) -> dict[str, float]:
+    """`image_bounds` summed up (`bound_summary`): the mean ELBO and nll_iw per image, and nll_iw's
+    TAIL_QUANTILES (nll_iw_q50, nll_iw_q90, nll_iw_q99), in nats."""
+    return bound_summary(image_bounds(model, x, labels=labels, k=k, seed=seed, batch_size=batch_size), batch_size)
+
+
+def bound_summary(per_image: dict[str, torch.Tensor], batch_size: int = 256) -> dict[str, float]:
+    """The means of `image_bounds`' per-image figures (summed batch by batch, as they were
+    computed) and nll_iw's TAIL_QUANTILES."""
+    out = {name: sum(part.sum().item() for part in t.split(batch_size)) / len(t) for name, t in per_image.items()}
+    q = torch.quantile(per_image["nll_iw"].double(), torch.tensor([p / 100 for p in TAIL_QUANTILES], dtype=torch.float64))
+    return {**out, **{f"nll_iw_q{p}": float(v) for p, v in zip(TAIL_QUANTILES, q)}}
+
+
+POSTERIOR_CAP = 5000
+"""posterior_diagnostics reads at most this many images (its I(x; z) and MMD are O(N²))"""
+
+
+@torch.no_grad()
+def posterior_diagnostics(model, x: torch.Tensor, *, labels: torch.Tensor | None = None, seed: int = 0) -> tuple[dict[str, float], list[float]]:
+    """What the encoder does with the images x (the first POSTERIOR_CAP): (figures, the KL per
+    latent dim). The figures (vaelab.metrics.posterior): active units, the KL term, the Gaussian
+    fit of the latent means against N(0, I), the MMD between one posterior draw per image and as
+    many prior draws, and I(x; z) under the aggregate posterior."""
+    x = x[:POSTERIOR_CAP]
+    labels = None if labels is None else labels[:POSTERIOR_CAP]
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    try:
+        params = [model.posterior_params(xb, yb) for xb, yb in batches(x, labels, 1024, device)]
+    finally:
+        model.train(was_training)
+    mu = torch.cat([m for m, _ in params]).double().cpu()  # (N, L)
+    logvar = torch.cat([v for _, v in params]).double().cpu()
+    g = torch.Generator().manual_seed(seed)
+    z = draw_latent(mu, logvar, torch.randn(mu.shape, generator=g, dtype=torch.float64))  # one draw per image
+    prior = torch.randn(mu.shape, generator=g, dtype=torch.float64)
+    per_dim = kl_per_dim(mu, logvar)
+    figures = {
+        "active_units": float(active_units(mu)),
+        "posterior_kl": float(per_dim.sum()),
+        "aggregate_kl": gaussian_fit_kl(mu),
+        "aggregate_mmd": mmd(z, prior),
+        "mutual_info": mutual_information(mu, logvar, z),
+    }
+    return figures, per_dim.tolist()
 
 
 @torch.no_grad()
@@ -215,8 +269,19 @@ class MetricInputs:
         return self.features(self.samples)
 
     @functools.cached_property
+    def image_bounds(self) -> dict[str, torch.Tensor]:
+        """Each test image's ELBO and nll_iw (`image_bounds`) with k importance samples."""
+        return image_bounds(self.model, self.test.images, labels=self.labels, k=self.k, seed=self.seed)
+
+    @functools.cached_property
     def bounds(self) -> dict[str, float]:
-        return likelihood_bounds(self.model, self.test.images, labels=self.labels, k=self.k, seed=self.seed)
+        """Their means and nll_iw's quantiles (`bound_summary`)."""
+        return bound_summary(self.image_bounds)
+
+    @functools.cached_property
+    def posterior(self) -> tuple[dict[str, float], list[float]]:
+        """`posterior_diagnostics` of the test images: (figures, the KL per latent dim)."""
+        return posterior_diagnostics(self.model, self.test.images, labels=self.labels, seed=self.seed)
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
@@ -269,6 +334,17 @@ def _rare(p: MetricInputs) -> dict[str, float]:
     return {"rare_recon_mse": err[rare].mean().item(), "common_recon_mse": err[~rare].mean().item(), "rare_recall": scores["recall"], "rare_coverage": scores["coverage"]}
 
 
+MEMORISATION_CAP = 5000
+"""memorisation compares at most this many samples with as many training images (a seeded subset)"""
+
+
+def _subset_of(images: torch.Tensor, n: int, seed: int) -> torch.Tensor:
+    """n of `images`, drawn without replacement (seeded), or all of them."""
+    if len(images) <= n:
+        return images
+    return images[torch.randperm(len(images), generator=torch.Generator().manual_seed(seed))[:n]]
+
+
 DEFAULT_TEST_N = 2000
 """test images drawn anew from a generated dataset with no enumerated test set, when none are asked for"""
 
@@ -311,8 +387,12 @@ METRICS: dict[str, Metric] = {
         evaluate_default=True,
     ),
     "nll_iw": Metric(
-        {"nll_iw": "the importance-weighted bound on −log p(x) (Burda et al. 2016) in nats per image", "nll_iw_k": "the importance samples per image it took"},
-        lambda p: {"nll_iw": p.bounds["nll_iw"], "nll_iw_k": p.k},
+        {
+            "nll_iw": "the importance-weighted bound on −log p(x) (Burda et al. 2016) in nats per image",
+            "nll_iw_k": "the importance samples per image it took",
+            **{f"nll_iw_q{q}": f"the {q} % quantile of the test images' nll_iw: the likelihood's tail" for q in TAIL_QUANTILES},
+        },
+        lambda p: {"nll_iw": p.bounds["nll_iw"], "nll_iw_k": p.k, **{f"nll_iw_q{q}": p.bounds[f"nll_iw_q{q}"] for q in TAIL_QUANTILES}},
         needs=("elbo",),
         evaluate_default=True,
         swept=("nll_iw",),
@@ -345,6 +425,22 @@ METRICS: dict[str, Metric] = {
         needs=("labels",),
         evaluate_default=True,
         swept=("class_tv", "class_entropy"),
+    ),
+    "posterior": Metric(
+        {
+            "active_units": f"latent dims whose posterior mean varies across the test images (variance > {ACTIVE_THRESHOLD}; Burda et al. 2016)",
+            "posterior_kl": "KL(q(z|x) ‖ N(0, I)) per image, test-set mean: the KL term, the sum of the KL per latent dim",
+            "aggregate_kl": "KL of the Gaussian fitted to the test images' latent means to N(0, I): how far the codes sit from where the prior samples",
+            "aggregate_mmd": "MMD² (unbiased; Gaussian kernel exp(−‖a − b‖² / 2L), L the latent dims) between one posterior draw per test image and as many prior draws",
+            "mutual_info": "I(x; z) in nats under the aggregate posterior of the test images (He et al. 2019's estimator; at most log N)",
+        },
+        lambda p: p.posterior[0],
+        needs=("elbo",),
+        evaluate_default=True,
+    ),
+    "memorisation": Metric(
+        {"memorised": f"share of (prior sample, training image) pairs where the sample is nearer the training set than that image is to its nearest other (pixels; at most {MEMORISATION_CAP:,} of each): ½ for fresh draws, 1 for copies"},
+        lambda p: {"memorised": memorised(p.samples[:MEMORISATION_CAP].to(p.device), _subset_of(p.train_data().images, MEMORISATION_CAP, p.seed).to(p.device))},
     ),
     "disentanglement": Metric(
         SCORES,

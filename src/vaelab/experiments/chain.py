@@ -35,13 +35,14 @@ from vaelab.config import Config
 from vaelab.data import DATASETS, Dataset, load_data
 from vaelab.device import check_fits, training_device
 from vaelab.errors import TrainingDiverged, UserError
-from vaelab.evaluate import METRICS, MetricInputs
+from vaelab.evaluate import METRICS, NEEDS, MetricInputs, Setting
 from vaelab.experiments.backends import check_backend, check_visible, run_tasks, task_gpus
 from vaelab.experiments.chain_report import write_chain_report, write_compare_report
-from vaelab.experiments.chain_table import CHAIN_TABLE, COLUMNS, PRDC, VARIABILITY_PAIRS, read_table, write_table
+from vaelab.experiments.chain_table import CHAIN_TABLE, COLUMNS, POSTERIOR_COLUMNS, PRDC, TAIL_COLUMNS, VARIABILITY_PAIRS, read_table, write_table
 from vaelab.experiments.study import open_study
 from vaelab.images import make_grid, png_bytes, save_grid
 from vaelab.metrics import knn_radii, mean_intensity, occupancy, occupancy_distance, prdc, variability
+from vaelab.metrics.posterior import memorised
 from vaelab.models import class_labels, fit_to_data
 from vaelab.runfolder import atomic_write, prepare_out, write_csv
 from vaelab.sample import sample
@@ -136,15 +137,17 @@ class Neighbourhoods:
         return sub, radii
 
 
-def measure(cfg: Config, images: torch.Tensor, reference: torch.Tensor, original: torch.Tensor, heldout, model, neighbourhoods=None) -> tuple[dict, dict]:
+def measure(cfg: Config, images: torch.Tensor, reference: torch.Tensor, original: torch.Tensor, heldout, model, neighbourhoods=None, tail_threshold: float | None = None) -> tuple[dict, dict]:
     """(the chain.csv metrics of dataset `images`, extra per-generation detail for metrics.json).
 
     Arguments:
         reference: the training set of the model that generated `images` (D_0 itself at g = 0).
         original: D_0.
-        model: the generating model (None at g = 0): its negative ELBO on held-out originals.
+        model: the generating model (None at g = 0): its negative ELBO, posterior diagnostics and
+            likelihood bounds on the held-out originals.
         neighbourhoods: a `Neighbourhoods` cache shared across generations (a fresh one when None); every
             metric is computed on its device (the training device in a chain).
+        tail_threshold: VAE 0's 99 % quantile of nll_iw (None: this model is VAE 0, its own).
     """
     neighbourhoods = neighbourhoods or Neighbourhoods(cfg.chain.metric_samples)
     on = lambda t: t.to(neighbourhoods.device)  # noqa: E731  (a no-op on the CPU)
@@ -162,16 +165,39 @@ def measure(cfg: Config, images: torch.Tensor, reference: torch.Tensor, original
         real, real_radii = neighbourhoods(ref)
         scores = prdc(real, fake, k=5, real_radii=real_radii, fake_radii=fake_radii)
         row.update({f"{k}_{name}": v for k, v in scores.items()})
+    row["memorised"] = memorised(fake, neighbourhoods(reference)[0]) if model is not None else math.nan
     detail = {}
     measures = DATASETS[cfg.data.name].measures  # what this dataset adds (the points' block positions)
     if measures is not None:
         columns, detail = measures(cfg.data.params, on(images))
         row.update(columns)
-    if model is not None:
-        row.update(METRICS["neg_elbo"].compute(MetricInputs(model, heldout, cfg)))  # the registry's neg_elbo, on held-out originals
-    else:
-        row["neg_elbo"] = math.nan
+    row.update(model_figures(cfg, model, heldout, tail_threshold, detail))
     return row, detail
+
+
+MODEL_COLUMNS = ("neg_elbo", *POSTERIOR_COLUMNS, *TAIL_COLUMNS)
+"""the columns measured of the generating model rather than of its data (empty at generation 0)"""
+
+
+def model_figures(cfg: Config, model, heldout: Dataset, tail_threshold: float | None, detail: dict) -> dict[str, float]:
+    """The generating model on the held-out originals (MODEL_COLUMNS; NaN where it has no such
+    figure: none at generation 0, no posterior or likelihood for an autoencoder); its KL per latent
+    dim goes into `detail`."""
+    out = dict.fromkeys(MODEL_COLUMNS, math.nan)
+    if model is None:
+        return out
+    inputs = MetricInputs(model, heldout, cfg, k=max(1, cfg.chain.iw_samples))
+    out.update(METRICS["neg_elbo"].compute(inputs))  # the registry's, on held-out originals
+    if not NEEDS["elbo"].met(Setting(cfg, heldout, labelled=False)):
+        return out
+    figures, detail["kl_per_dim"] = inputs.posterior
+    out.update(figures)
+    if cfg.chain.iw_samples:
+        nll = inputs.image_bounds["nll_iw"]
+        out.update({c: inputs.bounds[c] for c in TAIL_COLUMNS if c in inputs.bounds})
+        threshold = out["nll_iw_q99"] if tail_threshold is None else tail_threshold
+        out["tail_share"] = float((nll > threshold).double().mean()) if math.isfinite(threshold) else math.nan
+    return out
 
 
 # ---------------------------------------------------------------------------------------------
@@ -187,6 +213,8 @@ def check_chain_config(cfg: Config) -> None:
     check_resources(fit_to_data(cfg, original), original.shape, training_device(cfg.train))  # … and the model fits its images and this machine, before any folder is written
     n = ch.samples or len(original)
     check_fits(n * math.prod(original.shape) * 4 * 2, torch.device("cpu"), f"chain.samples = {n:,} images per generation")
+    m = min(ch.metric_samples, max(n, len(original)))
+    check_fits(m * m * 8 * 2, training_device(cfg.train), f"chain.metric_samples = {m:,}: the pixel distances of k-NN and memorisation ({m:,}² pairs)")
 
 
 def run_chain(
@@ -311,7 +339,8 @@ class SeedChain:
 
     def record(self, g: int, images: Dataset, reference: Dataset, model, n_train: int) -> None:
         """Measure D_g here; its row, pictures and files go to the writer."""
-        row, detail = measure(self.cfg, images.images, reference.images, self.original.images, self.heldout, model, self.neighbourhoods)
+        first = [r.get("nll_iw_q99", math.nan) for r in self.rows if r["generation"] == 1]  # VAE 0's tail, once measured
+        row, detail = measure(self.cfg, images.images, reference.images, self.original.images, self.heldout, model, self.neighbourhoods, first[0] if first else None)
         row = {"seed": self.r, "generation": g, "n_train": n_train, **row}
         self.rows.append(row)
         self.writer.submit(self.write, g, images, row, detail, list(self.rows))

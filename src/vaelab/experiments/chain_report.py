@@ -58,11 +58,34 @@ def curves_figure(tables: dict[str, list[dict]], panels, cols: int = 3, size=(4.
     return fig_png(fig)
 
 
-def marginals_figure(chain_dir: Path, seed: int = 0) -> bytes | None:
-    """Heatmaps of the x and y marginals of the block centres (rows: generations), truth on top."""
+def generation_details(chain_dir: Path, key: str, seed: int = 0) -> list[dict]:
+    """The metrics.json of each generation of `seed` that holds `key`, in order."""
     files = sorted((chain_dir / f"seed-{seed}").glob("gen-*/metrics.json"))
     details = [json.loads(f.read_text()) for f in files]
-    details = [d for d in details if "x_marginal" in d]
+    return [d for d in details if key in d]
+
+
+def kl_dims_figure(chain_dir: Path, seed: int = 0) -> bytes | None:
+    """A heat map of the generating VAE's KL per latent dim (rows: generations): which latents the
+    KL term switched off, and when."""
+    details = generation_details(chain_dir, "kl_per_dim", seed)
+    if not details:
+        return None
+    grid = np.array([d["kl_per_dim"] for d in details])  # (generations, L)
+    fig, ax = plt.subplots(figsize=(min(12, 2.5 + 0.35 * grid.shape[1]), 0.9 + 0.22 * len(grid)))
+    shown = ax.imshow(grid, aspect="auto", cmap="viridis", interpolation="nearest")
+    ax.set_yticks(range(len(grid)), [str(d["generation"]) for d in details], fontsize=7)
+    ax.set_xlabel("latent dim")
+    ax.set_ylabel("generation")
+    ax.set_title("KL per latent dim of the generating VAE (held-out originals)")
+    fig.colorbar(shown, ax=ax, label="nats")
+    fig.tight_layout()
+    return fig_png(fig)
+
+
+def marginals_figure(chain_dir: Path, seed: int = 0) -> bytes | None:
+    """Heatmaps of the x and y marginals of the block centres (rows: generations), truth on top."""
+    details = generation_details(chain_dir, "x_marginal", seed)
     if not details:
         return None
     fig, axes = plt.subplots(1, 2, figsize=(10, 0.9 + 0.22 * (len(details) + 1)), squeeze=False)
@@ -126,6 +149,9 @@ def chain_sections(chain_dir: Path | str, seconds: float | None = None) -> list[
     marg = marginals_figure(chain_dir)
     if marg is not None:
         sections.append(Section("Where the blocks are (seed 0)", img(marg, "empirical pmf of block centres; top row: the true distribution", pixelated=False)))
+    kl_dims = kl_dims_figure(chain_dir)
+    if kl_dims is not None:
+        sections.append(Section("Which latents the KL term keeps (seed 0)", img(kl_dims, "row g: the VAE that generated D_g; a dark column is a latent the posterior no longer uses", pixelated=False)))
     sections.append(Section("Every metric", img(allm, "mean over seeds, band min–max", pixelated=False)))
     shown = ["generation", "n_train", *[k for k in PANELS if has_metric(rows, k)]]
     means = []

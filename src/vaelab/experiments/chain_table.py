@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from vaelab.evaluate import METRICS as MODEL_METRICS
+from vaelab.evaluate import TAIL_QUANTILES
 from vaelab.runfolder import read_csv, write_csv
 
 CHAIN_TABLE = "chain.csv"
@@ -25,6 +27,11 @@ _PRDC_MEANING = {
     "coverage": "share of the images of {} whose ball holds an image of this data",
 }
 
+POSTERIOR_COLUMNS = tuple(MODEL_METRICS["posterior"].columns)
+"""the generating VAE's posterior diagnostics (vaelab.evaluate's `posterior` metric)"""
+TAIL_COLUMNS = ("nll_iw", *(f"nll_iw_q{q}" for q in TAIL_QUANTILES), "tail_share")
+"""the generating VAE's likelihood of held-out originals, and how much of it lies in VAE 0's tail"""
+
 METRICS: dict[str, str] = {
     "variability": f"mean L2 distance of {VARIABILITY_PAIRS:,} random pairs of images (the original points score about 3.85)",
     "mean_intensity": "mean pixel value",
@@ -36,6 +43,11 @@ METRICS: dict[str, str] = {
     "x_mean": "points: mean block-centre x",
     "y_mean": "points: mean block-centre y",
     "neg_elbo": "the generating VAE's negative ELBO (β = 1, vaelab.evaluate.neg_elbo) on held-out original images; empty at generation 0",
+    **{c: f"the generating VAE on held-out originals: {MODEL_METRICS['posterior'].columns[c]}" for c in POSTERIOR_COLUMNS},
+    "nll_iw": "the generating VAE's importance-weighted bound on −log p(x) of held-out originals (chain.iw_samples samples each), mean",
+    **{f"nll_iw_q{q}": f"its {q} % quantile over the held-out originals" for q in TAIL_QUANTILES},
+    "tail_share": "share of held-out originals whose nll_iw exceeds VAE 0's 99 % quantile (0.01 at generation 1): how much of the original data has fallen into the tail",
+    "memorised": "share of (image, training image) pairs where this data's image is nearer the generator's training set than that training image is to its nearest other (pixels): ½ for fresh draws, 1 for copies; empty at generation 0",
 }
 """each metric column of chain.csv → what it holds (the report's table and docs/chain.md read it)"""
 
@@ -53,6 +65,14 @@ PANELS: dict[str, str] = {
     "x_tv": "TV(x marginal, truth)",
     "y_tv": "TV(y marginal, truth)",
     "neg_elbo": "−ELBO on held-out originals",
+    "active_units": "active latent units",
+    "posterior_kl": "KL term (held-out originals)",
+    "aggregate_kl": "KL(Gaussian fit of the codes ‖ prior)",
+    "aggregate_mmd": "MMD²(posterior draws, prior draws)",
+    "mutual_info": "I(x; z), nats",
+    "nll_iw_q99": "99 % quantile of nll_iw (originals)",
+    "tail_share": "share of originals past VAE 0's 99 % nll",
+    "memorised": "memorisation (½: fresh draws, 1: copies)",
 }
 """the columns a chain's report draws along the generations, each with its panel's title"""
 
