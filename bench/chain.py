@@ -22,7 +22,10 @@ What it measures
       every dataset D_0 ... D_3: variability (10,000 random pairs), mean intensity, occupancy
       distance to the training set and to the original, precision/recall/density/coverage (k = 5)
       against both, the block-centre marginals with their TV distance to the true binomials and
-      their means, and the negative ELBO of the generating VAE on the held-out originals.
+      their means, the negative ELBO of the generating VAE on the held-out originals, its posterior
+      diagnostics there (active units, KL term, the Gaussian fit's KL, MMD, I(x; z)), its
+      importance-weighted bound with chain.iw_samples samples (mean, quantiles, the share past
+      VAE 0's 99 % quantile), and the data's memorisation of its training set.
       Where vaelab computes, so does it: each VAE trains on the device (its training set moved
       there once, before the loop; each epoch's permutation drawn on the CPU and moved), the prior
       draws are made on the CPU and decoded on the device, the images come back to the CPU, the
@@ -165,7 +168,7 @@ def binomial_pmf(n: int, p: float) -> np.ndarray:
     return np.array([math.comb(n, k) * p**k * (1 - p) ** (n - k) for k in range(n + 1)])
 
 
-def measure(cfg, images, reference, original, heldout, vae, device: torch.device = torch.device("cpu")) -> dict[str, float]:
+def measure(cfg, images, reference, original, heldout, vae, device: torch.device = torch.device("cpu"), tail_threshold: float | None = None) -> dict[str, float]:
     """Every chain.csv metric of dataset `images` (generated from `reference` by the given VAE).
 
     The sets (images, reference, original, heldout) are on the CPU, and so are the metrics, as in
@@ -215,7 +218,64 @@ def measure(cfg, images, reference, original, heldout, vae, device: torch.device
                 recon += (torch.sigmoid(decoder(z)) - xb).pow(2).flatten(1).sum(1).mean().item() * len(xb)
                 kl += 0.5 * (mu.pow(2) + logvar.exp() - 1.0 - logvar).sum(1).mean().item() * len(xb)
         row["neg_elbo"] = (recon + kl) / len(heldout)
+    row.update(model_diagnostics(cfg, vae, heldout, device, tail_threshold))
+    row["memorised"] = math.nan if vae is None else memorisation(fake.to(device), subset(reference, m, SUBSET_SEED).to(device))
     return row
+
+
+def model_diagnostics(cfg, vae, heldout: torch.Tensor, device: torch.device, tail_threshold: float | None) -> dict[str, float]:
+    """The generating VAE's posterior diagnostics and importance-weighted likelihood of the
+    held-out originals (NaN at generation 0), written out here as plain torch."""
+    names = ("active_units", "posterior_kl", "aggregate_kl", "aggregate_mmd", "mutual_info", "nll_iw", "nll_iw_q50", "nll_iw_q90", "nll_iw_q99", "tail_share")
+    if vae is None:
+        return dict.fromkeys(names, math.nan)
+    encoder, decoder = vae
+    with torch.no_grad():
+        mu, logvar = torch.cat([encoder(xb.to(device)) for xb in heldout.split(1024)]).double().cpu().chunk(2, dim=1)  # (N, 8) each
+    n, latent = mu.shape
+    g = torch.Generator().manual_seed(0)
+    z = mu + torch.exp(0.5 * logvar) * torch.randn(mu.shape, generator=g, dtype=torch.float64)
+    prior = torch.randn(mu.shape, generator=g, dtype=torch.float64)
+    kernel = lambda a, b: torch.exp(-torch.cdist(a, b).pow(2) / (2 * latent))  # noqa: E731
+    off_diagonal = lambda k: (k.sum() - k.diagonal().sum()) / (len(k) * (len(k) - 1))  # noqa: E731
+    log_q = torch.distributions.Normal(mu[None], torch.exp(0.5 * logvar)[None]).log_prob(z[:, None]).sum(-1)  # (N, N): log q(z_i | x_j)
+    fit = torch.distributions.MultivariateNormal(mu.mean(0), torch.cov(mu.T))
+    row = {
+        "active_units": float((mu.var(0) > 0.01).sum()),
+        "posterior_kl": float((0.5 * (mu.pow(2) + logvar.exp() - 1.0 - logvar)).mean(0).sum()),
+        "aggregate_kl": float(torch.distributions.kl_divergence(fit, torch.distributions.MultivariateNormal(torch.zeros(latent, dtype=torch.float64), torch.eye(latent, dtype=torch.float64)))),
+        "aggregate_mmd": float(off_diagonal(kernel(z, z)) + off_diagonal(kernel(prior, prior)) - 2 * kernel(z, prior).mean()),
+        "mutual_info": float(log_q.diagonal().mean() - (torch.logsumexp(log_q, 1) - math.log(n)).mean()),
+    }
+    k, nll = cfg.chain.iw_samples, []
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for xb in heldout.split(256):  # vaelab's batches of the bound: the same noise draws
+            xb = xb.to(device)
+            mu_b, logvar_b = encoder(xb).chunk(2, dim=1)
+            std = torch.exp(0.5 * logvar_b)
+            zb = mu_b + std * torch.randn((k, *mu_b.shape), generator=g).to(device)  # (k, B, 8)
+            x_hat = torch.sigmoid(decoder(zb.flatten(0, 1))).view(k, *xb.shape)
+            log_px = -((x_hat - xb).pow(2).flatten(2).sum(2) + 0.5 * xb[0].numel() * math.log(math.pi))  # σ² = ½
+            normal = torch.distributions.Normal
+            log_w = log_px + normal(0.0, 1.0).log_prob(zb).sum(-1) - normal(mu_b, std).log_prob(zb).sum(-1)
+            nll.append(-(torch.logsumexp(log_w, 0) - math.log(k)).cpu())
+    nll = torch.cat(nll)
+    row["nll_iw"] = sum(part.sum().item() for part in nll.split(256)) / len(nll)
+    for q in (50, 90, 99):
+        row[f"nll_iw_q{q}"] = float(torch.quantile(nll.double(), q / 100))
+    threshold = row["nll_iw_q99"] if tail_threshold is None else tail_threshold
+    row["tail_share"] = float((nll > threshold).double().mean())
+    return row
+
+
+def memorisation(images: torch.Tensor, train: torch.Tensor) -> float:
+    """Share of (image, training image) pairs where the image is nearer the training set than the
+    training image is to its nearest other (a tie a half), from the whole distance matrices."""
+    x, t = images.flatten(1).double(), train.flatten(1).double()
+    own = (torch.cdist(t, t) + torch.diag(torch.full((len(t),), math.inf, dtype=torch.float64, device=t.device))).min(1).values  # (M,)
+    near = torch.cdist(x, t).min(1).values  # (N,)
+    return float(((own[None] > near[:, None]).double() + 0.5 * (own[None] == near[:, None]).double()).mean())
 
 
 def train_vae(
@@ -274,7 +334,7 @@ def run_hand(cfg, device: torch.device = torch.device("cpu")) -> tuple[float, fl
             # decoded in vaelab's chunks of 4096, so both draw the same images bit for bit
             images = torch.cat([torch.sigmoid(decoder(zb.to(device))).cpu() for zb in z.split(4096)])
         images = (images * 255).round() / 255  # 8-bit, as the study stored them
-        row = measure(cfg, images, current, original, heldout, (encoder, decoder), device)
+        row = measure(cfg, images, current, original, heldout, (encoder, decoder), device, rows[1]["nll_iw_q99"] if g else None)
         rows.append({"generation": g + 1, "n_train": current.shape[0], **row})
         current = images
     synchronize(device)
