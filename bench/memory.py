@@ -19,7 +19,7 @@ What it measures
 How to run (from the repository root)
     .venv/bin/python bench/memory.py                 # 1,000,000 images
     .venv/bin/python bench/memory.py --n 200000      # a smaller file
-    .venv/bin/python bench/memory.py --quick         # smoke check: 20,000 images
+    .venv/bin/python bench/memory.py --quick         # smoke check: 20,000 images (copies of 2,000)
 """
 
 from __future__ import annotations
@@ -62,13 +62,13 @@ print(json.dumps({
 """
 
 
-def write_file(path: Path, n: int) -> None:
-    """n uint8 28x28 images: 10,000 fontdigits shifted by a random 0–3 pixels per copy, written block by block."""
+def write_file(path: Path, n: int, distinct: int = 10_000) -> None:
+    """n uint8 28x28 images: `distinct` fontdigits shifted by a random 0–3 pixels per copy, written block by block."""
     from vaelab.config import load_config
     from vaelab.data import load_data
 
-    base = load_data(load_config(overrides={"data.name": "fontdigits", "data.n": 10000}).data)
-    base = (base.images[:, 0].numpy() * 255).round().astype(np.uint8)  # (10000, 28, 28)
+    base = load_data(load_config(overrides={"data.name": "fontdigits", "data.n": distinct}).data)
+    base = (base.images[:, 0].numpy() * 255).round().astype(np.uint8)  # (distinct, 28, 28)
     out = np.lib.format.open_memmap(path, mode="w+", dtype=np.uint8, shape=(n, 28, 28))
     rng = np.random.default_rng(0)
     for start in range(0, n, len(base)):
@@ -90,14 +90,14 @@ def main() -> None:
     ap = argparse.ArgumentParser(description="one epoch over images streamed from disk: peak RSS and samples/s")
     ap.add_argument("--n", type=int, default=1_000_000, help="images in the file (default 1,000,000)")
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's default)")
-    ap.add_argument("--quick", action="store_true", help="smoke check: 20,000 images")
+    ap.add_argument("--quick", action="store_true", help="smoke check: 20,000 images, copies of 2,000 distinct ones")
     args = ap.parse_args()
     n = 20_000 if args.quick else args.n
     in_memory = min(n, 100_000)
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "images.npy"
         t0 = time.perf_counter()
-        write_file(path, n)
+        write_file(path, n, 2_000 if args.quick else 10_000)  # the smoke check renders fewer fonts' digits
         print(f"wrote {n:,} images of 28x28 uint8 ({path.stat().st_size / 2**20:,.0f} MiB; {n * 784 * 4 / 2**30:.2f} GiB as float32) in {time.perf_counter() - t0:.1f} s")
         print(f"load average before (1, 5, 15 min): {', '.join(f'{v:.2f}' for v in os.getloadavg())}; {os.cpu_count()} core(s)")
         streamed = child(path, "on", 0, args.threads)
