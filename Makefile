@@ -26,10 +26,13 @@ $(STAMP): $(PY) pyproject.toml
 demo: $(STAMP)
 	$(VENV)/bin/vaelab demo
 
-# Two pytest-xdist workers, a test file to each in turn (--dist loadgroup, grouped by file in tests/conftest.py: a module's fixtures, such as
-# a trained run or a Ray runtime, are built once): on the 2-core machines the suite takes about
-# 0.7 of its time in one process. `make test PYTEST_ARGS=` runs it in one process.
-PYTEST_ARGS ?= -n 2 --dist loadgroup
+# Two pytest-xdist workers. --dist loadgroup: each test file's tests go to one worker (tests/conftest.py
+# groups them, so a module's fixtures, such as a trained run or a Ray runtime, are built once), but
+# the tests of the few files that share no fixture (conftest.SPREAD) go one by one to whichever
+# worker is free; --no-loadscope-reorder keeps conftest.HEAVY_FIRST's order (slowest files first)
+# where xdist would otherwise order the files by their number of tests. On the 2-core machines the
+# suite takes about 0.7 of its time in one process. `make test PYTEST_ARGS=` runs it in one process.
+PYTEST_ARGS ?= -n 2 --dist loadgroup --no-loadscope-reorder
 test: $(STAMP)
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 

@@ -113,7 +113,7 @@ def suite(quick: bool, log) -> tuple[str, bool]:
     selection = ["-m", "gpu"] if quick else []
     # --dist loadgroup: a file's tests share one worker (tests/conftest.py groups them), so a module's fixtures (a trained run, a Ray
     # runtime) are built once, not once per worker that draws one of its tests
-    code, out, seconds = run([sys.executable, "-m", "pytest", "-q", "-n", str(workers), "--dist", "loadgroup", *selection], budget(300), log)
+    code, out, seconds = run([sys.executable, "-m", "pytest", "-q", "-n", str(workers), "--dist", "loadgroup", "--no-loadscope-reorder", *selection], budget(300), log)
     summary = [line for line in out.splitlines() if re.search(r"\d+ (passed|failed|skipped|errors?)\b.* in [\d.]+s", line)]
     line = summary[-1].strip("= ") if summary else f"no summary (exit {code})"
     if code != 0:

@@ -238,7 +238,7 @@ def test_gpu_check_tabulates_the_suite_and_every_benchmark(tmp_path, monkeypatch
         ["--model", "cnn", "--precision", "bf16", "--reference", "fp32", "--rounds", "3", "--device", "cuda"],
     ]  # issue 16's targets: against the DataLoader loop, and bf16 against fp32
     pytest_call = next(c for c in calls if "pytest" in c)
-    assert pytest_call[pytest_call.index("-n") + 1].isdigit() and pytest_call[-2:] == ["--dist", "loadgroup"]
+    assert pytest_call[pytest_call.index("-n") + 1].isdigit() and pytest_call[-3:] == ["--dist", "loadgroup", "--no-loadscope-reorder"]
     assert all(c[-2:] == ["--device", "cuda"] for c in calls if "pytest" not in c)
 
 

@@ -53,6 +53,7 @@ CHAIN_PRESETS = [
     "chain-fc1", "chain-fc2", "chain-conv", "chain-asym", "chain-conv-beta0.3", "chain-conv-varloss",
     "chain-conv-beta0.7-varloss-denoise", "chain-conv-denoise0.7", "chain-conv-delta0.4-denoise",
     "chain-conv-delta0.7-denoise", "chain-conv-delta0.7-denoise-long", "chain-conv-uniform", "chain-conv-bimodal",
+    "chain-conv-aggregate", "chain-conv-aggregate-denoise",
 ]  # fmt: skip
 
 
@@ -620,6 +621,22 @@ def test_resume_with_more_generations_extends_the_chain(ref, tmp_path):
     assert "generations = 3" in (d / "config.toml").read_text()
 
 
+def test_an_aggregate_prior_chain_fits_each_vaes_mixture_draws_from_it_and_resumes_as_it_ran(tmp_path):
+    """sample.prior = aggregate: every VAE (two seeds trained as one vectorized group) fits and
+    keeps its mixture, its data is drawn from it, and a chain extended after stopping reloads the
+    mixtures and draws what the uninterrupted chain drew."""
+    agg = ["sample.prior=aggregate", "sample.prior_components=3", "chain.seeds=2", "train.device=cpu"]
+    whole = chain(tmp_path / "whole", *agg, "chain.generations=2")
+    part = chain(tmp_path / "part", *agg, "chain.generations=1")
+    r = cli("chain", "--preset", "chain-fc2", *sets(*TINY, *agg, "chain.generations=2"), "--out", part, "--resume", "--quiet")
+    assert r.rc == 0, r.err
+    assert csv_lines(part) == csv_lines(whole)
+    assert all((whole / f"seed-{s}/gen-{g:03d}/vae/prior.safetensors").is_file() for s in (0, 1) for g in (0, 1))
+    standard = chain(tmp_path / "standard", *agg[2:], "chain.generations=1")
+    first = lambda d: next(line for line in csv_lines(d) if line.startswith("0,1,"))  # noqa: E731  seed 0, generation 1
+    assert first(standard).split(",")[3] != first(whole).split(",")[3]  # its variability: drawn from another prior
+
+
 def test_resume_of_a_folder_that_is_not_a_chain_is_refused(tmp_path):
     user_error(cli("chain", "--out", tmp_path / "nothing", "--resume"), "nothing")
 
@@ -778,27 +795,29 @@ def test_presets_lists_every_chain_preset_on_one_line_each():
         assert len(mine[0].split(None, 1)) == 2 and len(mine[0].split(None, 1)[1]) > 10, mine  # with a description
 
 
-EXPECTED = {  # preset: (model, β, variability_weight, δ, denoise, generations, variant)
-    "chain-fc1": ("fc1", 1.0, 0.0, 0.0, 0.0, 20, "binomial"),
-    "chain-fc2": ("fc2", 1.0, 0.0, 0.0, 0.0, 20, "binomial"),
-    "chain-conv": ("conv", 1.0, 0.0, 0.0, 0.0, 20, "binomial"),
-    "chain-asym": ("asym", 1.0, 0.0, 0.0, 0.0, 20, "binomial"),
-    "chain-conv-beta0.3": ("conv", 0.3, 0.0, 0.0, 0.0, 20, "binomial"),
-    "chain-conv-varloss": ("conv", 1.0, 10 / (2 * 32), 0.0, 0.0, 20, "binomial"),
-    "chain-conv-beta0.7-varloss-denoise": ("conv", 0.7, 10 / (2 * 32), 0.0, 0.05, 20, "binomial"),
-    "chain-conv-denoise0.7": ("conv", 1.0, 0.0, 0.0, 0.7, 20, "binomial"),
-    "chain-conv-delta0.4-denoise": ("conv", 1.0, 0.0, 0.4, 0.05, 20, "binomial"),
-    "chain-conv-delta0.7-denoise": ("conv", 1.0, 0.0, 0.7, 0.05, 20, "binomial"),
-    "chain-conv-delta0.7-denoise-long": ("conv", 1.0, 0.0, 0.7, 0.05, 50, "binomial"),
-    "chain-conv-uniform": ("conv", 1.0, 0.0, 0.0, 0.0, 20, "uniform"),
-    "chain-conv-bimodal": ("conv", 1.0, 0.0, 0.0, 0.0, 20, "bimodal"),
+EXPECTED = {  # preset: (model, β, variability_weight, δ, denoise, generations, variant, prior)
+    "chain-fc1": ("fc1", 1.0, 0.0, 0.0, 0.0, 20, "binomial", "standard"),
+    "chain-fc2": ("fc2", 1.0, 0.0, 0.0, 0.0, 20, "binomial", "standard"),
+    "chain-conv": ("conv", 1.0, 0.0, 0.0, 0.0, 20, "binomial", "standard"),
+    "chain-asym": ("asym", 1.0, 0.0, 0.0, 0.0, 20, "binomial", "standard"),
+    "chain-conv-beta0.3": ("conv", 0.3, 0.0, 0.0, 0.0, 20, "binomial", "standard"),
+    "chain-conv-varloss": ("conv", 1.0, 10 / (2 * 32), 0.0, 0.0, 20, "binomial", "standard"),
+    "chain-conv-beta0.7-varloss-denoise": ("conv", 0.7, 10 / (2 * 32), 0.0, 0.05, 20, "binomial", "standard"),
+    "chain-conv-denoise0.7": ("conv", 1.0, 0.0, 0.0, 0.7, 20, "binomial", "standard"),
+    "chain-conv-delta0.4-denoise": ("conv", 1.0, 0.0, 0.4, 0.05, 20, "binomial", "standard"),
+    "chain-conv-delta0.7-denoise": ("conv", 1.0, 0.0, 0.7, 0.05, 20, "binomial", "standard"),
+    "chain-conv-delta0.7-denoise-long": ("conv", 1.0, 0.0, 0.7, 0.05, 50, "binomial", "standard"),
+    "chain-conv-uniform": ("conv", 1.0, 0.0, 0.0, 0.0, 20, "uniform", "standard"),
+    "chain-conv-bimodal": ("conv", 1.0, 0.0, 0.0, 0.0, 20, "bimodal", "standard"),
+    "chain-conv-aggregate": ("conv", 1.0, 0.0, 0.0, 0.0, 20, "binomial", "aggregate"),
+    "chain-conv-aggregate-denoise": ("conv", 1.0, 0.0, 0.0, 0.05, 20, "binomial", "aggregate"),
 }
 
 
 @pytest.mark.parametrize("name", CHAIN_PRESETS)
 def test_chain_preset_has_the_studys_settings(name):
     assert set(EXPECTED) == set(CHAIN_PRESETS)
-    model, beta, vw, delta, denoise, generations, variant = EXPECTED[name]
+    model, beta, vw, delta, denoise, generations, variant, prior = EXPECTED[name]
     c = load_config(name)
     assert (c.data.name, c.data.n, c.data.params.size, c.data.params.block, c.data.params.variant) == ("points", 20_000, 24, 3, variant)
     assert (c.data.params.p_x, c.data.params.p_y) == (0.3, 0.8)
@@ -808,7 +827,8 @@ def test_chain_preset_has_the_studys_settings(name):
     assert (c.train.batch_size, c.train.epochs, c.train.steps, c.train.lr) == (32, 5, 0, 1e-3)
     assert (c.loss.recon_weight, c.loss.beta, c.loss.variability_weight, c.loss.kl_schedule) == (1.0, beta, vw, "constant")
     assert vw in (0.0, 0.15625)
-    assert (c.sample.delta, c.sample.denoise) == (delta, denoise)
+    assert (c.sample.delta, c.sample.denoise, c.sample.prior) == (delta, denoise, prior)
+    assert c.sample.prior_components == 10
     ch = c.chain
     assert (ch.generations, ch.mode, ch.init, ch.seeds, ch.samples, ch.quantize) == (generations, "replace", "scratch", 1, 0, True)
 

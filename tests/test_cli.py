@@ -686,6 +686,8 @@ def test_output_of_an_unsupported_kind_is_refused(tmp_path, run_dir, verb, name)
         (["--set", "sample.nope=1"], ["sample.nope"]),
         (["--n", "0"], ["--n"]),
         (["--n", "ten"], ["--n"]),
+        (["--set", "sample.prior=aggregate"], ["sample.prior = aggregate", "no fitted mixture"]),  # trained with the standard prior
+        (["--set", "sample.prior_components=3"], ["sample.prior_components", "fitted when it is trained"]),
     ],
 )
 def test_bad_sample_arguments(tmp_path, run_dir, args, needles):

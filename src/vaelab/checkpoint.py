@@ -16,6 +16,7 @@ from vaelab.device import describe, reading_device
 from vaelab.errors import DIVERGED, UserError
 from vaelab.models import build_model
 from vaelab.runfolder import load_tensors, one_line, read_toml, require_kind, save_tensors
+from vaelab.sample import AggregatePrior
 
 
 @dataclass(frozen=True)
@@ -172,6 +173,7 @@ def load_run(run_dir: Path | str, device: str | torch.device | None = None):
         _check_fits(build_model(cfg, shape).state_dict(), tensors, run_dir)
     model = build_model(cfg, shape)
     _apply(model, tensors, run_dir)
+    model.aggregate_prior = AggregatePrior.load(run_dir)  # None unless the run fitted one
     return cfg, model.to(device if device is not None else reading_device(cfg.train.device)).eval()
 
 

@@ -206,23 +206,25 @@ def cmd_sample(args) -> None:
     import torch
 
     from vaelab.checkpoint import load_run
+    from vaelab.config import SampleConfig
     from vaelab.device import check_fits
     from vaelab.images import save_grid
     from vaelab.models import class_labels, output_shape
     from vaelab.sample import sample
 
     kind = _output_kind(args.out, (".png", ".npz"))
-    bad = [s for s in args.set if not s.strip().startswith("sample.")]
+    bad = [s for s in args.set if not s.strip().startswith("sample.") or s.strip().startswith("sample.prior_components")]
     if bad:
-        raise UserError(f"vaelab sample only takes sample.* keys (sample.delta, sample.denoise, sample.seed), got {bad[0]!r}")
+        raise UserError(f"vaelab sample takes the sample.* keys of drawing (sample.delta, sample.denoise, sample.seed, sample.prior), got {bad[0]!r} (a run's mixture is fitted when it is trained)")
     cfg, model = load_run(args.dir)
-    s = cfg.override(args.set).sample
+    reset = [f"sample.prior_components={SampleConfig.prior_components}"]  # the run's mixture is fitted already: its size is not a drawing setting
+    s = cfg.override([*args.set, *reset]).sample
     n = args.n if args.n is not None else s.n
     if n < 1:
         raise UserError(f"--n must be >= 1, got {n}")
     check_fits(n * math.prod(output_shape(model)) * 4 * 2, torch.device("cpu"), f"--n {n:,} images")
     labels = class_labels(model, n, args.label)
-    images = sample(model, n, delta=s.delta, denoise=s.denoise, seed=s.seed, labels=labels)
+    images = sample(model, n, delta=s.delta, denoise=s.denoise, seed=s.seed, labels=labels, prior=s.prior)
     if kind == ".png":
         save_grid(args.out, images)
     else:

@@ -176,9 +176,20 @@ class SampleConfig:
     """threshold: zero every pixel below denoise × (max over the generated set); 0 = off"""
     seed: int = 0
     """seed of the prior draws"""
+    prior: Literal["standard", "aggregate"] = "standard"
+    """standard: the model's prior; aggregate: a Gaussian mixture fitted to the training images'
+    latent means after training (stored as prior.safetensors in the run folder; Ghosh et al. 2020)"""
+    prior_components: int = 10
+    """sample.prior = aggregate: the mixture's components (full covariances)"""
 
     def __post_init__(self):
         require(self.n >= 1, "sample.n", f"must be >= 1, got {self.n}")
+        require(self.prior_components >= 1, "sample.prior_components", f"must be >= 1, got {self.prior_components}")
+        require(
+            self.prior == "aggregate" or self.prior_components == SampleConfig.prior_components,
+            "sample.prior_components",
+            f"= {self.prior_components} is used only with sample.prior = aggregate",
+        )
         require(0 <= self.seed <= SEED_MAX, "sample.seed", f"must be in 0..{SEED_MAX}, got {self.seed}")
         require(self.delta > -1, "sample.delta", f"must be > -1, got {self.delta}")
         require(0 <= self.denoise < 1, "sample.denoise", f"must be in [0, 1), got {self.denoise}")
@@ -293,6 +304,11 @@ class Config:
         )
         if self.model.params is None:  # a bare Config(): no model chosen through from_dict, nothing to check against
             return
+        require(
+            self.sample.prior == "standard" or type(self.model.params).aggregate_prior,
+            "sample.prior",
+            f"= aggregate: model {self.model.name} has no mixture prior (it samples its own way); use a VAE or ae",
+        )
         honoured = type(self.model.params).loss_keys
         for f in fields(LossConfig):
             require(

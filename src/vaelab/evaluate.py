@@ -256,7 +256,7 @@ class MetricInputs:
         """As many prior samples as test images (sample.delta, sample.denoise, sample.seed; a
         conditional model draws the test images' classes)."""
         s = self.cfg.sample
-        return sample(self.model, len(self.test), delta=s.delta, denoise=s.denoise, seed=s.seed, labels=self.labels)
+        return sample(self.model, len(self.test), delta=s.delta, denoise=s.denoise, seed=s.seed, labels=self.labels, prior=s.prior)
 
     @functools.cached_property
     def test_features(self) -> torch.Tensor:

@@ -40,7 +40,7 @@ from vaelab.losses import LossWeights, loss_weights
 from vaelab.models import MODELS, VAE, build_model, fit_to_data, parameter_count
 from vaelab.run_report import write_run_report
 from vaelab.runfolder import append_jsonl, atomic_write, prepare_out, read_metrics, remove_temporary_files, require_kind, write_jsonl, write_toml
-from vaelab.sample import reconstruct, sample
+from vaelab.sample import AggregatePrior, reconstruct, sample
 
 
 @dataclass
@@ -230,6 +230,7 @@ def train(
     figures = model.after_training(x, cfg.train.seed)  # a stage after the loop (a VQ-VAE fits its prior): what it measured
     if figures and run_dir is not None:
         save_checkpoint(run_dir, model, optimizer, step, data.shape, loop_state, figures)
+    fit_sampling_prior(model, cfg, x, run_dir)
     seconds = time.perf_counter() - log.start
     model.eval()
     run = Run(cfg, model, data, run_dir, history, seconds)
@@ -514,11 +515,28 @@ def gives_finite_loss(model, batch: torch.Tensor, step: int, weights: LossWeight
     return bool(torch.isfinite(loss))
 
 
+AGGREGATE_FIT_CAP = 50_000
+"""the aggregate prior is fitted to the codes of at most this many training images (a seeded subset)"""
+
+
+def fit_sampling_prior(model, cfg: Config, images, run_dir: Path | None) -> None:
+    """sample.prior = aggregate: fit the mixture to the training images' latent means, attach it to
+    the model (`model.aggregate_prior`) and write it into the run folder (prior.safetensors)."""
+    if cfg.sample.prior != "aggregate":
+        return
+    codes = latent_means(model, images)  # (N, L) on the CPU
+    if len(codes) > AGGREGATE_FIT_CAP:
+        codes = codes[torch.randperm(len(codes), generator=torch.Generator().manual_seed(cfg.train.seed))[:AGGREGATE_FIT_CAP]]
+    model.aggregate_prior = AggregatePrior.fit(codes, cfg.sample.prior_components, cfg.train.seed)
+    if run_dir is not None:
+        model.aggregate_prior.save(run_dir)
+
+
 def finish_run(run: Run) -> None:
     """Write samples.png, reconstructions.png, loss.png and report.html into the run folder."""
     s, k = run.config.sample, run.model.n_classes
     labels = torch.arange(k).repeat_interleave(8) if k else None  # a conditional model: one row of 8 per class
-    images = sample(run.model, len(labels) if k else s.n, delta=s.delta, denoise=s.denoise, seed=s.seed, labels=labels)
+    images = sample(run.model, len(labels) if k else s.n, delta=s.delta, denoise=s.denoise, seed=s.seed, labels=labels, prior=s.prior)
     save_grid(run.dir / "samples.png", images, nrow=8 if k else None)
     save_reconstructions(run.dir, run.model, run.data.images, run.data.labels)
     write_run_report(run.dir)

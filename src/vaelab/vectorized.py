@@ -43,7 +43,7 @@ from vaelab.errors import TrainingDiverged, UserError
 from vaelab.losses import LossWeights, kl_weight
 from vaelab.models import MODELS, build_model, fit_to_data, parameter_count, step_bytes
 from vaelab.runfolder import prepare_out, write_jsonl, write_toml
-from vaelab.train import Batches, GraphedStep, MetricLog, Run, epoch_order, finish_run, graphed, make_optimizer, precision_context, run_loop, schedule
+from vaelab.train import Batches, GraphedStep, MetricLog, Run, epoch_order, finish_run, fit_sampling_prior, graphed, make_optimizer, precision_context, run_loop, schedule
 
 GROUP_SHARE = 0.5
 """share of the training device's free memory (and of the machine's) one vectorized group may take"""
@@ -290,6 +290,7 @@ def train_group(
             continue
         model, _ = stepper.member(i)
         model.eval()
+        fit_sampling_prior(model, cfg, data.images, d)
         run = Run(cfg, model, data, d, log.rows[i], seconds / n_members)  # each member's share of the time
         if d is not None and finish:
             finish_run(run)

@@ -136,7 +136,7 @@ def run_augment(config: Config, out: Path | str, *, few: int = 100, generated: i
     real_only = classifier(x_few, y_few)
     s = config.sample
     drawn = class_labels(run.model, generated)  # a conditional model: every class in turn
-    fake = sample(run.model, generated, delta=s.delta, denoise=s.denoise, seed=s.seed, labels=drawn)
+    fake = sample(run.model, generated, delta=s.delta, denoise=s.denoise, seed=s.seed, labels=drawn, prior=s.prior)
     with torch.no_grad():
         fake_labels = drawn if drawn is not None else real_only(fake).argmax(1)
     augmented = classifier(torch.cat([x_few, fake]), torch.cat([y_few, fake_labels]))

@@ -110,7 +110,7 @@ def generate(cfg: Config, model, n: int, r: int, g: int) -> Dataset:
     conditional model draws every class in turn, and its images carry those labels."""
     s = cfg.sample
     labels = class_labels(model, n)
-    images = sample(model, n, delta=s.delta, denoise=s.denoise, seed=_seed(s.seed, r, g), labels=labels)
+    images = sample(model, n, delta=s.delta, denoise=s.denoise, seed=_seed(s.seed, r, g), labels=labels, prior=s.prior)
     return Dataset((images * 255).round() / 255 if cfg.chain.quantize else images, labels, name=f"D_{g + 1}")
 
 

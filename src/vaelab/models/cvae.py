@@ -11,6 +11,8 @@ z ~ N(0, I) decoded with y = K: the latent code carries the style, the label the
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import math
 from dataclasses import dataclass
 
@@ -29,6 +31,9 @@ class CVAEParams(DenseParams):
     hidden: tuple[int, ...] = (392, 196)
     classes: int = 0
     """the number of label classes; 0 takes the training data's (its largest label + 1)"""
+
+    aggregate_prior: ClassVar[bool] = False
+    """its codes are drawn with a class; a mixture fitted to all classes' codes is not offered"""
 
     def __post_init__(self):
         super().__post_init__()

@@ -29,6 +29,8 @@ class DenseParams:
 
     loss_keys: ClassVar[tuple[str, ...]] = ("recon_weight", "variability_weight", *KL_KEYS)
     """the `loss.*` settings the model honours; any other must keep its default"""
+    aggregate_prior: ClassVar[bool] = True
+    """it can sample from a mixture fitted to its training images' codes (sample.prior = aggregate)"""
     n_hidden: ClassVar[int | None] = None
     """the number of encoder hidden layers the model requires, or None for any"""
 

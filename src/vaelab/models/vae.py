@@ -28,6 +28,9 @@ class VAE(nn.Module):
 
     n_classes = 0
     """classes a conditional model (cvae) takes as `labels`; 0: none, and `labels` is ignored"""
+    aggregate_prior = None
+    """the mixture fitted to the training images' codes after training (vaelab.sample.AggregatePrior),
+    when the run has one (sample.prior = aggregate); sampled by `vaelab.sample.sample(prior="aggregate")`"""
 
     def __init__(self, encoder: nn.Module, decoder: nn.Module, latent_dim: int, likelihood: str, *, deterministic: bool = False):
         super().__init__()

@@ -55,6 +55,8 @@ class VQVAEParams:
 
     loss_keys: ClassVar[tuple[str, ...]] = ("recon_weight",)
     """the `loss.*` settings the model honours; any other must keep its default"""
+    aggregate_prior: ClassVar[bool] = False
+    """it samples from its own code prior, fitted after training (`prior_steps`)"""
 
     def __post_init__(self):
         require(len(self.channels) >= 1 and all(c >= 1 for c in self.channels), "model.channels", f"must list one or two widths, each >= 1, got {list(self.channels)}")
