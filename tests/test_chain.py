@@ -271,6 +271,11 @@ def test_chain_csv_has_one_row_per_seed_and_generation_with_every_column(replace
             assert row["posterior_kl"] == pytest.approx(sum(detail["kl_per_dim"]))
             assert len(detail["kl_per_dim"]) == 8 and row["active_units"] in range(9)  # chain-fc2: 8 latents
             assert row["nll_iw_q50"] <= row["nll_iw_q90"] <= row["nll_iw_q99"] and 0 <= row["memorised"] <= 1
+            for factor in ("x", "y"):  # the tail share per block position of the 50 held-out originals
+                pairs = detail[f"tail_by_{factor}"]
+                assert [v for v, _ in pairs] == sorted({v for v, _ in pairs}) and all(0 <= share <= 1 for _, share in pairs)
+            if g == 1:  # VAE 0's own tail: one original of the 50, at one position
+                assert sum(share > 0 for _, share in detail["tail_by_x"]) == 1
     for s in (0, 1):
         assert rows[(s, 1)]["tail_share"] == pytest.approx(0.02)  # VAE 0's own 99 % quantile, on 50 held-out originals: the one above it
     assert rows[(0, 0)]["variability"] != rows[(1, 0)]["variability"]  # each repeat has its own D_0
@@ -673,7 +678,8 @@ def test_report_holds_every_plot_embedded(replace2):
     assert html.count("<figcaption>generation 2</figcaption>") == 2
     assert "Where the blocks are" in html  # the marginals figure of points data
     assert "Which latents the KL term keeps" in html  # the KL per latent dim of VAEs 0 and 1
-    assert len(pngs) == 2 + 2 * 3 + 2
+    assert "Which originals fall into the tail first" in html  # the tail share per block position
+    assert len(pngs) == 2 + 2 * 3 + 3
     assert len(set(pngs)) == len(pngs)
 
 

@@ -197,6 +197,26 @@ def model_figures(cfg: Config, model, heldout: Dataset, tail_threshold: float | 
         out.update({c: inputs.bounds[c] for c in TAIL_COLUMNS if c in inputs.bounds})
         threshold = out["nll_iw_q99"] if tail_threshold is None else tail_threshold
         out["tail_share"] = float((nll > threshold).double().mean()) if math.isfinite(threshold) else math.nan
+        detail.update(tails_by_factor(heldout, nll > threshold) if math.isfinite(threshold) else {})
+    return out
+
+
+FACTOR_VALUES = 64
+"""a factor with at most this many distinct values gets its tail share per value in metrics.json"""
+
+
+def tails_by_factor(heldout: Dataset, in_tail: torch.Tensor) -> dict[str, list[list[float]]]:
+    """For each ground-truth factor of the held-out originals with few values (the points' block x
+    and y): [value, share of the originals with that value in the tail] pairs, by value: which
+    positions are lost first. {} for data without factors."""
+    if heldout.factors is None:
+        return {}
+    out = {}
+    for f, name in enumerate(heldout.factor_names):
+        values = heldout.factors[:, f]
+        levels = values.unique()  # sorted
+        if len(levels) <= FACTOR_VALUES:
+            out[f"tail_by_{name}"] = [[float(v), float(in_tail[values == v].double().mean())] for v in levels]
     return out
 
 

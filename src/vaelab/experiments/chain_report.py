@@ -83,6 +83,28 @@ def kl_dims_figure(chain_dir: Path, seed: int = 0) -> bytes | None:
     return fig_png(fig)
 
 
+def tails_figure(chain_dir: Path, seed: int = 0) -> bytes | None:
+    """Heat maps of the share of held-out originals in VAE 0's tail, per value of each factor
+    (rows: generations; the points' block x and y): which positions are lost first."""
+    first = generation_details(chain_dir, "generation", seed)
+    names = sorted({k for d in first for k in d if k.startswith("tail_by_")})
+    if not names:
+        return None
+    fig, axes = plt.subplots(1, len(names), figsize=(5 * len(names), 1.2 + 0.22 * len(first)), squeeze=False)
+    for ax, name in zip(axes.flat, names):
+        details = [d for d in first if name in d]
+        values = sorted({v for d in details for v, _ in d[name]})
+        grid = np.array([[dict(d[name]).get(v, np.nan) for v in values] for d in details])
+        shown = ax.imshow(grid, aspect="auto", cmap="magma", interpolation="nearest", vmin=0, vmax=1)
+        ax.set_yticks(range(len(details)), [str(d["generation"]) for d in details], fontsize=7)
+        ax.set_xticks(range(len(values)), [f"{v:g}" for v in values], fontsize=6)
+        ax.set_xlabel(name.removeprefix("tail_by_"))
+        ax.set_title(f"share in VAE 0's tail, by {name.removeprefix('tail_by_')}")
+        fig.colorbar(shown, ax=ax)
+    fig.tight_layout()
+    return fig_png(fig)
+
+
 def marginals_figure(chain_dir: Path, seed: int = 0) -> bytes | None:
     """Heatmaps of the x and y marginals of the block centres (rows: generations), truth on top."""
     details = generation_details(chain_dir, "x_marginal", seed)
@@ -149,6 +171,9 @@ def chain_sections(chain_dir: Path | str, seconds: float | None = None) -> list[
     marg = marginals_figure(chain_dir)
     if marg is not None:
         sections.append(Section("Where the blocks are (seed 0)", img(marg, "empirical pmf of block centres; top row: the true distribution", pixelated=False)))
+    tails = tails_figure(chain_dir)
+    if tails is not None:
+        sections.append(Section("Which originals fall into the tail first (seed 0)", img(tails, "row g: the VAE that generated D_g; a bright cell: originals of that factor value its likelihood has lost (nll_iw beyond VAE 0's 99 % quantile)", pixelated=False)))
     kl_dims = kl_dims_figure(chain_dir)
     if kl_dims is not None:
         sections.append(Section("Which latents the KL term keeps (seed 0)", img(kl_dims, "row g: the VAE that generated D_g; a dark column is a latent the posterior no longer uses", pixelated=False)))
