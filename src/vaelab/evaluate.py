@@ -374,6 +374,7 @@ METRICS: dict[str, Metric] = {
     "neg_elbo": Metric(
         {"neg_elbo": "−ELBO per image on the test set, in training units (reconstruction + KL, one z per image; an autoencoder's is its reconstruction term)"},
         lambda p: {"neg_elbo": neg_elbo(p.model, p.test.images, labels=p.labels)["neg_elbo"]},
+        needs=("likelihood",),
     ),
     "recon_mse": Metric(
         {"recon_mse": "mean squared error per pixel of the test images' reconstructions through the posterior mean"},
@@ -510,6 +511,10 @@ NEEDS: dict[str, Need] = {
     "skew": Need(
         lambda s: getattr(s.cfg.data.params, "skew_factor", "none") != "none",
         lambda s: "measures the rare region of a skewed dataset: use data.name = sprites with data.skew_factor and data.skew < 1",
+    ),
+    "likelihood": Need(
+        lambda s: not MODELS[s.cfg.model.name].fitted,
+        lambda s: f"need a model with a decoder likelihood; model {s.cfg.model.name} is a fitted Gaussian",
     ),
     "elbo": Need(
         lambda s: "beta" in MODELS[s.cfg.model.name].params.loss_keys,  # a model without a KL term (it honours no β) has no ELBO

@@ -43,7 +43,7 @@ from vaelab.experiments.study import open_study
 from vaelab.images import make_grid, png_bytes, save_grid
 from vaelab.metrics import knn_radii, mean_intensity, occupancy, occupancy_distance, prdc, variability
 from vaelab.metrics.posterior import memorised
-from vaelab.models import class_labels, fit_to_data
+from vaelab.models import MODELS, class_labels, fit_to_data
 from vaelab.runfolder import atomic_write, prepare_out, write_csv
 from vaelab.sample import sample
 from vaelab.train import check_resources, save_reconstructions, train
@@ -184,7 +184,7 @@ def model_figures(cfg: Config, model, heldout: Dataset, tail_threshold: float | 
     figure: none at generation 0, no posterior or likelihood for an autoencoder); its KL per latent
     dim goes into `detail`."""
     out = dict.fromkeys(MODEL_COLUMNS, math.nan)
-    if model is None:
+    if model is None or MODELS[cfg.model.name].fitted:  # D_0 has no generator; a fitted Gaussian has no ELBO
         return out
     inputs = MetricInputs(model, heldout, cfg, k=max(1, cfg.chain.iw_samples))
     out.update(METRICS["neg_elbo"].compute(inputs))  # the registry's, on held-out originals

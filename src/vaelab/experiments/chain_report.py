@@ -32,8 +32,9 @@ def has_metric(rows: list[dict], metric: str) -> bool:
     return any(not math.isnan(r.get(metric, math.nan)) for r in rows)
 
 
-def curves_figure(tables: dict[str, list[dict]], panels, cols: int = 3, size=(4.2, 3.0)) -> bytes:
-    """One panel per metric, one line per table (mean over seeds, min–max band when seeds > 1)."""
+def curves_figure(tables: dict[str, list[dict]], panels, cols: int = 3, size=(4.2, 3.0), expected: tuple[np.ndarray, np.ndarray, str] | None = None) -> bytes:
+    """One panel per metric, one line per table (mean over seeds, min–max band when seeds > 1);
+    `expected` (generations, values, label) is drawn dashed on the first panel."""
     panels = [(m, t) for m, t in panels if any(has_metric(rows, m) for rows in tables.values())]
     cols = min(cols, len(panels)) or 1
     nrows = math.ceil(len(panels) / cols) or 1
@@ -50,6 +51,8 @@ def curves_figure(tables: dict[str, list[dict]], panels, cols: int = 3, size=(4.
         ax.set_xlabel("generation")
         ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
+    if expected is not None:
+        axes.flat[0].plot(expected[0], expected[1], ls="--", lw=1.2, color="black", label=expected[2])
     for ax in list(axes.flat)[len(panels) :]:
         ax.axis("off")
     if len(tables) > 1 or len(panels) == 1:
@@ -63,6 +66,22 @@ def generation_details(chain_dir: Path, key: str, seed: int = 0) -> list[dict]:
     files = sorted((chain_dir / f"seed-{seed}").glob("gen-*/metrics.json"))
     details = [json.loads(f.read_text()) for f in files]
     return [d for d in details if key in d]
+
+
+def sampling_error(cfg: dict, rows: list[dict]) -> tuple[np.ndarray, np.ndarray, str] | None:
+    """For a gaussian-fit chain in replace mode, the variability sampling error alone would leave:
+    refitting M samples shrinks every variance by (M − 1)/M in expectation, so from generation 1
+    (the first Gaussian data) E[vₙ] ≈ v₁ ((M − 1)/M)^((n − 1)/2), the mean pair distance scaling as
+    the square root of the variance. None for any other chain."""
+    if cfg.get("model", {}).get("name") != "gaussian-fit" or cfg.get("chain", {}).get("mode") != "replace":
+        return None
+    g, mean, _, _ = by_generation(rows, "variability")
+    later = g >= 1
+    if not later.any():
+        return None
+    m = max(r["n_train"] for r in rows)  # the images each Gaussian is fitted to
+    gens = g[later]
+    return gens, mean[later][0] * ((m - 1) / m) ** ((gens - gens[0]) / 2), f"sampling error alone, M = {m:,}"
 
 
 def kl_dims_figure(chain_dir: Path, seed: int = 0) -> bytes | None:
@@ -156,7 +175,7 @@ def chain_sections(chain_dir: Path | str, seconds: float | None = None) -> list[
     if not rows:
         return sections + [Section("Results", "<p>No generation has finished yet.</p>")]
     label = {chain_dir.name: rows}
-    var = curves_figure(label, [("variability", "variability of each generation's data")], cols=1, size=(7, 3.6))
+    var = curves_figure(label, [("variability", "variability of each generation's data")], cols=1, size=(7, 3.6), expected=sampling_error(cfg, rows))
     atomic_write(chain_dir / "variability.png", var)
     allm = curves_figure(label, list(PANELS.items()))
     atomic_write(chain_dir / "metrics.png", allm)

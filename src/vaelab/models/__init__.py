@@ -18,6 +18,7 @@ from vaelab.errors import UserError
 from vaelab.losses import loss_weights
 from vaelab.models.conv import AsymParams, CNNParams, ConvParams, build_asym, build_conv
 from vaelab.models.cvae import CVAEParams, build_cvae
+from vaelab.models.gaussian_fit import GaussianFitParams, build_gaussian_fit
 from vaelab.models.introvae import IntroVAEParams, build_introvae
 from vaelab.models.mlp import AEParams, Dense3Params, FC1Params, FC2Params, build_ae, build_dense
 from vaelab.models.vae import VAE
@@ -41,6 +42,9 @@ class ModelSpec:
     """its training step can be captured once as a CUDA graph and replayed (`train.cuda_graph`):
     the step runs the same kernels every time, with no Python branch on the step or the data;
     False for models whose step changes (a warm-up phase, a codebook set from the first batch)"""
+    fitted: bool = False
+    """fitted in closed form after a training loop that changes nothing (gaussian-fit): no decoder
+    likelihood, so no ELBO-based metric (a chain leaves its model columns empty)"""
 
 
 MODELS: dict[str, ModelSpec] = {
@@ -69,6 +73,14 @@ MODELS: dict[str, ModelSpec] = {
         "IntroVAE: the cnn's networks trained introspectively (the encoder's KL as the discriminator; model.margin, model.adversarial_weight, model.adversarial_warmup)",
         vectorizable=False,
         graphable=False,
+    ),
+    "gaussian-fit": ModelSpec(
+        build_gaussian_fit,
+        GaussianFitParams,
+        "the exact baseline: a full-covariance Gaussian fitted by maximum likelihood to the flattened images (no network; model.jitter)",
+        vectorizable=False,
+        graphable=False,
+        fitted=True,
     ),
 }
 config.MODEL_PARAMS.update({name: spec.params for name, spec in MODELS.items()})
