@@ -744,6 +744,8 @@ def test_compare_of_a_folder_that_is_not_a_chain_is_refused(ref, tmp_path, kind)
         (["chain.budget=-1"], ["chain.budget"]),
         (["chain.holdout=0"], ["chain.holdout"]),
         (["chain.metric_samples=5"], ["chain.metric_samples"]),
+        (["chain.iw_samples=-1"], ["chain.iw_samples"]),
+        (["data.n=100000", "chain.metric_samples=100000"], ["chain.metric_samples = 100,000", "GiB"]),  # 160 GB of distances: more than any device here
         (["chain.bogus=1"], ["chain.bogus"]),
         (["data.name=digits", "chain.mode=fresh", "chain.real_fraction=0.5"], ["fresh", "digits", "points"]),
     ],

@@ -165,7 +165,7 @@ def test_train_preset_with_overrides_writes_a_complete_run_folder(fc2_run):
     assert cfg["loss"] == {"recon_weight": 1.0, "beta": 0.5, "variability_weight": 0.0, "kl_schedule": "constant", "warmup_steps": 0}
     assert (cfg["train"]["steps"], cfg["train"]["batch_size"], cfg["train"]["lr"]) == (20, 32, 1e-3)
     assert (cfg["train"]["seed"], cfg["train"]["device"]) == (0, "auto")
-    assert cfg["sample"] == {"n": 8, "delta": 0.0, "denoise": 0.0, "seed": 0}
+    assert cfg["sample"] == {"n": 8, "delta": 0.0, "denoise": 0.0, "seed": 0, "prior": "standard", "prior_components": 10}
 
     # metrics.jsonl: one row per step, in order, with the named terms; total = recon + β·KL.
     rows = rows_of(d / "metrics.jsonl")

@@ -314,7 +314,7 @@ class Config:
             require(
                 f.name in honoured or getattr(self.loss, f.name) == f.default,
                 f"loss.{f.name}",
-                f"= {getattr(self.loss, f.name)!r}: model {self.model.name} does not use it (it honours {', '.join(f'loss.{k}' for k in honoured)})",
+                f"= {getattr(self.loss, f.name)!r}: model {self.model.name} does not use it (it honours {', '.join(f'loss.{k}' for k in honoured) or 'no loss.* key'})",
             )
 
     @classmethod

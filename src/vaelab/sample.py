@@ -101,14 +101,25 @@ def sample(
     return denoise_images(out, denoise) if denoise > 0 else out
 
 
-def prior_codes(model, n: int, generator: torch.Generator, delta: float, prior: str) -> torch.Tensor:
-    """n codes (n, L) on the CPU from the prior `prior` names (sample.prior)."""
-    if prior == "standard":
-        return model.prior_sample(n, generator, delta)
+def _aggregate_codes(model, n: int, generator: torch.Generator, delta: float) -> torch.Tensor:
     fitted = getattr(model, "aggregate_prior", None)
     if fitted is None:
         raise UserError("sample.prior = aggregate: this model has no fitted mixture (train it with sample.prior = aggregate; its run folder then holds prior.safetensors)")
     return fitted.sample(n, generator, delta)
+
+
+PRIORS = {
+    "standard": lambda model, n, generator, delta: model.prior_sample(n, generator, delta),
+    "aggregate": _aggregate_codes,
+}
+"""sample.prior → (model, n, generator, δ) → n codes (n, L) on the CPU"""
+
+
+def prior_codes(model, n: int, generator: torch.Generator, delta: float, prior: str) -> torch.Tensor:
+    """n codes (n, L) on the CPU from the prior `prior` names (sample.prior)."""
+    if prior not in PRIORS:
+        raise UserError(f"sample.prior must be one of {', '.join(PRIORS)}, got {prior!r}")
+    return PRIORS[prior](model, n, generator, delta)
 
 
 def denoise_images(images: torch.Tensor, threshold: float) -> torch.Tensor:
