@@ -3,6 +3,7 @@ prior fitted after training, and reconstructions."""
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,11 +34,14 @@ class AggregatePrior:
     def fit(cls, codes: torch.Tensor, components: int, seed: int) -> "AggregatePrior":
         """The maximum-likelihood mixture of `components` full-covariance Gaussians for codes (N, L)
         (scikit-learn's GaussianMixture, k-means initialised, seeded)."""
-        from sklearn.mixture import GaussianMixture  # scikit-learn, loaded only where a mixture is fitted
+        from sklearn.exceptions import ConvergenceWarning  # scikit-learn, loaded only where a mixture is fitted
+        from sklearn.mixture import GaussianMixture
 
         if components > len(codes):
             raise UserError(f"sample.prior_components = {components} is more than the {len(codes)} training images the mixture is fitted to")
-        gm = GaussianMixture(components, covariance_type="full", reg_covar=1e-6, random_state=seed).fit(codes.double().numpy())
+        with warnings.catch_warnings():  # codes of a collapsed set repeat: fewer distinct clusters than components is a fit, not a fault
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            gm = GaussianMixture(components, covariance_type="full", reg_covar=1e-6, random_state=seed).fit(codes.double().numpy())
         return cls(torch.from_numpy(gm.weights_), torch.from_numpy(gm.means_), torch.linalg.cholesky(torch.from_numpy(gm.covariances_)))
 
     def sample(self, n: int, generator: torch.Generator, delta: float = 0.0) -> torch.Tensor:
