@@ -39,3 +39,14 @@ def pytest_collection_modifyitems(items):
     for item in items:
         if item.path.name not in SPREAD:
             item.add_marker(pytest.mark.xdist_group(item.path.name))
+
+
+@pytest.fixture
+def quick_feature_net(monkeypatch):
+    """The LeNet feature net trained for 100 Adam steps instead of 800 (over 80 % of its time), for
+    tests of a study's plumbing: the net's accuracy, cache and FID are tested in test_fid."""
+    import functools
+
+    from vaelab.metrics import featurenet
+
+    monkeypatch.setattr(featurenet, "FeatureNetConfig", functools.partial(featurenet.FeatureNetConfig, steps=100))

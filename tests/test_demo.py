@@ -5,7 +5,7 @@ from vaelab.cli import main
 from vaelab.runfolder import folder_kind, prepare_out, read_manifest
 
 
-def test_demo_writes_a_self_contained_report(tmp_path, capsys, monkeypatch):
+def test_demo_writes_a_self_contained_report(tmp_path, capsys, monkeypatch, quick_feature_net):
     monkeypatch.setenv("VAELAB_CACHE", str(tmp_path / "cache"))
     out = tmp_path / "demo"
     assert main(["demo", "--out", str(out), "--quiet", "--set", "train.steps=20", "--set", "data.n=500"]) == 0

@@ -838,7 +838,7 @@ def test_metrics_that_need_factors_are_refused_with_the_default_test_size(tmp_pa
     user_error(cli("sweep", "--config", digits_config(tmp_path), "--out", out, "--quiet"), "pmi", "factors")
 
 
-def test_the_arch_preset_runs_on_tiny_settings_with_fid_and_class_spread(tmp_path, monkeypatch):
+def test_the_arch_preset_runs_on_tiny_settings_with_fid_and_class_spread(tmp_path, monkeypatch, quick_feature_net):
     monkeypatch.setenv("VAELAB_CACHE", str(tmp_path / "cache"))
     d = tmp_path / "arch"
     r = cli(

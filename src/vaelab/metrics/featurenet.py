@@ -104,12 +104,13 @@ def content_key(images: torch.Tensor, labels: torch.Tensor, cfg: FeatureNetConfi
     return h.hexdigest()
 
 
-def feature_net(images: torch.Tensor, labels: torch.Tensor | None, cfg: FeatureNetConfig = FeatureNetConfig(), *, source: str = "data", cache: Path | str | None = None) -> FeatureNet:
+def feature_net(images: torch.Tensor, labels: torch.Tensor | None, cfg: FeatureNetConfig | None = None, *, source: str = "data", cache: Path | str | None = None) -> FeatureNet:
     """The feature net for these labelled images: read from the cache, or trained and cached.
 
     Arguments:
         images: (N, C, H, W) the dataset's training images.
         labels: (N,) their class labels; None is a user error (FID needs a labelled dataset).
+        cfg: how the net is built and trained; None is `FeatureNetConfig()`.
         source: the dataset's name, for the net's `name`.
         cache: the cache folder (default `$VAELAB_CACHE` or ~/.cache/vaelab).
     """
@@ -122,6 +123,7 @@ def feature_net(images: torch.Tensor, labels: torch.Tensor | None, cfg: FeatureN
     if min(shape[1:]) < 4:
         raise UserError(f"the feature net needs images of at least 4×4 pixels, got {shape}")
     n_classes = int(labels.max()) + 1
+    cfg = cfg or FeatureNetConfig()
     key = content_key(images, labels, cfg)
     path = Path(cache or cache_dir()) / f"lenet-{key}.safetensors"
     with torch.random.fork_rng(devices=[]):  # the caller's RNG is left as it was
