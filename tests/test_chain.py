@@ -848,3 +848,27 @@ def test_a_dollar_in_a_chains_folder_name_is_drawn_as_written(tmp_path):
     assert "x$^$y" in (a / "report.html").read_text()
     r = cli("chain", "compare", a, a, "--out", tmp_path / "cmp$_$")
     assert r.rc == 0, r.err
+
+
+def test_the_independent_minimal_chain_draws_vaelab_s_points_and_runs_a_generation():
+    # tests/independent/minimal_chain.py repeats the chain study without vaelab (docs/chain.md's
+    # second opinion on the δ = 0.7 chain); its D_0 must be vaelab's `points` in distribution:
+    # the same variability (about 3.85) and brightness (blocks clipped at the borders) within
+    # sampling error, and its generation must leave the 8-bit, thresholded images the study keeps
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("minimal_chain", Path(__file__).parent / "independent" / "minimal_chain.py")
+    minimal = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(minimal)
+    theirs = minimal.points(4000, np.random.default_rng(0))
+    ours = load_config("chain-conv", overrides={"data.n": 4000})
+    from vaelab.data import load_data
+
+    ours = load_data(ours.data).images.numpy()
+    assert theirs.shape == ours.shape and set(np.unique(theirs)) == set(np.unique(ours)) == {0.0, 1.0}
+    assert abs(minimal.variability(theirs, np.random.default_rng(1)) - variability(torch.from_numpy(ours))) < 0.05
+    assert abs(theirs.reshape(4000, -1).sum(1).mean() - ours.reshape(4000, -1).sum(1).mean()) < 0.15  # about 8.8 lit pixels
+    model = minimal.train(theirs[:300], epochs=1, seed=0)
+    images = minimal.generate(model, 200, delta=0.7, thr=0.05, seed=1)
+    assert images.shape == (200, 1, 24, 24) and np.allclose(images * 255, np.round(images * 255), atol=1e-4)
+    assert images[images > 0].min() >= 0.05 * images.max() - 1 / 255
