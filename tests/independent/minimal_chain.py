@@ -15,8 +15,10 @@ What it does, per seed
     (Adam 1e-3, batch 32, per-image loss = summed squared error + KL to N(0, I), batch mean); D_{g+1}
     is n decoder means at z ~ N(0, (1 + delta)^2 I), every pixel below thr x (the set's maximum pixel)
     set to 0, stored as 8 bits. Each D_g is measured: variability (mean L2 distance of 10,000 random
-    pairs of distinct images), the share of blank images (every pixel 0), and the mean image
-    brightness (sum of pixels). One CSV row per (seed, generation).
+    pairs of distinct images), the share of blank images (every pixel 0), the mean image
+    brightness (sum of pixels); and, to see what the threshold does, the same set before it: its
+    variability, its maximum pixel (which sets the threshold) and the share of faint images (whose
+    brightest pixel is below half the set's). One CSV row per (seed, generation).
 
 Usage
     python tests/independent/minimal_chain.py --seeds 3 --generations 6 --out minimal.csv
@@ -83,14 +85,25 @@ def train(data: np.ndarray, epochs: int, seed: int) -> ConvVAE:
     return model
 
 
+def to_8bit(images: np.ndarray) -> np.ndarray:
+    return (np.round(images * 255) / 255).astype(np.float32)
+
+
 @torch.no_grad()
-def generate(model: ConvVAE, n: int, delta: float, thr: float, seed: int) -> np.ndarray:
+def decode(model: ConvVAE, n: int, delta: float, seed: int) -> np.ndarray:
+    """(n, 1, 24, 24): decoder means at z ~ N(0, (1 + delta)^2 I), before any threshold."""
     g = torch.Generator().manual_seed(seed)
     z = torch.randn(n, LATENT, generator=g) * (1.0 + delta)
-    images = torch.cat([model.decoder(part) for part in z.split(4096)]).numpy()  # (n, 1, 24, 24)
-    if thr > 0:
-        images = np.where(images < thr * images.max(), 0.0, images)
-    return (np.round(images * 255) / 255).astype(np.float32)
+    return torch.cat([model.decoder(part) for part in z.split(4096)]).numpy()
+
+
+def threshold(images: np.ndarray, thr: float) -> np.ndarray:
+    """Every pixel below thr x (the set's maximum pixel) set to 0 (the study's denoising)."""
+    return np.where(images < thr * images.max(), 0.0, images) if thr > 0 else images
+
+
+def generate(model: ConvVAE, n: int, delta: float, thr: float, seed: int) -> np.ndarray:
+    return to_8bit(threshold(decode(model, n, delta, seed), thr))
 
 
 def variability(images: np.ndarray, rng: np.random.Generator, pairs: int = 10_000) -> float:
@@ -100,12 +113,17 @@ def variability(images: np.ndarray, rng: np.random.Generator, pairs: int = 10_00
     return float(np.linalg.norm(flat[i] - flat[j], axis=1).mean())
 
 
-def measure(images: np.ndarray, rng: np.random.Generator) -> dict:
+def measure(images: np.ndarray, raw: np.ndarray, rng: np.random.Generator) -> dict:
+    """The kept set's figures, and the same images before the threshold (`raw`, 8-bit): how much
+    of a generation's variability the threshold itself takes or adds."""
     flat = images.reshape(len(images), -1)
     return {
         "variability": variability(images, rng),
         "blank_share": float((flat.max(1) == 0).mean()),
         "brightness": float(flat.sum(1).mean()),
+        "variability_unthresholded": variability(raw, rng),
+        "set_max": float(raw.max()),
+        "faint_share": float((raw.reshape(len(raw), -1).max(1) < 0.5 * raw.max()).mean()),
     }
 
 
@@ -121,22 +139,23 @@ def main(argv=None) -> int:
     p.add_argument("--out", required=True)
     a = p.parse_args(argv)
     torch.set_num_threads(max(torch.get_num_threads(), 1))
-    fields = ["seed", "generation", "variability", "blank_share", "brightness", "seconds"]
+    fields = ["seed", "generation", "variability", "blank_share", "brightness", "variability_unthresholded", "set_max", "faint_share", "seconds"]
     with open(a.out, "w", newline="") as f:
         w = csv.DictWriter(f, fields)
         w.writeheader()
         for seed in range(a.first_seed, a.first_seed + a.seeds):
             rng = np.random.default_rng(1000 + seed)
-            data = points(a.n, rng)
+            data = raw = points(a.n, rng)
             start = time.perf_counter()
             for g in range(a.generations + 1):
-                row = {"seed": seed, "generation": g, **measure(data, rng), "seconds": round(time.perf_counter() - start, 1)}
+                row = {"seed": seed, "generation": g, **measure(data, raw, rng), "seconds": round(time.perf_counter() - start, 1)}
                 w.writerow(row)
                 f.flush()
                 print(row, file=sys.stderr, flush=True)
                 if g < a.generations:
                     model = train(data, a.epochs, seed * 1000 + g)
-                    data = generate(model, a.n, a.delta, a.thr, seed * 1000 + g + 500)
+                    decoded = decode(model, a.n, a.delta, seed * 1000 + g + 500)
+                    raw, data = to_8bit(decoded), to_8bit(threshold(decoded, a.thr))
     return 0
 
 
