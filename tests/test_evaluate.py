@@ -393,6 +393,33 @@ def test_evaluate_measures_a_sweep_metric_as_a_sweep_would(points_run, tmp_path)
     assert measure(model, load_data(test_config(cfg)), cfg) == pytest.approx({k: ev[k] for k in ("pmi", "pmi_r2", "neg_elbo")}, rel=1e-6)
 
 
+def test_the_recovery_metrics_of_a_run_are_the_functions_on_its_test_codes(points_run, tmp_path):
+    from vaelab.latent import latent_means
+    from vaelab.metrics.recovery import factor_r2, irs, mcc
+
+    run = copy_run(points_run, tmp_path)
+    r = cli("evaluate", run, "--metrics", "mcc,factor_r2,irs", "--n", "300")
+    assert r.rc == 0, r.err
+    ev = json.loads((run / "evaluation.json").read_text())
+    assert set(ev) == {"n_test", "dataset", "mcc", "mcc_spearman", "factor_r2", "factor_r2_nonlinear", "irs"}
+    cfg, model = load_run(run)
+    test = load_data(data_test_config(cfg.data, 300))  # the points' block centres (y, x) are its factors
+    mu = latent_means(model, test.images)
+    assert ev["mcc"] == pytest.approx(mcc(mu, test.factors)) and ev["mcc_spearman"] == pytest.approx(mcc(mu, test.factors, method="spearman"))
+    assert ev["irs"] == pytest.approx(irs(mu, test.factors))
+    order = torch.randperm(300, generator=torch.Generator().manual_seed(cfg.data.seed))  # the 80/20 split pmi uses
+    fit, held = order[:240], order[240:]
+    assert ev["factor_r2"] == pytest.approx(factor_r2(mu[fit], test.factors[fit], mu[held], test.factors[held]).mean())
+    assert 0 <= ev["factor_r2_nonlinear"] <= 1
+
+
+def test_mcc_is_refused_when_the_factors_outnumber_the_latents(tmp_path):
+    run = tmp_path / "one-latent"
+    assert cli("train", "--set", "data.name=points", "--set", "data.n=64", "--set", "model.latent_dim=1", "--set", "train.steps=2", "--out", run, "--quiet").rc == 0
+    user_error(cli("evaluate", run, "--metrics", "mcc"), "--metrics mcc", "2 factors", "model.latent_dim = 1")
+    assert cli("evaluate", run, "--metrics", "irs,factor_r2", "--n", "100").rc == 0  # they need no matching
+
+
 @pytest.mark.parametrize(
     "metrics, needles",
     [("pmi", ["--metrics pmi", "ground-truth factors", "digits"]), ("elbo,nll_iw", []), ("disentanglement", ["renders chosen factors"]), ("rare", ["skewed"])],

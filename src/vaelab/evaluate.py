@@ -35,6 +35,7 @@ from vaelab.latent import latent_means
 from vaelab.losses import RECONSTRUCTION, draw_latent, gaussian_kl, kl_per_image, reconstruction
 from vaelab.metrics import class_distribution, decoder_mse, feature_net, fid, fit_linear_map, pmi, prdc
 from vaelab.metrics.disentanglement import SCORES, all_scores
+from vaelab.metrics.recovery import factor_r2, irs, mcc
 from vaelab.metrics.posterior import ACTIVE_THRESHOLD, active_units, gaussian_fit_kl, kl_per_dim, memorised, mmd, mutual_information
 from vaelab.models import MODELS
 from vaelab.report import report_path
@@ -240,16 +241,30 @@ class MetricInputs:
         """what a conditional model takes with the test images (None for the others)"""
 
     @functools.cached_property
+    def codes(self) -> torch.Tensor:
+        """(N, L) the latent means of the test images, computed once."""
+        return latent_means(self.model, self.test.images, self.labels)
+
+    @functools.cached_property
+    def split(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(fit, held-out) indices of the test images: FIT_FRACTION of them, seeded by data.seed."""
+        n = len(self.test)
+        order = torch.randperm(n, generator=torch.Generator().manual_seed(self.cfg.data.seed))
+        cut = max(1, min(n - 1, round(FIT_FRACTION * n)))
+        return order[:cut], order[cut:]
+
+    @functools.cached_property
     def recovery(self) -> tuple[Any, dict[str, float]]:
-        """The linear map factors → latent means fitted on FIT_FRACTION of the test images, and its
-        figures (pmi, pmi_r2) on the rest."""
-        t = self.test
-        mu = latent_means(self.model, t.images, self.labels)  # (N, L)
-        order = torch.randperm(len(t), generator=torch.Generator().manual_seed(self.cfg.data.seed))
-        cut = max(1, min(len(t) - 1, round(FIT_FRACTION * len(t))))
-        fit_idx, test_idx = order[:cut], order[cut:]
-        fit = fit_linear_map(t.factors[fit_idx], mu[fit_idx], self.cfg.sweep.pmi_fit, seed=self.cfg.train.seed)
-        return fit, pmi(fit, t.factors[test_idx], mu[test_idx])
+        """The linear map factors → latent means fitted on the `split`'s fit images, and its
+        figures (pmi, pmi_r2) on the held-out ones."""
+        (fit_idx, test_idx), mu, factors = self.split, self.codes, self.test.factors
+        fit = fit_linear_map(factors[fit_idx], mu[fit_idx], self.cfg.sweep.pmi_fit, seed=self.cfg.train.seed)
+        return fit, pmi(fit, factors[test_idx], mu[test_idx])
+
+    def factor_r2(self, nonlinear: bool) -> float:
+        """Mean held-out R² of latents → factors (`vaelab.metrics.recovery.factor_r2`) on the `split`."""
+        (fit_idx, test_idx), mu, factors = self.split, self.codes, self.test.factors
+        return float(factor_r2(mu[fit_idx], factors[fit_idx], mu[test_idx], factors[test_idx], nonlinear=nonlinear, seed=self.cfg.train.seed).mean())
 
     @functools.cached_property
     def samples(self) -> torch.Tensor:
@@ -371,6 +386,27 @@ METRICS: dict[str, Metric] = {
         lambda p: {"decoder_mse": decoder_mse(p.decode, p.recovery[0], p.test.factors, p.test.images)},
         needs=("factors", "unconditional"),
     ),
+    "mcc": Metric(
+        {
+            "mcc": "mean correlation coefficient (Khemakhem et al. 2020): each ground-truth factor matched to its own latent mean (Hungarian, on |Pearson r|), averaged; 0 for a collapsed posterior",
+            "mcc_spearman": "the same on Spearman's rank correlation: any monotone code of a factor scores 1",
+        },
+        lambda p: {"mcc": mcc(p.codes, p.test.factors), "mcc_spearman": mcc(p.codes, p.test.factors, method="spearman")},
+        needs=("factors", "latents"),
+    ),
+    "factor_r2": Metric(
+        {
+            "factor_r2": "held-out R² of a least-squares map from the latent means to each ground-truth factor, the factors' mean (below 0 counted as 0): 0 when the latents carry nothing",
+            "factor_r2_nonlinear": "the same with a small multilayer perceptron (two hidden layers of 32)",
+        },
+        lambda p: {"factor_r2": p.factor_r2(nonlinear=False), "factor_r2_nonlinear": p.factor_r2(nonlinear=True)},
+        needs=("factors",),
+    ),
+    "irs": Metric(
+        {"irs": "interventional robustness score (Suter et al. 2019, as disentanglement_lib computes it): how little each latent mean moves with its best factor held fixed, against how far it moves overall"},
+        lambda p: {"irs": irs(p.codes, p.test.factors)},
+        needs=("factors",),
+    ),
     "neg_elbo": Metric(
         {"neg_elbo": "−ELBO per image on the test set, in training units (reconstruction + KL, one z per image; an autoencoder's is its reconstruction term)"},
         lambda p: {"neg_elbo": neg_elbo(p.model, p.test.images, labels=p.labels)["neg_elbo"]},
@@ -491,6 +527,10 @@ NEEDS: dict[str, Need] = {
     "factors": Need(
         lambda s: s.test.factors is not None,
         lambda s: f"need ground-truth factors, and dataset {s.cfg.data.name} has none (generated datasets such as squares and points have them; an array file can carry a 'factors' key)",
+    ),
+    "latents": Need(
+        lambda s: s.cfg.model.latent_dim >= s.test.factors.shape[1],
+        lambda s: f"match each of the {s.test.factors.shape[1]} factors of {s.cfg.data.name} to its own latent, and the model has only model.latent_dim = {s.cfg.model.latent_dim}",
     ),
     "unconditional": Need(
         lambda s: not MODELS[s.cfg.model.name].conditional,
