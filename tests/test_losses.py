@@ -8,6 +8,8 @@ from torch.distributions import Normal, kl_divergence
 from vaelab.config import LossConfig
 from vaelab.losses import (
     LossWeights,
+    capacity,
+    dip_terms,
     draw_latent,
     gaussian_kl,
     kl_weight,
@@ -134,3 +136,56 @@ def test_total_is_the_weighted_sum_of_the_terms():
     assert t["beta"].item() == 3.0
     ae = vae_terms(x, logits, mu, None, likelihood="bernoulli", loss=LossWeights(recon_weight=1.0, beta=1.0, variability_weight=0.0))
     assert set(ae) == {"loss", "recon"} and torch.equal(ae["loss"], ae["recon"])
+
+
+# ---------------------------------------------------------------------------------------------
+# Annealed capacity and DIP-VAE
+
+
+def test_dip_terms_are_numpy_s_covariance_against_the_identity():
+    import numpy as np
+
+    g = torch.Generator().manual_seed(1)
+    mu = torch.randn(50, 4, generator=g, dtype=torch.float64) @ torch.randn(4, 4, generator=g, dtype=torch.float64)
+    logvar = torch.randn(50, 4, generator=g, dtype=torch.float64)
+    for second in (0.0, 1.0):  # DIP-I, DIP-II
+        cov = np.cov(mu.numpy(), rowvar=False, bias=True) + second * np.diag(np.exp(logvar.numpy()).mean(0))
+        off, diag = dip_terms(mu, logvar, second)
+        assert off.item() == pytest.approx((cov**2).sum() - (np.diag(cov) ** 2).sum(), rel=1e-12)
+        assert diag.item() == pytest.approx(((np.diag(cov) - 1) ** 2).sum(), rel=1e-12)
+    white = torch.randn(200_000, 3, generator=g, dtype=torch.float64)  # Cov = I: both terms about 0
+    assert max(t.item() for t in dip_terms(white, torch.zeros_like(white), 0.0)) < 1e-3
+    assert dip_terms(torch.zeros(200_000, 3, dtype=torch.float64), torch.zeros(200_000, 3, dtype=torch.float64), 1.0)[1].item() == 0.0  # DIP-II: σ² = 1 alone is the identity
+
+
+def test_capacity_rises_linearly_then_holds():
+    assert [capacity(25.0, s, 100) for s in (0, 40, 100, 1000)] == [0.0, 10.0, 25.0, 25.0]
+    assert capacity(0.0, 50, 0) == 0.0
+
+
+def test_the_capacity_target_and_dip_enter_the_total_as_weighted():
+    g = torch.Generator().manual_seed(2)
+    x = torch.rand(6, 1, 4, 4, generator=g)
+    logits = torch.randn(6, 1, 4, 4, generator=g)
+    mu, logvar = torch.randn(6, 3, generator=g), torch.randn(6, 3, generator=g)
+    plain = vae_terms(x, logits, mu, logvar, likelihood="gaussian", loss=LossWeights(beta=2.0))
+    for c in (0.5, 100.0):  # below and above the KL
+        t = vae_terms(x, logits, mu, logvar, likelihood="gaussian", loss=LossWeights(beta=2.0, capacity_on=1.0, capacity=c))
+        assert t["loss"].item() == pytest.approx(plain["recon"].item() + 2.0 * abs(plain["kl"].item() - c), rel=1e-6)
+        assert t["kl"].item() == plain["kl"].item() and t["capacity"].item() == c
+    t = vae_terms(x, logits, mu, logvar, likelihood="gaussian", loss=LossWeights(beta=2.0, dip_offdiag=3.0, dip_diag=7.0, dip_ii=1.0))
+    off, diag = dip_terms(mu, logvar, 1.0)
+    assert t["dip_offdiag"].item() == pytest.approx(off.item()) and t["dip_diag"].item() == pytest.approx(diag.item())
+    assert t["loss"].item() == pytest.approx(plain["loss"].item() + 3.0 * off.item() + 7.0 * diag.item(), rel=1e-6)
+    assert "capacity" not in plain and "dip_offdiag" not in plain  # off: not computed
+    tensors = LossWeights(*(torch.tensor(float(v)) for v in LossWeights(beta=2.0)))  # a group member's weights, all off
+    t = vae_terms(x, logits, mu, logvar, likelihood="gaussian", loss=tensors)
+    assert t["loss"].item() == pytest.approx(plain["loss"].item(), rel=1e-6) and {"capacity", "dip_offdiag"} <= set(t)
+
+
+def test_loss_weights_read_the_capacity_and_dip_settings():
+    w = loss_weights(LossConfig(beta=4.0, capacity_max=20.0, capacity_steps=1000, dip="ii", dip_offdiag=5.0, dip_diag=5.0), 250)
+    assert (w.capacity_on, w.capacity, w.dip_offdiag, w.dip_diag, w.dip_ii) == (1.0, 5.0, 5.0, 5.0, 1.0)
+    w = loss_weights(LossConfig(dip="i"), 0)
+    assert (w.capacity_on, w.dip_offdiag, w.dip_diag, w.dip_ii) == (0.0, 10.0, 100.0, 0.0)
+    assert loss_weights(LossConfig(), 0)[3:] == (0.0, 0.0, 0.0, 0.0, 0.0)

@@ -185,7 +185,10 @@ def test_a_swept_model_name_gives_each_cell_its_own_models_defaults():
 # ---------------------------------------------------------------------------------------------
 # Which keys each model takes: its own model keys, and the loss keys it honours.
 
-ALL_LOSS_KEYS = ("recon_weight", "beta", "variability_weight", "kl_schedule", "warmup_steps")
+ALL_LOSS_KEYS = (
+    "recon_weight", "beta", "variability_weight", "kl_schedule", "warmup_steps",
+    "capacity_max", "capacity_steps", "dip", "dip_offdiag", "dip_diag",
+)  # fmt: skip
 HONOURED = {
     **{name: ALL_LOSS_KEYS for name in ("fc1", "fc2", "dense3", "conv", "cnn", "asym", "cvae")},
     "ae": ("recon_weight", "variability_weight"),  # no KL term: no β, no KL schedule
@@ -195,7 +198,12 @@ HONOURED = {
 }
 """the loss keys each model honours (issue 17): setting any other away from its default is refused"""
 
-NON_DEFAULT = {"recon_weight": 2, "beta": 4, "variability_weight": 1, "kl_schedule": "linear", "warmup_steps": 10}
+NON_DEFAULT = {
+    "recon_weight": 2, "beta": 4, "variability_weight": 1, "kl_schedule": "linear", "warmup_steps": 10,
+    "capacity_max": 20, "capacity_steps": 100, "dip": "i", "dip_offdiag": 5, "dip_diag": 5,
+}  # fmt: skip
+COMPANION = {"kl_schedule": "warmup_steps", "capacity_max": "capacity_steps", "capacity_steps": "capacity_max", "dip_offdiag": "dip", "dip_diag": "dip"}
+"""a key that needs another set with it (a schedule its ramp, a DIP weight DIP itself)"""
 
 
 def test_every_model_has_its_honoured_loss_keys_listed():
@@ -206,14 +214,15 @@ def test_every_model_has_its_honoured_loss_keys_listed():
 @pytest.mark.parametrize("name", sorted(HONOURED))
 def test_a_loss_key_is_taken_exactly_when_the_model_honours_it(name, key):
     sets = [f"model.name={name}", f"loss.{key}={NON_DEFAULT[key]}"]
-    if key == "kl_schedule":
-        sets.append("loss.warmup_steps=10")  # a linear schedule needs a ramp
+    if key in COMPANION:
+        sets.append(f"loss.{COMPANION[key]}={NON_DEFAULT[COMPANION[key]]}")
     if key in HONOURED[name]:
         cfg = cfg_of(*sets)
         assert getattr(cfg.loss, key) == NON_DEFAULT[key]
     else:
         honours = ", ".join(f"loss.{k}" for k in HONOURED[name]) or "no loss.* key"
-        with pytest.raises(UserError, match=rf"^loss\.{key} = .*: model {name} does not use it \(it honours {honours}\)$"):
+        refused = f"({key}|{COMPANION[key]})" if key in COMPANION else key  # the first of the two in field order is named
+        with pytest.raises(UserError, match=rf"^loss\.{refused} = .*: model {name} does not use it \(it honours {honours}\)$"):
             cfg_of(*sets)
     default = {f.name: f.default for f in dataclasses.fields(LossConfig)}[key]
     assert getattr(cfg_of(f"model.name={name}", f"loss.{key}={default}").loss, key) == default  # its default: always accepted

@@ -110,6 +110,20 @@ def test_kl_schedule_reaches_the_trainer():
     assert betas[0] == 0.0 and betas[10] == pytest.approx(1.0) and betas[25] == 2.0
 
 
+def test_the_capacity_schedule_reaches_the_trainer_and_a_graph_s_refilled_weights():
+    from vaelab.train import StepWeights
+
+    cfg = load_config(overrides={**SMALL, "loss.capacity_max": 4.0, "loss.capacity_steps": 20, "loss.beta": 3.0})
+    rows = train(cfg, quiet=True).history
+    assert [rows[s]["capacity"] for s in (0, 10, 25)] == pytest.approx([0.0, 2.0, 4.0])
+    assert all(r["loss"] == pytest.approx(r["recon"] + 3.0 * abs(r["kl"] - r["capacity"]), rel=1e-5) for r in rows)
+    # with a device (a captured graph, a compiled loss) the moving weights are 0-d tensors, refilled in place
+    weights = StepWeights(lambda step: loss_weights(cfg.loss, step), torch.device("cpu"))
+    first = weights(10)
+    assert torch.is_tensor(first.capacity) and first.capacity.item() == pytest.approx(2.0) and first.beta.item() == 3.0
+    assert weights(15).capacity is first.capacity and first.capacity.item() == pytest.approx(3.0)
+
+
 def test_device_auto_is_the_cpu_without_cuda():
     from vaelab.device import resolve_device  # moved out of vaelab.train
 

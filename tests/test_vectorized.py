@@ -224,6 +224,36 @@ def test_each_member_is_trained_with_its_own_beta():
             assert row["loss"] == pytest.approx(row["recon"] + beta * row["kl"], rel=1e-5)
 
 
+def test_members_with_a_capacity_target_or_dip_train_by_their_own_terms():
+    """A plain member, one with an annealed capacity (C: 0 → 6 nats over 200 steps, γ = β = 20) and
+    one with DIP-II (λ_od = λ_d = 50), in one group: every logged row's loss is that member's own total, the
+    capacity member's KL ends near its target, and the DIP member's posterior means end less
+    correlated than the plain member's."""
+    configs = [
+        cfg(POINTS, data__n=256, train__steps=300, train__lr=3e-3),
+        cfg(POINTS, data__n=256, train__steps=300, train__lr=3e-3, loss__beta=20.0, loss__capacity_max=6.0, loss__capacity_steps=200),
+        cfg(POINTS, data__n=256, train__steps=300, train__lr=3e-3, loss__dip="ii", loss__dip_offdiag=50.0, loss__dip_diag=50.0),
+    ]
+    assert len({group_key(c) for c in configs}) == 1  # they can share a group
+    data = load_data(configs[0].data)
+    plain, capped, dip = train_group(configs, [data] * 3, [None] * 3, quiet=True)
+    for row in capped.history:
+        assert row["capacity"] == pytest.approx(6.0 * min(1.0, row["step"] / 200), abs=1e-5)
+        assert row["loss"] == pytest.approx(row["recon"] + 20.0 * abs(row["kl"] - row["capacity"]), rel=1e-4, abs=1e-3)
+    assert tail_mean(capped.history, "kl") == pytest.approx(6.0, abs=1.0)
+    for row in dip.history:
+        assert row["loss"] == pytest.approx(row["recon"] + row["kl"] + 50.0 * (row["dip_offdiag"] + row["dip_diag"]), rel=1e-4)
+    for row in plain.history:  # in a group every member computes every term; the plain one weighs them 0
+        assert row["capacity"] == 0.0 and row["loss"] == pytest.approx(row["recon"] + row["kl"], rel=1e-5)
+
+    def offdiag(model):
+        mu = model.posterior_params(data.images.to(next(model.parameters()).device))[0].detach().cpu().double()
+        corr = torch.corrcoef(mu.T)
+        return (corr - torch.diag(torch.diag(corr))).abs().sum().item()
+
+    assert offdiag(dip.model) < offdiag(plain.model)
+
+
 # ---------------------------------------------------------------------------------------------
 # Divergence
 

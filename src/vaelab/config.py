@@ -25,6 +25,7 @@ from vaelab.runfolder import read_toml
 
 Likelihood = Literal["gaussian", "bernoulli"]
 KLSchedule = Literal["constant", "linear", "cyclical"]
+DIP = Literal["off", "i", "ii"]
 
 
 SEED_MAX = 2**32 - 1
@@ -102,6 +103,18 @@ class LossConfig:
     """constant β; linear warm-up from 0 over warmup_steps; cyclical: warm-up, hold, repeat"""
     warmup_steps: int = 0
     """length of the linear ramp (linear, cyclical); a cyclical period is 2 × warmup_steps"""
+    capacity_max: float = 0.0
+    """annealed capacity (Burgess et al. 2018): > 0 makes the KL term β·|KL − C(step)|, C rising
+    linearly from 0 to capacity_max nats over capacity_steps (β is their γ); 0 = off"""
+    capacity_steps: int = 0
+    """steps over which the capacity C rises to capacity_max (needs capacity_max > 0)"""
+    dip: DIP = "off"
+    """DIP-VAE (Kumar et al. 2018): i penalises the covariance of the batch's posterior means away
+    from the identity; ii that of the whole aggregate posterior (means' covariance + mean variance)"""
+    dip_offdiag: float = 10.0
+    """DIP's weight λ_od on the squared off-diagonal covariances (needs dip = i or ii)"""
+    dip_diag: float = 100.0
+    """DIP's weight λ_d on the squared gaps of the diagonal from 1 (needs dip = i or ii)"""
 
     def __post_init__(self):
         require(self.recon_weight >= 0, "loss.recon_weight", f"must be >= 0, got {self.recon_weight}")
@@ -112,6 +125,15 @@ class LossConfig:
             self.kl_schedule == "constant" or self.warmup_steps > 0,
             "loss.warmup_steps",
             f"must be > 0 for kl_schedule={self.kl_schedule}",
+        )
+        require(self.capacity_max >= 0, "loss.capacity_max", f"must be >= 0, got {self.capacity_max}")
+        require(self.capacity_max == 0 or self.capacity_steps > 0, "loss.capacity_steps", f"must be > 0 with loss.capacity_max = {self.capacity_max}")
+        require(self.capacity_max > 0 or self.capacity_steps == 0, "loss.capacity_steps", f"= {self.capacity_steps} is ignored without loss.capacity_max > 0")
+        require(self.dip_offdiag >= 0 and self.dip_diag >= 0, "loss.dip_offdiag", f"and loss.dip_diag must be >= 0, got {self.dip_offdiag} and {self.dip_diag}")
+        require(
+            self.dip != "off" or (self.dip_offdiag, self.dip_diag) == (type(self).dip_offdiag, type(self).dip_diag),
+            "loss.dip_offdiag",
+            f"and loss.dip_diag are ignored with loss.dip = off (got {self.dip_offdiag} and {self.dip_diag}); set loss.dip = i or ii",
         )
 
 

@@ -94,6 +94,31 @@ def variability_gap(x: torch.Tensor, x_hat: torch.Tensor) -> torch.Tensor:
     return (mean_pair_sqdist(x) - mean_pair_sqdist(x_hat)).abs()
 
 
+def dip_terms(mu: torch.Tensor, logvar: torch.Tensor, second: float | torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """DIP-VAE's covariance terms (Kumar et al. 2018), unweighted: how far the batch's aggregate
+    posterior covariance C is from the identity.
+
+    C = Cov(μ) over the batch (the biased 1/B estimate), plus E[diag σ²] for DIP-II (`second` = 1;
+    0 for DIP-I): the covariance of the mixture of the batch's posteriors.
+
+    Arguments:
+        mu, logvar: (B, L).
+        second: 1 for DIP-II, 0 for DIP-I (a 0-d tensor for a member of a vectorized group).
+    Returns:
+        (Σ_{i≠j} C_ij², Σ_i (C_ii − 1)²), two scalars.
+    """
+    centred = mu - mu.mean(0, keepdim=True)  # (B, L)
+    cov = centred.T @ centred / mu.shape[0] + torch.diag_embed(second * logvar.exp().mean(0))  # (L, L)
+    diag = torch.diagonal(cov)  # (L,)
+    return cov.pow(2).sum() - diag.pow(2).sum(), (diag - 1.0).pow(2).sum()
+
+
+def capacity(capacity_max: float, step: int, capacity_steps: int) -> float:
+    """C at `step` (Burgess et al. 2018): 0 rising linearly to capacity_max nats over
+    capacity_steps, then held; 0 when capacity_max is 0 (no capacity target)."""
+    return capacity_max * min(1.0, step / capacity_steps) if capacity_max > 0 else 0.0
+
+
 def kl_weight(schedule: str, step: int, beta: float, warmup_steps: int) -> float:
     """β at `step` under a KL schedule.
 
@@ -112,6 +137,9 @@ def kl_weight(schedule: str, step: int, beta: float, warmup_steps: int) -> float
 KL_KEYS = ("beta", "kl_schedule", "warmup_steps")
 """the `loss.*` settings that act through the KL term (a model without one honours none of them)"""
 
+POSTERIOR_KEYS = ("capacity_max", "capacity_steps", "dip", "dip_offdiag", "dip_diag")
+"""the `loss.*` settings `vae_terms` applies to a Gaussian posterior: the annealed capacity and DIP"""
+
 
 class LossWeights(NamedTuple):
     """The loss settings of one training step, as a model's `loss` takes them: floats for one
@@ -123,13 +151,38 @@ class LossWeights(NamedTuple):
     """weight of the KL term, the KL schedule already applied"""
     variability_weight: float | torch.Tensor = 0.0
     """weight of the variability gap"""
+    capacity_on: float | torch.Tensor = 0.0
+    """1: β weighs |KL − capacity| instead of the KL (annealed capacity); 0: the plain KL"""
+    capacity: float | torch.Tensor = 0.0
+    """the capacity target C in nats at this step"""
+    dip_offdiag: float | torch.Tensor = 0.0
+    """weight of DIP's off-diagonal term; 0 with the diagonal weight: no DIP"""
+    dip_diag: float | torch.Tensor = 0.0
+    """weight of DIP's diagonal term"""
+    dip_ii: float | torch.Tensor = 0.0
+    """1: DIP-II's covariance (with the posteriors' variances); 0: DIP-I's"""
+
+
+STEP_WEIGHTS = ("beta", "capacity")
+"""the LossWeights fields that change from step to step (the schedules)"""
 
 
 def loss_weights(loss, step: int) -> LossWeights:
     """The loss settings at `step` from the `loss` section: recon_weight, beta under the KL schedule
-    (`kl_weight`), variability_weight. The training loop computes them once per step and hands them
-    to the model's `loss`, which keeps no settings of its own."""
-    return LossWeights(loss.recon_weight, kl_weight(loss.kl_schedule, step, loss.beta, loss.warmup_steps), loss.variability_weight)
+    (`kl_weight`), variability_weight, the capacity target (`capacity`) and the DIP weights. The
+    training loop computes them once per step and hands them to the model's `loss`, which keeps no
+    settings of its own."""
+    dip = loss.dip != "off"
+    return LossWeights(
+        loss.recon_weight,
+        kl_weight(loss.kl_schedule, step, loss.beta, loss.warmup_steps),
+        loss.variability_weight,
+        float(loss.capacity_max > 0),
+        capacity(loss.capacity_max, step, loss.capacity_steps),
+        loss.dip_offdiag if dip else 0.0,
+        loss.dip_diag if dip else 0.0,
+        float(loss.dip == "ii"),
+    )
 
 
 def vae_terms(
@@ -143,21 +196,29 @@ def vae_terms(
 ) -> dict[str, torch.Tensor]:
     """The named loss terms and their weighted total (`loss`).
 
-    total = recon_weight·recon + beta·kl + variability_weight·variability (the weights are
-    `loss`'s); `kl` is left out
-    when logvar is None (a deterministic autoencoder), `variability` when its weight is 0.
+    total = recon_weight·recon + beta·kl + variability_weight·variability
+            + dip_offdiag·dip_offdiag_term + dip_diag·dip_diag_term
+    (the weights are `loss`'s). With the annealed capacity on, beta weighs |kl − capacity|
+    instead of kl. `kl` is left out when logvar is None (a deterministic autoencoder),
+    `variability` when its weight is 0, the DIP terms when both their weights are 0.
     A weight may be a 0-d tensor (one member of a vectorized group, `vaelab.vectorized`): tensor
     weights are always applied, even when 0, so every member computes the same terms.
 
     Returns:
-        dict of scalars: loss, recon, [kl, beta], [variability].
+        dict of scalars: loss, recon, [kl, beta, [capacity]], [variability], [dip_offdiag, dip_diag].
     """
     terms = {"recon": reconstruction(likelihood, logits, x)}
     total = _weighted(loss.recon_weight, terms["recon"])
     if logvar is not None:
-        terms["kl"] = gaussian_kl(mu, logvar)
+        terms["kl"] = kl = gaussian_kl(mu, logvar)
         terms["beta"] = loss.beta if torch.is_tensor(loss.beta) else _scalar(float(loss.beta), mu.device)
-        total = total + _weighted(loss.beta, terms["kl"])
+        if torch.is_tensor(loss.capacity_on) or loss.capacity_on:
+            terms["capacity"] = loss.capacity if torch.is_tensor(loss.capacity) else _scalar(float(loss.capacity), mu.device)
+            kl = kl + loss.capacity_on * ((kl - loss.capacity).abs() - kl)  # |kl − C| where on
+        total = total + _weighted(loss.beta, kl)
+        if any(torch.is_tensor(w) or w > 0 for w in (loss.dip_offdiag, loss.dip_diag)):
+            terms["dip_offdiag"], terms["dip_diag"] = dip_terms(mu, logvar, loss.dip_ii)
+            total = total + loss.dip_offdiag * terms["dip_offdiag"] + loss.dip_diag * terms["dip_diag"]
     if torch.is_tensor(loss.variability_weight) or loss.variability_weight > 0:
         terms["variability"] = variability_gap(x, torch.sigmoid(logits))
         total = total + _weighted(loss.variability_weight, terms["variability"])

@@ -36,7 +36,7 @@ from vaelab.device import check_fits, training_device
 from vaelab.errors import DIVERGED, TrainingDiverged, UserError
 from vaelab.images import interleave_rows, save_grid
 from vaelab.latent import latent_means
-from vaelab.losses import LossWeights, loss_weights
+from vaelab.losses import STEP_WEIGHTS, LossWeights, loss_weights
 from vaelab.models import MODELS, VAE, build_model, fit_to_data, parameter_count
 from vaelab.run_report import write_run_report
 from vaelab.runfolder import append_jsonl, atomic_write, prepare_out, read_metrics, remove_temporary_files, require_kind, write_jsonl, write_toml
@@ -274,19 +274,19 @@ class Batches:
 
 class StepWeights:
     """Each step's loss weights, `of(step)` (floats, or (M,) tensors for a group). With a `device`,
-    a float β (the one weight a KL schedule moves) is handed over as a 0-d tensor there, refilled
-    each step, so a captured graph or a compiled loss reads each step's value instead of baking
-    one in."""
+    the float weights that schedules move (`losses.STEP_WEIGHTS`: β, the capacity target) are
+    handed over as 0-d tensors there, refilled each step, so a captured graph or a compiled loss
+    reads each step's value instead of baking one in."""
 
     def __init__(self, of, device: torch.device | None = None):
         self.of = of
-        self.beta = torch.zeros((), device=device) if device is not None else None
+        self.moving = {name: torch.zeros((), device=device) for name in STEP_WEIGHTS} if device is not None else None
 
     def __call__(self, step: int) -> LossWeights:
         weights = self.of(step)
-        if self.beta is None or torch.is_tensor(weights.beta):
+        if self.moving is None or torch.is_tensor(weights.beta):
             return weights
-        return weights._replace(beta=self.beta.fill_(weights.beta))
+        return weights._replace(**{name: t.fill_(getattr(weights, name)) for name, t in self.moving.items()})
 
 
 class ModelStep:

@@ -40,7 +40,7 @@ from vaelab.config import Config
 from vaelab.data import Dataset
 from vaelab.device import free_memory, training_device
 from vaelab.errors import TrainingDiverged, UserError
-from vaelab.losses import LossWeights, kl_weight
+from vaelab.losses import LossWeights, kl_weight, loss_weights
 from vaelab.models import MODELS, build_model, fit_to_data, parameter_count, step_bytes
 from vaelab.runfolder import prepare_out, write_jsonl, write_toml
 from vaelab.train import Batches, GraphedStep, MetricLog, Run, epoch_order, finish_run, fit_sampling_prior, graphed, make_optimizer, precision_context, run_loop, schedule
@@ -187,11 +187,18 @@ class GroupStep:
 
 
 def group_weights(configs: list[Config], device: torch.device):
-    """step → each member's loss weights at that step, (M,) tensors on `device` (the KL schedule,
-    which members share, applied to each member's β)."""
-    base = LossWeights(*(torch.tensor([getattr(c.loss, w) for c in configs], device=device) for w in LossWeights._fields))  # (M,) each
+    """step → each member's loss weights at that step (`losses.loss_weights`), (M,) tensors on
+    `device`: the KL schedule, which members share (`group_key`), applied to each member's β, and
+    each member's capacity target on its own ramp."""
+    fixed = LossWeights(*(torch.tensor(column, device=device) for column in zip(*(loss_weights(c.loss, 0) for c in configs))))  # (M,) each
+    beta = torch.tensor([c.loss.beta for c in configs], device=device)
+    capacity_max = torch.tensor([c.loss.capacity_max for c in configs], device=device)
+    ramp = torch.tensor([float(max(c.loss.capacity_steps, 1)) for c in configs], device=device)  # (a member without a capacity has capacity_max 0)
     c = configs[0].loss
-    return lambda step: base._replace(beta=base.beta * kl_weight(c.kl_schedule, step, 1.0, c.warmup_steps))
+    return lambda step: fixed._replace(
+        beta=beta * kl_weight(c.kl_schedule, step, 1.0, c.warmup_steps),
+        capacity=capacity_max * (step / ramp).clamp(max=1.0),
+    )
 
 
 def train_group(

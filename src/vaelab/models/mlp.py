@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from vaelab.errors import require
-from vaelab.losses import KL_KEYS
+from vaelab.losses import KL_KEYS, POSTERIOR_KEYS
 from vaelab.models._blocks import DenseDecoder, DenseEncoder
 from vaelab.models.vae import VAE
 
@@ -27,7 +27,7 @@ class DenseParams:
     batch_norm: bool = False
     """batch normalisation after every hidden layer"""
 
-    loss_keys: ClassVar[tuple[str, ...]] = ("recon_weight", "variability_weight", *KL_KEYS)
+    loss_keys: ClassVar[tuple[str, ...]] = ("recon_weight", "variability_weight", *KL_KEYS, *POSTERIOR_KEYS)
     """the `loss.*` settings the model honours; any other must keep its default"""
     aggregate_prior: ClassVar[bool] = True
     """it can sample from a mixture fitted to its training images' codes (sample.prior = aggregate)"""
