@@ -10,6 +10,8 @@ from vaelab.losses import (
     LossWeights,
     capacity,
     dip_terms,
+    kl_decomposition,
+    log_weights,
     draw_latent,
     gaussian_kl,
     kl_weight,
@@ -188,4 +190,94 @@ def test_loss_weights_read_the_capacity_and_dip_settings():
     assert (w.capacity_on, w.capacity, w.dip_offdiag, w.dip_diag, w.dip_ii) == (1.0, 5.0, 5.0, 5.0, 1.0)
     w = loss_weights(LossConfig(dip="i"), 0)
     assert (w.capacity_on, w.dip_offdiag, w.dip_diag, w.dip_ii) == (0.0, 10.0, 100.0, 0.0)
-    assert loss_weights(LossConfig(), 0)[3:] == (0.0, 0.0, 0.0, 0.0, 0.0)
+    assert loss_weights(LossConfig(), 0)[3:8] == (0.0, 0.0, 0.0, 0.0, 0.0)
+
+
+# ---------------------------------------------------------------------------------------------
+# β-TCVAE: the KL term's decomposition
+
+
+def test_the_minibatch_weights_are_chen_et_al_s_and_each_row_sums_to_one():
+    w = log_weights(5, 100.0, 0.0).exp()  # mws: 1/N own, (N − 1)/(N(B − 1)) others
+    assert torch.allclose(torch.diagonal(w), torch.full((5,), 0.01)) and w[0, 3].item() == pytest.approx(99 / 400)
+    s = log_weights(5, 100.0, 1.0).exp()  # mss, M = 4: 1/N own, (N − M)/(NM) the next, 1/M the rest
+    assert s[2, 2].item() == pytest.approx(0.01) and s[2, 3].item() == pytest.approx(96 / 400) and s[2, 0].item() == pytest.approx(0.25)
+    assert s[4, 0].item() == pytest.approx(96 / 400)  # the next image, cyclically
+    for m in (w, s, log_weights(5, 0.0, 0.0).exp()):
+        assert torch.allclose(m.sum(1), torch.ones(5))
+    assert torch.allclose(log_weights(5, 0.0, 0.0).exp(), torch.full((5, 5), 0.2))  # N unknown: the batch's own mixture
+
+
+def brute_force_decomposition(z, mu, logvar, n, mss):
+    """Chen et al.'s estimates by explicit loops over images i, j and dims d (float64)."""
+    import math
+
+    b, dims = len(z), len(z[0])
+    w = log_weights(b, n, mss).double().exp().tolist()
+
+    def q(i, j, d):  # q(z_i,d | x_j)
+        var = math.exp(logvar[j][d])
+        return math.exp(-((z[i][d] - mu[j][d]) ** 2) / (2 * var)) / math.sqrt(2 * math.pi * var)
+
+    mi = tc = dwkl = 0.0
+    for i in range(b):
+        joint = math.log(sum(w[i][j] * math.prod(q(i, j, d) for d in range(dims)) for j in range(b)))
+        marginals = sum(math.log(sum(w[i][j] * q(i, j, d) for j in range(b))) for d in range(dims))
+        own = sum(math.log(q(i, i, d)) for d in range(dims))
+        prior = sum(-0.5 * (math.log(2 * math.pi) + z[i][d] ** 2) for d in range(dims))
+        mi, tc, dwkl = mi + own - joint, tc + joint - marginals, dwkl + marginals - prior
+    return mi / b, tc / b, dwkl / b
+
+
+@pytest.mark.parametrize("mss", [0.0, 1.0])
+def test_the_kl_decomposition_is_its_definition_computed_by_hand(mss):
+    g = torch.Generator().manual_seed(3)
+    mu, logvar = torch.randn(6, 3, generator=g, dtype=torch.float64), 0.5 * torch.randn(6, 3, generator=g, dtype=torch.float64)
+    z = draw_latent(mu, logvar, torch.randn(6, 3, generator=g, dtype=torch.float64))
+    got = kl_decomposition(z, mu, logvar, 50.0, mss)
+    want = brute_force_decomposition(z.tolist(), mu.tolist(), logvar.tolist(), 50.0, mss)
+    assert [got[k].item() for k in ("mi", "tc", "dwkl")] == pytest.approx(want, rel=1e-5)
+
+
+def test_the_total_correlation_sees_dependence_and_separated_codes_score_their_closed_forms():
+    import math
+
+    g = torch.Generator().manual_seed(4)
+    b = 1000
+    u = torch.randn(b, 2, generator=g, dtype=torch.float64)
+    logvar = torch.full((b, 2), math.log(0.3**2), dtype=torch.float64)
+    noise = torch.randn(b, 2, generator=g, dtype=torch.float64)
+    independent = kl_decomposition(draw_latent(u, logvar, noise), u, logvar, b)
+    shared = torch.stack([u[:, 0], u[:, 0]], 1)  # both dims code the same thing
+    dependent = kl_decomposition(draw_latent(shared, logvar, noise), shared, logvar, b)
+    # the aggregate is Gaussian with correlation ρ = 1 / (1 + 0.3²) between the dims: its TC is
+    # −½ log(1 − ρ²) = 0.92 nats; independent dims have none
+    assert abs(independent["tc"].item()) < 0.05
+    assert dependent["tc"].item() == pytest.approx(-0.5 * math.log(1 - (1 / 1.09) ** 2), abs=0.05)
+    # codes far apart with tiny variances: q(z_i) is its own image's posterior alone, so the
+    # index-code MI is log N (its maximum) and the TC (L − 1)·log N
+    apart = torch.arange(8, dtype=torch.float64)[:, None].repeat(1, 3) * 100.0
+    tiny = torch.full((8, 3), -20.0, dtype=torch.float64)
+    t = kl_decomposition(apart, apart, tiny, 8.0)
+    assert t["mi"].item() == pytest.approx(math.log(8)) and t["tc"].item() == pytest.approx(2 * math.log(8))
+    # with N = B the weights are the batch's own mixture, and the three terms add up to the
+    # Monte Carlo KL, E[log q(z|x) − log p(z)] at the same draws
+    z = draw_latent(u, logvar, noise)
+    terms = kl_decomposition(z, u, logvar, b)
+    mc = (Normal(u, (0.5 * logvar).exp()).log_prob(z) - Normal(0.0, 1.0).log_prob(z)).sum(1).mean()
+    assert sum(terms.values()).item() == pytest.approx(mc.item(), rel=1e-9)
+
+
+def test_the_tc_weight_adds_the_tc_and_logs_the_decomposition():
+    g = torch.Generator().manual_seed(5)
+    x, logits = torch.rand(8, 1, 4, 4, generator=g), torch.randn(8, 1, 4, 4, generator=g)
+    mu, logvar = torch.randn(8, 3, generator=g), torch.randn(8, 3, generator=g)
+    z = draw_latent(mu, logvar, torch.randn(8, 3, generator=g))
+    plain = vae_terms(x, logits, mu, logvar, likelihood="gaussian", loss=LossWeights(), z=z)
+    t = vae_terms(x, logits, mu, logvar, likelihood="gaussian", loss=LossWeights(tc_weight=4.0, dataset_size=1000.0), z=z)
+    want = kl_decomposition(z, mu, logvar, 1000.0)
+    assert {k: t[k].item() for k in want} == pytest.approx({k: v.item() for k, v in want.items()})
+    assert t["loss"].item() == pytest.approx(plain["loss"].item() + 4.0 * want["tc"].item(), rel=1e-6)
+    assert "tc" not in plain
+    w = loss_weights(LossConfig(tc_weight=4.0, tc_estimator="mss"), 0, 5000)
+    assert (w.tc_weight, w.dataset_size, w.tc_mss) == (4.0, 5000.0, 1.0)

@@ -187,7 +187,7 @@ def test_a_swept_model_name_gives_each_cell_its_own_models_defaults():
 
 ALL_LOSS_KEYS = (
     "recon_weight", "beta", "variability_weight", "kl_schedule", "warmup_steps",
-    "capacity_max", "capacity_steps", "dip", "dip_offdiag", "dip_diag",
+    "tc_weight", "tc_estimator", "capacity_max", "capacity_steps", "dip", "dip_offdiag", "dip_diag",
 )  # fmt: skip
 HONOURED = {
     **{name: ALL_LOSS_KEYS for name in ("fc1", "fc2", "dense3", "conv", "cnn", "asym", "cvae")},
@@ -200,9 +200,9 @@ HONOURED = {
 
 NON_DEFAULT = {
     "recon_weight": 2, "beta": 4, "variability_weight": 1, "kl_schedule": "linear", "warmup_steps": 10,
-    "capacity_max": 20, "capacity_steps": 100, "dip": "i", "dip_offdiag": 5, "dip_diag": 5,
+    "tc_weight": 5, "tc_estimator": "mss", "capacity_max": 20, "capacity_steps": 100, "dip": "i", "dip_offdiag": 5, "dip_diag": 5,
 }  # fmt: skip
-COMPANION = {"kl_schedule": "warmup_steps", "capacity_max": "capacity_steps", "capacity_steps": "capacity_max", "dip_offdiag": "dip", "dip_diag": "dip"}
+COMPANION = {"kl_schedule": "warmup_steps", "tc_estimator": "tc_weight", "capacity_max": "capacity_steps", "capacity_steps": "capacity_max", "dip_offdiag": "dip", "dip_diag": "dip"}
 """a key that needs another set with it (a schedule its ramp, a DIP weight DIP itself)"""
 
 

@@ -26,6 +26,7 @@ from vaelab.runfolder import read_toml
 Likelihood = Literal["gaussian", "bernoulli"]
 KLSchedule = Literal["constant", "linear", "cyclical"]
 DIP = Literal["off", "i", "ii"]
+TCEstimator = Literal["mws", "mss"]
 
 
 SEED_MAX = 2**32 - 1
@@ -103,6 +104,11 @@ class LossConfig:
     """constant β; linear warm-up from 0 over warmup_steps; cyclical: warm-up, hold, repeat"""
     warmup_steps: int = 0
     """length of the linear ramp (linear, cyclical); a cyclical period is 2 × warmup_steps"""
+    tc_weight: float = 0.0
+    """β-TCVAE (Chen et al. 2018): weight of the total-correlation estimate added to the loss, on top
+    of β·KL (β = 1 with tc_weight = b − 1 is their objective with α = γ = 1, TC weight b); 0 = off"""
+    tc_estimator: TCEstimator = "mws"
+    """the TC's minibatch estimate: mws (minibatch weighted sampling) or mss (stratified); needs tc_weight > 0"""
     capacity_max: float = 0.0
     """annealed capacity (Burgess et al. 2018): > 0 makes the KL term β·|KL − C(step)|, C rising
     linearly from 0 to capacity_max nats over capacity_steps (β is their γ); 0 = off"""
@@ -126,6 +132,8 @@ class LossConfig:
             "loss.warmup_steps",
             f"must be > 0 for kl_schedule={self.kl_schedule}",
         )
+        require(self.tc_weight >= 0, "loss.tc_weight", f"must be >= 0, got {self.tc_weight}")
+        require(self.tc_weight > 0 or self.tc_estimator == "mws", "loss.tc_estimator", f"= {self.tc_estimator} is ignored without loss.tc_weight > 0")
         require(self.capacity_max >= 0, "loss.capacity_max", f"must be >= 0, got {self.capacity_max}")
         require(self.capacity_max == 0 or self.capacity_steps > 0, "loss.capacity_steps", f"must be > 0 with loss.capacity_max = {self.capacity_max}")
         require(self.capacity_max > 0 or self.capacity_steps == 0, "loss.capacity_steps", f"= {self.capacity_steps} is ignored without loss.capacity_max > 0")

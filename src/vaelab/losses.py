@@ -8,6 +8,7 @@ its presets translate its constants (docs/models.md, "Loss conventions").
 from __future__ import annotations
 
 import functools
+import math
 from typing import NamedTuple
 
 import torch
@@ -113,6 +114,57 @@ def dip_terms(mu: torch.Tensor, logvar: torch.Tensor, second: float | torch.Tens
     return cov.pow(2).sum() - diag.pow(2).sum(), (diag - 1.0).pow(2).sum()
 
 
+def _log_normal(z: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+    """log N(z; μ, diag(exp(logvar))) per dimension, broadcast."""
+    return -0.5 * (math.log(2 * math.pi) + logvar + (z - mu).pow(2) * torch.exp(-logvar))
+
+
+def log_weights(batch: int, dataset_size: float | torch.Tensor, mss: float | torch.Tensor = 0.0, device=None) -> torch.Tensor:
+    """(B, B) the log weights of q(z_i | x_j) in the minibatch estimate of q(z_i) =
+    (1/N) Σ_n q(z_i | x_n) (Chen et al. 2018, Appendix C). Each row sums to 1.
+
+    mss = 0, minibatch weighted sampling: 1/N for z_i's own image, (N − 1)/(N(B − 1)) for each
+    other. mss = 1, minibatch stratified sampling: with M = B − 1, 1/N for z_i's own image,
+    (N − M)/(NM) for one other (the next image, cyclically), 1/M for the remaining B − 2.
+    N = dataset_size; 0 stands for the batch size (N unknown).
+    """
+    n = torch.as_tensor(dataset_size, dtype=torch.float32, device=device)
+    n = torch.where(n > 0, n, torch.full_like(n, float(batch)))
+    eye = torch.eye(batch, device=device)
+    after = torch.roll(eye, 1, dims=1)  # (i, i + 1 mod B)
+    m = batch - 1
+    weighted = eye / n + (1 - eye) * (n - 1) / (n * m)
+    stratified = eye / n + after * (n - m) / (n * m) + (1 - eye - after) / m
+    return (weighted + mss * (stratified - weighted)).log()
+
+
+TC_ESTIMATORS = {"mws": 0.0, "mss": 1.0}
+"""the total correlation's estimators → `log_weights`' mss"""
+
+
+def kl_decomposition(z: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor, dataset_size: float | torch.Tensor, mss: float | torch.Tensor = 0.0) -> dict[str, torch.Tensor]:
+    """The KL term's decomposition (Chen et al. 2018, "Isolating Sources of Disentanglement in
+    VAEs"), estimated on a batch: index-code mutual information E log q(z|x) − log q(z), total
+    correlation E log q(z) − Σ_d log q(z_d), and dimension-wise KL E Σ_d log q(z_d) − log p(z_d),
+    with q(z) and each q(z_d) estimated from the batch (`log_weights`).
+
+    Arguments:
+        z: (B, L) one draw per image from q(z|x); mu, logvar: (B, L) the posteriors.
+        dataset_size: N, the training set's size (0: the batch size).
+        mss: 0 for minibatch weighted sampling, 1 for stratified sampling (`log_weights`).
+    Returns:
+        scalars mi, tc, dwkl (batch means); their sum estimates the KL term.
+    """
+    b = z.shape[0]
+    log_q = _log_normal(z[:, None, :], mu[None, :, :], logvar[None, :, :])  # (B, B, L): log q(z_i,d | x_j)
+    w = log_weights(b, dataset_size, mss, z.device)[:, :, None]  # (B, B, 1)
+    log_qz = torch.logsumexp(w[:, :, 0] + log_q.sum(2), dim=1)  # (B,) log q(z_i)
+    log_qz_dims = torch.logsumexp(w + log_q, dim=1).sum(1)  # (B,) Σ_d log q(z_i,d)
+    log_qz_x = torch.diagonal(log_q).sum(0)  # (B,) log q(z_i | x_i)
+    log_pz = _log_normal(z, torch.zeros_like(z), torch.zeros_like(z)).sum(1)  # (B,)
+    return {"mi": (log_qz_x - log_qz).mean(), "tc": (log_qz - log_qz_dims).mean(), "dwkl": (log_qz_dims - log_pz).mean()}
+
+
 def capacity(capacity_max: float, step: int, capacity_steps: int) -> float:
     """C at `step` (Burgess et al. 2018): 0 rising linearly to capacity_max nats over
     capacity_steps, then held; 0 when capacity_max is 0 (no capacity target)."""
@@ -137,8 +189,9 @@ def kl_weight(schedule: str, step: int, beta: float, warmup_steps: int) -> float
 KL_KEYS = ("beta", "kl_schedule", "warmup_steps")
 """the `loss.*` settings that act through the KL term (a model without one honours none of them)"""
 
-POSTERIOR_KEYS = ("capacity_max", "capacity_steps", "dip", "dip_offdiag", "dip_diag")
-"""the `loss.*` settings `vae_terms` applies to a Gaussian posterior: the annealed capacity and DIP"""
+POSTERIOR_KEYS = ("tc_weight", "tc_estimator", "capacity_max", "capacity_steps", "dip", "dip_offdiag", "dip_diag")
+"""the `loss.*` settings `vae_terms` applies to a Gaussian posterior: β-TCVAE's total correlation,
+the annealed capacity and DIP"""
 
 
 class LossWeights(NamedTuple):
@@ -161,15 +214,22 @@ class LossWeights(NamedTuple):
     """weight of DIP's diagonal term"""
     dip_ii: float | torch.Tensor = 0.0
     """1: DIP-II's covariance (with the posteriors' variances); 0: DIP-I's"""
+    tc_weight: float | torch.Tensor = 0.0
+    """weight of the total-correlation estimate (β-TCVAE); 0: not estimated"""
+    dataset_size: float | torch.Tensor = 0.0
+    """N, the training set's size, for the TC estimate's weights; 0: the batch size"""
+    tc_mss: float | torch.Tensor = 0.0
+    """1: the stratified estimator (mss); 0: minibatch weighted sampling (mws)"""
 
 
 STEP_WEIGHTS = ("beta", "capacity")
 """the LossWeights fields that change from step to step (the schedules)"""
 
 
-def loss_weights(loss, step: int) -> LossWeights:
+def loss_weights(loss, step: int, dataset_size: int = 0) -> LossWeights:
     """The loss settings at `step` from the `loss` section: recon_weight, beta under the KL schedule
-    (`kl_weight`), variability_weight, the capacity target (`capacity`) and the DIP weights. The
+    (`kl_weight`), variability_weight, the capacity target (`capacity`), the DIP weights and the
+    TC weight with the training set's size (0: unknown, the batch size stands in). The
     training loop computes them once per step and hands them to the model's `loss`, which keeps no
     settings of its own."""
     dip = loss.dip != "off"
@@ -182,6 +242,9 @@ def loss_weights(loss, step: int) -> LossWeights:
         loss.dip_offdiag if dip else 0.0,
         loss.dip_diag if dip else 0.0,
         float(loss.dip == "ii"),
+        loss.tc_weight,
+        float(dataset_size),
+        TC_ESTIMATORS[loss.tc_estimator],
     )
 
 
@@ -193,19 +256,22 @@ def vae_terms(
     *,
     likelihood: str,
     loss: LossWeights,
+    z: torch.Tensor | None = None,
 ) -> dict[str, torch.Tensor]:
     """The named loss terms and their weighted total (`loss`).
 
     total = recon_weight·recon + beta·kl + variability_weight·variability
-            + dip_offdiag·dip_offdiag_term + dip_diag·dip_diag_term
-    (the weights are `loss`'s). With the annealed capacity on, beta weighs |kl − capacity|
+            + dip_offdiag·dip_offdiag_term + dip_diag·dip_diag_term + tc_weight·tc
+    (the weights are `loss`'s; `tc` is the total-correlation estimate of `kl_decomposition` at
+    the draws z (B, L) the logits were decoded from, logged with `mi` and `dwkl`). With the annealed capacity on, beta weighs |kl − capacity|
     instead of kl. `kl` is left out when logvar is None (a deterministic autoencoder),
-    `variability` when its weight is 0, the DIP terms when both their weights are 0.
+    `variability` when its weight is 0, the DIP terms when both their weights are 0, the KL's
+    decomposition when the TC weight is 0.
     A weight may be a 0-d tensor (one member of a vectorized group, `vaelab.vectorized`): tensor
     weights are always applied, even when 0, so every member computes the same terms.
 
     Returns:
-        dict of scalars: loss, recon, [kl, beta, [capacity]], [variability], [dip_offdiag, dip_diag].
+        dict of scalars: loss, recon, [kl, beta, [capacity], [dip_offdiag, dip_diag], [mi, tc, dwkl]], [variability].
     """
     terms = {"recon": reconstruction(likelihood, logits, x)}
     total = _weighted(loss.recon_weight, terms["recon"])
@@ -219,6 +285,9 @@ def vae_terms(
         if any(torch.is_tensor(w) or w > 0 for w in (loss.dip_offdiag, loss.dip_diag)):
             terms["dip_offdiag"], terms["dip_diag"] = dip_terms(mu, logvar, loss.dip_ii)
             total = total + loss.dip_offdiag * terms["dip_offdiag"] + loss.dip_diag * terms["dip_diag"]
+        if torch.is_tensor(loss.tc_weight) or loss.tc_weight > 0:
+            terms.update(kl_decomposition(draw_latent(mu, logvar) if z is None else z, mu, logvar, loss.dataset_size, loss.tc_mss))
+            total = total + loss.tc_weight * terms["tc"]
     if torch.is_tensor(loss.variability_weight) or loss.variability_weight > 0:
         terms["variability"] = variability_gap(x, torch.sigmoid(logits))
         total = total + _weighted(loss.variability_weight, terms["variability"])

@@ -213,7 +213,7 @@ def train(
     step = run_loop(
         GraphedStep(stepper, device, strict=cfg.train.cuda_graph == "on") if capture else stepper,
         batches,
-        StepWeights(lambda at: loss_weights(cfg.loss, at), device if capture or cfg.train.compile else None),
+        StepWeights(lambda at: loss_weights(cfg.loss, at, len(x)), device if capture or cfg.train.compile else None),
         log,
         start=step,
         total=total,
@@ -224,7 +224,7 @@ def train(
     optimizer.zero_grad(set_to_none=True)  # a captured step's gradients live in the graph's memory: let it go
     if log.held[0] is not None:  # the last step's checkpoint, which no later step vouches for
         batch, labels = batches.last
-        if not gives_finite_loss(model, batch, step, loss_weights(cfg.loss, step), labels, autocast):
+        if not gives_finite_loss(model, batch, step, loss_weights(cfg.loss, step, len(x)), labels, autocast):
             log.diverged(0, step - 1, "the final weights give a non-finite loss")
         log.commit(0)
     figures = model.after_training(x, cfg.train.seed)  # a stage after the loop (a VQ-VAE fits its prior): what it measured

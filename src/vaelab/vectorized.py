@@ -186,11 +186,11 @@ class GroupStep:
         return model, optimizer
 
 
-def group_weights(configs: list[Config], device: torch.device):
+def group_weights(configs: list[Config], device: torch.device, dataset_size: int = 0):
     """step → each member's loss weights at that step (`losses.loss_weights`), (M,) tensors on
     `device`: the KL schedule, which members share (`group_key`), applied to each member's β, and
-    each member's capacity target on its own ramp."""
-    fixed = LossWeights(*(torch.tensor(column, device=device) for column in zip(*(loss_weights(c.loss, 0) for c in configs))))  # (M,) each
+    each member's capacity target on its own ramp. `dataset_size`: the members' training sets' size."""
+    fixed = LossWeights(*(torch.tensor(column, device=device) for column in zip(*(loss_weights(c.loss, 0, dataset_size) for c in configs))))  # (M,) each
     beta = torch.tensor([c.loss.beta for c in configs], device=device)
     capacity_max = torch.tensor([c.loss.capacity_max for c in configs], device=device)
     ramp = torch.tensor([float(max(c.loss.capacity_steps, 1)) for c in configs], device=device)  # (a member without a capacity has capacity_max 0)
@@ -266,7 +266,7 @@ def train_group(
         return take_checkpoint(*stepper.member(i), step, shape)
 
     batches = Batches(images, labels, orders, cfg0.train.batch_size, per_epoch, device)
-    weights = group_weights(configs, device)
+    weights = group_weights(configs, device, n)
     run_loop(
         GraphedStep(stepper, device, strict=cfg0.train.cuda_graph == "on") if capture else stepper,
         batches,

@@ -83,4 +83,4 @@ class VAE(nn.Module):
         mu, logvar = self.posterior_params(x if inputs is None else inputs, labels)
         z = mu if logvar is None else draw_latent(mu, logvar)  # (B, L)
         logits = self.logits(z, labels)  # (B, C, H, W)
-        return vae_terms(x, logits, mu, logvar, likelihood=self.likelihood, loss=loss)
+        return vae_terms(x, logits, mu, logvar, likelihood=self.likelihood, loss=loss, z=z)
