@@ -422,7 +422,10 @@ def test_mcc_is_refused_when_the_factors_outnumber_the_latents(tmp_path):
 
 @pytest.mark.parametrize(
     "metrics, needles",
-    [("pmi", ["--metrics pmi", "ground-truth factors", "digits"]), ("elbo,nll_iw", []), ("disentanglement", ["renders chosen factors"]), ("rare", ["skewed"])],
+    [
+        ("pmi", ["--metrics pmi", "ground-truth factors", "digits"]), ("elbo,nll_iw", []), ("disentanglement", ["renders chosen factors"]),
+        ("rare", ["skewed"]), ("udr", ["--metrics udr", "different seeds", "sweep.seeds >= 2"]),
+    ],  # fmt: skip
 )
 def test_evaluate_refuses_a_metric_whose_needs_the_run_lacks(digits_run, tmp_path, metrics, needles):
     run = copy_run(digits_run[0], tmp_path)

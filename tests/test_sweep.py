@@ -922,3 +922,31 @@ def test_grid_values_longer_than_a_file_name_get_folders_that_fit(tmp_path):
     cells = sorted(p.name for p in d.iterdir() if p.name.startswith("cell-"))
     assert len(cells) == 2 and all(len(c.encode()) <= 255 for c in cells)
     assert all((d / c / "model.safetensors").is_file() for c in cells)
+
+
+# ---------------------------------------------------------------------------------------------
+# UDR: the seeds of each grid point compared once every cell has trained.
+
+
+def test_udr_compares_each_grid_point_s_seeds_on_one_test_set(tmp_path):
+    from vaelab.experiments.sweep import _codes_and_kl
+    from vaelab.metrics.udr import udr
+
+    out = tmp_path / "udr"
+    sets = [s for s in TINY if not s.startswith("sweep.")] + ["sweep.test_n=200", "sweep.seeds=3", 'sweep.metrics=["udr", "mcc"]', "train.steps=60"]
+    r = cli(*sweep_args(out, "--quiet", grid=["loss.beta=0.5,4", "data.mu=0"], sets=sets))
+    assert r.rc == 0, r.err
+    rows = {row["cell"]: row for row in csv_rows(out)}
+    assert sorted(rows) == [f"cell-beta={b},mu=0,seed={s}" for b in ("0.5", "4") for s in range(3)]
+    cfg = load_config(PRESET, overrides=[*TINY, *sets, "loss.beta=0.5", "data.mu=0"])
+    test = load_data(sweep_test_config(cfg))  # the first seed's test images serve the point's three
+    figures = [_codes_and_kl(load_run(out / f"cell-beta=0.5,mu=0,seed={s}")[1], test) for s in range(3)]
+    want = udr([f[0] for f in figures], [f[1] for f in figures])
+    assert [float(rows[f"cell-beta=0.5,mu=0,seed={s}"]["udr"]) for s in range(3)] == pytest.approx(want.tolist())
+    for row in rows.values():
+        assert 0 <= float(row["udr"]) <= 1 and 0 <= float(row["udr_untrained"]) <= 1 and row["mcc"] != ""
+
+
+def test_udr_needs_two_seeds_and_a_sweep(tmp_path):
+    user_error(cli(*sweep_args(tmp_path / "one", "--quiet", sets=[*TINY, 'sweep.metrics=["udr"]'])), "sweep.metrics udr", "sweep.seeds >= 2")
+    assert not (tmp_path / "one").exists()

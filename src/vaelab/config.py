@@ -276,7 +276,7 @@ class ChainConfig:
         require(self.iw_samples >= 0, "chain.iw_samples", f"must be >= 0 (0 leaves the likelihood's tail out), got {self.iw_samples}")
 
 
-SweepMetric = Literal["pmi", "decoder_mse", "mcc", "factor_r2", "irs", "neg_elbo", "recon_mse", "elbo", "nll_iw", "fid", "prdc", "class", "posterior", "memorisation", "disentanglement", "rare"]
+SweepMetric = Literal["pmi", "decoder_mse", "mcc", "factor_r2", "irs", "udr", "neg_elbo", "recon_mse", "elbo", "nll_iw", "fid", "prdc", "class", "posterior", "memorisation", "disentanglement", "rare"]
 """the names of vaelab.evaluate.METRICS (a test checks they agree; config does not import the metrics)"""
 
 

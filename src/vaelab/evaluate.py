@@ -309,8 +309,9 @@ class Metric:
 
     columns: dict[str, str]
     """each figure it gives (a column of sweep.csv, a key of evaluation.json) → what it holds"""
-    compute: Callable[[MetricInputs], dict[str, float]]
-    """MetricInputs → every column's figure"""
+    compute: Callable[[MetricInputs], dict[str, float]] | None
+    """MetricInputs → every column's figure; None for a figure that compares a sweep's models with
+    each other (`udr`: the sweep computes it once every cell has trained)"""
     needs: tuple[str, ...] = ()
     """what it needs beyond a model and its test images (keys of NEEDS)"""
     evaluate_default: bool = False
@@ -406,6 +407,11 @@ METRICS: dict[str, Metric] = {
         {"irs": "interventional robustness score (Suter et al. 2019, as disentanglement_lib computes it): how little each latent mean moves with its best factor held fixed, against how far it moves overall"},
         lambda p: {"irs": irs(p.codes, p.test.factors)},
         needs=("factors",),
+    ),
+    "udr": Metric(
+        {"udr": "unsupervised disentanglement ranking (Duan et al. 2020): the median agreement of this model's informative latents (KL > 0.01 nats) with those of its setting's other seeds, on the same test images (absolute Spearman correlations; each latent max² / sum)"},
+        None,
+        needs=("seeds", "elbo"),
     ),
     "neg_elbo": Metric(
         {"neg_elbo": "−ELBO per image on the test set, in training units (reconstruction + KL, one z per image; an autoencoder's is its reconstruction term)"},
@@ -510,6 +516,9 @@ class Setting:
     """the training set has labels (a feature net and the class spread can be had)"""
     own_features: bool = False
     """the caller brings its own features (`evaluate_run`'s extractor): fid and prdc need no labels"""
+    seeds: int = 1
+    """the models of this setting trained from different seeds that will be compared (a sweep's
+    sweep.seeds; 1 for a single run)"""
 
 
 @dataclass(frozen=True)
@@ -531,6 +540,10 @@ NEEDS: dict[str, Need] = {
     "latents": Need(
         lambda s: s.cfg.model.latent_dim >= s.test.factors.shape[1],
         lambda s: f"match each of the {s.test.factors.shape[1]} factors of {s.cfg.data.name} to its own latent, and the model has only model.latent_dim = {s.cfg.model.latent_dim}",
+    ),
+    "seeds": Need(
+        lambda s: s.seeds >= 2,
+        lambda s: "compares the models of one setting trained from different seeds: only a sweep with sweep.seeds >= 2 computes it",
     ),
     "unconditional": Need(
         lambda s: not MODELS[s.cfg.model.name].conditional,

@@ -33,8 +33,10 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
+from vaelab.checkpoint import load_run
 from vaelab.config import Config, parse_value, printable
 from vaelab.data import DATASETS, Dataset, load_data
 from vaelab.data.stream import ImageStream
@@ -44,11 +46,14 @@ from vaelab.evaluate import METRICS, MetricInputs, Setting, cached_dataset, refu
 from vaelab.experiments.backends import check_backend, check_visible, run_tasks, task_gpus
 from vaelab.experiments.study import open_study
 from vaelab.experiments.sweep_report import write_sweep_report
-from vaelab.experiments.sweep_table import DIVERGED_COLUMN, SWEEP_TABLE, TRAIN_COLUMNS, columns, read_table, write_table
+from vaelab.experiments.sweep_table import DIVERGED_COLUMN, SWEEP_TABLE, TRAIN_COLUMNS, columns, diverged_step, read_table, write_table
 from vaelab.latent import latent_views
 from vaelab.metrics import feature_net
+from vaelab.metrics.posterior import kl_per_dim
+from vaelab.metrics.udr import udr
 from vaelab.models import build_model, fit_to_data
 from vaelab.runfolder import atomic_write
+from vaelab.sample import batches
 from vaelab.train import Run, check_resources, train
 from vaelab.vectorized import group_key, group_size, train_group
 
@@ -207,6 +212,8 @@ def measure(model, test: Dataset, cfg: Config) -> dict[str, float]:
     inputs = MetricInputs(model, test, cfg, train_data=lambda: cached_dataset(cfg.data), feature_net=lambda: _feature_net(cfg.data), seed=cfg.train.seed, sizes=sizes)
     out: dict[str, float] = {}
     for name in cfg.sweep.metrics:
+        if METRICS[name].compute is None:  # compares the cells with each other: `add_udr`, after training
+            continue
         figures = METRICS[name].compute(inputs)
         out.update({c: figures[c] for c in METRICS[name].sweep_columns})
     return out
@@ -225,7 +232,7 @@ def check_metrics(cell: Cell) -> None:
     if not cfg.sweep.metrics:
         return
     test = cached_dataset(test_config(cfg))
-    refused = refusals(cfg.sweep.metrics, Setting(cfg, test, labelled=load_data(cfg.data).labels is not None), "sweep.metrics")
+    refused = refusals(cfg.sweep.metrics, Setting(cfg, test, labelled=load_data(cfg.data).labels is not None, seeds=cfg.sweep.seeds), "sweep.metrics")
     if refused:
         raise UserError(next(iter(refused.values())))
 
@@ -300,10 +307,52 @@ def run_sweep(
     quiet_tasks = quiet or backend != "local"  # progress bars from many workers would interleave
     tasks = [(g, out, quiet_tasks, config_bytes) for g in groups]
     run_tasks(run_group, tasks, finished, backend=backend, address=address, gpus=gpus)
+    if "udr" in cfg.sweep.metrics:
+        add_udr(rows, cells, out)
     write_table(out / SWEEP_TABLE, _ordered(rows, cells), header)  # rows that came back from the cells' folders, or none yet
 
     write_sweep_report(out)
     return _ordered(rows, cells)
+
+
+def add_udr(rows: list[dict], cells: list[Cell], out: Path) -> None:
+    """Fill each row's udr (and udr_untrained): the cell's model against the other seeds of its grid
+    point (`vaelab.metrics.udr`), every one on the test images of the point's first seed. A
+    diverged cell gets none and is left out of the others' comparisons; a point with fewer than
+    two trained seeds gets none."""
+    by_name = {r["cell"]: r for r in rows}
+    points: dict[str, list[Cell]] = {}
+    for c in cells:
+        points.setdefault(c.name.rsplit(",seed=", 1)[0], []).append(c)
+    for seeds in points.values():
+        test = cached_dataset(test_config(seeds[0].config))
+        device = reading_device(seeds[0].config.train.device)
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+            untrained = [_codes_and_kl(_untrained_model(c.config, test), test) for c in seeds]
+        for c, score in zip(seeds, udr([u[0] for u in untrained], [u[1] for u in untrained])):
+            by_name[c.name]["udr_untrained"] = float(score)
+        trained = [c for c in seeds if diverged_step(by_name[c.name]) is None and (out / c.name / "model.safetensors").is_file()]
+        if len(trained) < 2:
+            continue
+        figures = [_codes_and_kl(load_run(out / c.name)[1], test) for c in trained]
+        for c, score in zip(trained, udr([f[0] for f in figures], [f[1] for f in figures])):
+            by_name[c.name]["udr"] = float(score)
+
+
+def _untrained_model(cfg: Config, test: Dataset):
+    """The untrained model of `cfg`: the global RNG seeded with train.seed, then the model built
+    (the callers fork the RNG around it)."""
+    torch.manual_seed(cfg.train.seed)
+    return build_model(fit_to_data(cfg, cached_dataset(cfg.data)), test.shape).to(reading_device(cfg.train.device)).eval()
+
+
+@torch.no_grad()
+def _codes_and_kl(model, test: Dataset) -> tuple[np.ndarray, np.ndarray]:
+    """The latent means (N, L) of the test images and the KL per latent dim (L,)."""
+    device = next(model.parameters()).device
+    mu, logvar = zip(*(model.posterior_params(xb, None) for xb, _ in batches(test.images, None, 1024, device)))
+    mu, logvar = torch.cat(mu).cpu(), torch.cat(logvar).cpu()
+    return mu.double().numpy(), kl_per_dim(mu, logvar).numpy()
 
 
 def _grid_text(v: Any) -> str:
@@ -391,9 +440,7 @@ def untrained_figures(cfg: Config, test: Dataset) -> dict[str, float]:
     if key not in _UNTRAINED:
         device = reading_device(cfg.train.device)
         with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-            torch.manual_seed(cfg.train.seed)
-            untrained = build_model(fit_to_data(cfg, cached_dataset(cfg.data)), test.shape).to(device).eval()
-            _UNTRAINED[key] = measure(untrained, test, cfg)
+            _UNTRAINED[key] = measure(_untrained_model(cfg, test), test, cfg)
     return dict(_UNTRAINED[key])
 
 
