@@ -92,7 +92,9 @@ from the models to the config, never back."""
 
 @dataclass(frozen=True)
 class LossConfig:
-    """total = recon_weight·recon + β(step)·KL + variability_weight·|V(x) − V(x̂)|, per sample."""
+    """total = recon_weight·recon + β(step)·KL + variability_weight·|V(x) − V(x̂)|, per sample; a VAE
+    may add tc_weight·TC (β-TCVAE), take β·|KL − C(step)| for β·KL (annealed capacity) and add
+    DIP's covariance penalty (docs/models.md, "Disentangling losses")."""
 
     recon_weight: float = 1.0
     """weight of the reconstruction term (summed over pixels, averaged over the batch)"""
