@@ -190,7 +190,7 @@ ALL_LOSS_KEYS = (
     "tc_weight", "tc_estimator", "capacity_max", "capacity_steps", "dip", "dip_offdiag", "dip_diag",
 )  # fmt: skip
 HONOURED = {
-    **{name: ALL_LOSS_KEYS for name in ("fc1", "fc2", "dense3", "conv", "cnn", "asym", "cvae")},
+    **{name: ALL_LOSS_KEYS for name in ("fc1", "fc2", "dense3", "conv", "cnn", "asym", "cvae", "factorvae")},
     "ae": ("recon_weight", "variability_weight"),  # no KL term: no β, no KL schedule
     "vqvae": ("recon_weight",),  # no KL, no variability term
     "introvae": ("recon_weight", "beta", "kl_schedule", "warmup_steps"),  # no variability term

@@ -155,7 +155,7 @@ class GroupStep:
         base, noise = copy.deepcopy(LossForward(models[0])).to("meta"), configs[0].train.input_noise
         self.losses = vmap(
             lambda p, bu, x, w, step, y: functional_call(base, (p, bu), (x, step, w, noise, y)),
-            in_dims=(0, 0, 0, 0, None, 0 if models[0].n_classes else None),
+            in_dims=(0, 0, 0, weight_dims(group_weights(configs, device)(0)), None, 0 if models[0].n_classes else None),
             randomness="different",
         )
 
@@ -186,19 +186,33 @@ class GroupStep:
         return model, optimizer
 
 
+OPTIONAL_TERMS = (("capacity_on", "capacity"), ("dip_offdiag", "dip_diag", "dip_ii"), ("tc_weight", "dataset_size", "tc_mss"))
+"""LossWeights fields that switch a term on (the first of each tuple) with the fields it reads: a
+group stacks them only when some member uses the term; else they stay the float default 0 and no
+member computes it (nor logs it)"""
+
+
 def group_weights(configs: list[Config], device: torch.device, dataset_size: int = 0):
     """step → each member's loss weights at that step (`losses.loss_weights`), (M,) tensors on
     `device`: the KL schedule, which members share (`group_key`), applied to each member's β, and
-    each member's capacity target on its own ramp. `dataset_size`: the members' training sets' size."""
-    fixed = LossWeights(*(torch.tensor(column, device=device) for column in zip(*(loss_weights(c.loss, 0, dataset_size) for c in configs))))  # (M,) each
+    each member's capacity target on its own ramp. A term no member uses (`OPTIONAL_TERMS`) keeps
+    its float 0. `dataset_size`: the members' training sets' size."""
+    at_zero = [loss_weights(c.loss, 0, dataset_size) for c in configs]
+    unused = {f for fields in OPTIONAL_TERMS if not any(getattr(w, fields[0]) for w in at_zero) for f in fields}
+    fixed = LossWeights(*(0.0 if f in unused else torch.tensor(column, device=device) for f, column in zip(LossWeights._fields, zip(*at_zero))))  # (M,) each
     beta = torch.tensor([c.loss.beta for c in configs], device=device)
-    capacity_max = torch.tensor([c.loss.capacity_max for c in configs], device=device)
-    ramp = torch.tensor([float(max(c.loss.capacity_steps, 1)) for c in configs], device=device)  # (a member without a capacity has capacity_max 0)
-    c = configs[0].loss
-    return lambda step: fixed._replace(
-        beta=beta * kl_weight(c.kl_schedule, step, 1.0, c.warmup_steps),
-        capacity=capacity_max * (step / ramp).clamp(max=1.0),
-    )
+    schedule = configs[0].loss  # the KL schedule the members share
+    moving = {"beta": lambda step: beta * kl_weight(schedule.kl_schedule, step, 1.0, schedule.warmup_steps)}
+    if "capacity" not in unused:
+        capacity_max = torch.tensor([c.loss.capacity_max for c in configs], device=device)
+        ramp = torch.tensor([float(max(c.loss.capacity_steps, 1)) for c in configs], device=device)  # (a member without a capacity has capacity_max 0)
+        moving["capacity"] = lambda step: capacity_max * (step / ramp).clamp(max=1.0)
+    return lambda step: fixed._replace(**{name: of(step) for name, of in moving.items()})
+
+
+def weight_dims(weights: LossWeights) -> LossWeights:
+    """vmap's in_dims for a group's weights: 0 for each stacked (M,) tensor, None for a float."""
+    return LossWeights(*(0 if torch.is_tensor(v) else None for v in weights))
 
 
 def train_group(

@@ -18,6 +18,7 @@ from vaelab.errors import UserError
 from vaelab.losses import loss_weights
 from vaelab.models.conv import AsymParams, CNNParams, ConvParams, build_asym, build_conv
 from vaelab.models.cvae import CVAEParams, build_cvae
+from vaelab.models.factorvae import FactorVAEParams, build_factorvae
 from vaelab.models.gaussian_fit import GaussianFitParams, build_gaussian_fit
 from vaelab.models.introvae import IntroVAEParams, build_introvae
 from vaelab.models.mlp import AEParams, Dense3Params, FC1Params, FC2Params, build_ae, build_dense
@@ -73,6 +74,11 @@ MODELS: dict[str, ModelSpec] = {
         "IntroVAE: the cnn's networks trained introspectively (the encoder's KL as the discriminator; model.margin, model.adversarial_weight, model.adversarial_warmup)",
         vectorizable=False,
         graphable=False,
+    ),
+    "factorvae": ModelSpec(
+        build_factorvae,
+        FactorVAEParams,
+        "FactorVAE: the conv model with a discriminator on shuffled latents trained alongside, its total-correlation estimate weighted by model.tc_weight (Kim & Mnih 2018)",
     ),
     "gaussian-fit": ModelSpec(
         build_gaussian_fit,
