@@ -162,7 +162,10 @@ def test_train_preset_with_overrides_writes_a_complete_run_folder(fc2_run):
     assert cfg["model"]["hidden"] == [144, 28] and cfg["model"]["decoder_hidden"] == []  # 576-144-28-8, the decoder the mirror
     assert set(cfg["model"]) == SECTIONS["model"]  # fc2's own keys only: no channels, kernel, codebook_size, …
     assert cfg["model"]["batch_norm"] is False and cfg["model"]["likelihood"] == "gaussian"
-    assert cfg["loss"] == {"recon_weight": 1.0, "beta": 0.5, "variability_weight": 0.0, "kl_schedule": "constant", "warmup_steps": 0}
+    assert cfg["loss"] == {
+        "recon_weight": 1.0, "beta": 0.5, "variability_weight": 0.0, "kl_schedule": "constant", "warmup_steps": 0,
+        "tc_weight": 0.0, "tc_estimator": "mws", "capacity_max": 0.0, "capacity_steps": 0, "dip": "off", "dip_offdiag": 10.0, "dip_diag": 100.0,
+    }  # fmt: skip
     assert (cfg["train"]["steps"], cfg["train"]["batch_size"], cfg["train"]["lr"]) == (20, 32, 1e-3)
     assert (cfg["train"]["seed"], cfg["train"]["device"]) == (0, "auto")
     assert cfg["sample"] == {"n": 8, "delta": 0.0, "denoise": 0.0, "seed": 0, "prior": "standard", "prior_components": 10}

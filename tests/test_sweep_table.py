@@ -27,7 +27,7 @@ def test_columns_are_cell_seed_keys_metrics_baselines_and_training_terms():
         "cell", "seed", "loss.beta", "data.mu", "pmi", "pmi_r2", "decoder_mse", "pmi_untrained", "pmi_r2_untrained", "decoder_mse_untrained",
         "train_loss", "train_recon", "train_kl", "train_seconds", "diverged_at",
     ]  # fmt: skip
-    assert {m for m, s in evaluate.METRICS.items() if "factors" in s.needs} == {"pmi", "decoder_mse"}
+    assert {m for m, s in evaluate.METRICS.items() if "factors" in s.needs} == {"pmi", "decoder_mse", "mcc", "factor_r2", "irs"}
     assert {m for m, s in evaluate.METRICS.items() if {"features", "labels"} & set(s.needs)} == {"fid", "prdc", "class"}
 
 
