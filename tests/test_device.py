@@ -117,6 +117,23 @@ def test_every_models_loss_terms_and_samples_stay_on_the_batchs_device(name):
         assert images.device == torch.device("cuda", 0) and images.shape == (4, 1, 16, 16)
 
 
+def test_the_disentangling_terms_stay_on_the_batchs_device():
+    """β-TCVAE's decomposition, the capacity target and DIP's terms, all on, under fake CUDA: with
+    float weights (one run) and with 0-d tensor weights on the device (a captured graph's)."""
+    cfg = load_config(overrides={"model.name": "fc2", "loss.tc_weight": 2.0, "loss.tc_estimator": "mss", "loss.capacity_max": 5.0, "loss.capacity_steps": 10, "loss.dip": "ii"})
+    model = build_model(cfg, (1, 16, 16)).eval()
+    mode = FakeTensorMode(allow_non_fake_inputs=True)
+    state = {k: _fake_cuda(mode, v) for k, v in [*model.named_parameters(), *model.named_buffers()]}
+    with mode, torch.no_grad():
+        x = torch.rand(4, 1, 16, 16, device="cuda")
+        floats = loss_weights(cfg.loss, 5, 1000)
+        tensors = floats._replace(beta=torch.tensor(1.0, device="cuda"), capacity=torch.tensor(2.5, device="cuda"))
+        for weights in (floats, tensors):
+            terms = _loss(model, state, x, 5, weights, {})
+            assert {"mi", "tc", "dwkl", "capacity", "dip_offdiag", "dip_diag"} <= set(terms)
+            assert {v.device for v in terms.values()} == {torch.device("cuda", 0)}, {k: v.device for k, v in terms.items()}
+
+
 class _Call(torch.nn.Module):
     """functional_call reaches `forward`; this forwards to the model's `loss` or `decode`."""
 

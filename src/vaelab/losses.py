@@ -156,10 +156,10 @@ def kl_decomposition(z: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor, da
         scalars mi, tc, dwkl (batch means); their sum estimates the KL term.
     """
     b = z.shape[0]
-    log_q = _log_normal(z[:, None, :], mu[None, :, :], logvar[None, :, :])  # (B, B, L): log q(z_i,d | x_j)
-    w = log_weights(b, dataset_size, mss, z.device)[:, :, None]  # (B, B, 1)
-    log_qz = torch.logsumexp(w[:, :, 0] + log_q.sum(2), dim=1)  # (B,) log q(z_i)
-    log_qz_dims = torch.logsumexp(w + log_q, dim=1).sum(1)  # (B,) Σ_d log q(z_i,d)
+    log_q = _log_normal(z.unsqueeze(1), mu.unsqueeze(0), logvar.unsqueeze(0))  # (B, B, L): log q(z_i,d | x_j)
+    w = log_weights(b, dataset_size, mss, z.device)  # (B, B)
+    log_qz = torch.logsumexp(w + log_q.sum(2), dim=1)  # (B,) log q(z_i)
+    log_qz_dims = torch.logsumexp(w.unsqueeze(2) + log_q, dim=1).sum(1)  # (B,) Σ_d log q(z_i,d)
     log_qz_x = torch.diagonal(log_q).sum(0)  # (B,) log q(z_i | x_i)
     log_pz = _log_normal(z, torch.zeros_like(z), torch.zeros_like(z)).sum(1)  # (B,)
     return {"mi": (log_qz_x - log_qz).mean(), "tc": (log_qz - log_qz_dims).mean(), "dwkl": (log_qz_dims - log_pz).mean()}
