@@ -18,23 +18,12 @@ disentanglement_lib computes it); a model's UDR is the median of its pairs' scor
 from __future__ import annotations
 
 import numpy as np
-from scipy.stats import rankdata
 
 from vaelab.errors import UserError
+from vaelab.metrics.recovery import correlations
 
 KL_THRESHOLD = 0.01
 """latents whose KL per image is below this many nats are left out (Duan et al.'s filter)"""
-
-
-def _spearman(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """(La, Lb) |Spearman correlation| between the columns of a (N, La) and b (N, Lb); 0 for a
-    constant column."""
-    ra, rb = rankdata(a, axis=0), rankdata(b, axis=0)
-    ra, rb = ra - ra.mean(0), rb - rb.mean(0)
-    scale = np.outer(np.linalg.norm(ra, axis=0), np.linalg.norm(rb, axis=0))
-    with np.errstate(invalid="ignore", divide="ignore"):
-        r = np.abs(ra.T @ rb) / scale
-    return np.nan_to_num(np.where(scale > 0, r, 0.0))
 
 
 def _latent_scores(r: np.ndarray, axis: int) -> np.ndarray:
@@ -50,7 +39,7 @@ def pair_score(codes_a, codes_b, kl_a, kl_b, *, threshold: float = KL_THRESHOLD)
     keep_a, keep_b = np.asarray(kl_a) > threshold, np.asarray(kl_b) > threshold
     if not keep_a.any() or not keep_b.any():
         return 0.0
-    r = _spearman(a[:, keep_a], b[:, keep_b])  # (La', Lb')
+    r = correlations(a[:, keep_a], b[:, keep_b], "spearman")  # (La', Lb') |Spearman|, 0 for a constant latent
     return float((_latent_scores(r, 1).mean() + _latent_scores(r, 0).mean()) / 2)
 
 
