@@ -20,7 +20,7 @@ from torch.func import functional_call
 from clihelp import cli, user_error
 from vaelab.checkpoint import load_run, trained_on
 from vaelab.config import load_config
-from vaelab.device import check_precision, describe, reading_device, resolve_device
+from vaelab.device import READING_BATCH, check_precision, describe, inference_layout, reading_device, resolve_device
 from vaelab.errors import UserError
 from vaelab.losses import loss_weights
 from vaelab.models import MODELS, build_model
@@ -212,3 +212,22 @@ def test_a_cpu_run_resumed_elsewhere_keeps_its_weights(tmp_path):
     assert len(first.history) == 10  # nothing left to train: the checkpoint is the end
     for k, v in first.model.state_dict().items():
         assert torch.equal(v.cpu(), saved[k])
+
+
+def test_inference_layout_reads_the_same_codes_and_gives_the_weights_back_contiguous():
+    """Channels-last weights on the CPU while reading, the same encoder means to rounding, and
+    every weight contiguous again after (a checkpoint written later stores it as it was)."""
+    model = build_model(load_config(overrides={"model.name": "cnn", "model.latent_dim": 3}), (1, 28, 28)).eval()
+    x = torch.rand(70, 1, 28, 28, generator=torch.Generator().manual_seed(0))
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with torch.no_grad():
+        expected = model.posterior_params(x)[0]
+        with inference_layout(model) as size:
+            conv = next(m for m in model.modules() if isinstance(m, torch.nn.Conv2d) and m.in_channels > 1)  # one channel in: both layouts at once
+            assert conv.weight.is_contiguous(memory_format=torch.channels_last) and not conv.weight.is_contiguous()
+            got = torch.cat([model.posterior_params(x[i : i + size])[0] for i in range(0, len(x), size)])
+    assert size == READING_BATCH["cpu"]
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+    assert all(p.is_contiguous() for p in model.parameters())
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, before[k])

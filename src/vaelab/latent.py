@@ -24,6 +24,7 @@ import torch
 
 from vaelab.checkpoint import load_run
 from vaelab.data import load_data, test_data_config
+from vaelab.device import inference_layout
 from vaelab.errors import UserError
 from vaelab.images import interleave_rows, make_grid, png_bytes
 from vaelab.models import class_labels
@@ -41,10 +42,11 @@ TSNE_POINTS = 2000
 
 
 @torch.no_grad()
-def latent_means(model, images: torch.Tensor, labels: torch.Tensor | None = None, batch_size: int = 2048) -> torch.Tensor:
+def latent_means(model, images: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
     """μ of q(z|x) for every image: (N, C, H, W) [labels (N,) for a conditional model] → (N, L) on the CPU."""
     device = next(model.parameters()).device
-    return torch.cat([model.posterior_params(x, y)[0].cpu() for x, y in batches(images, labels, batch_size, device)])
+    with inference_layout(model) as size:
+        return torch.cat([model.posterior_params(x, y)[0].cpu() for x, y in batches(images, labels, size, device)])
 
 
 @torch.no_grad()
