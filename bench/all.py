@@ -19,7 +19,7 @@ What it does
 
     `--device` (cuda, cuda:N or auto; cpu is the default and passes nothing) is forwarded to the
     benchmarks that measure both sides on a device of choice, DEVICE_SCRIPTS: train_throughput.py
-    (both models), sweep.py and chain.py. Each of them then prints `machine: <the GPU>`, which
+    (both models), sweep.py, chain.py, studies.py, profile_step.py and disentanglement.py. Each of them then prints `machine: <the GPU>`, which
     fills its row's machine column. The others (fid, memory, process_time, pythae_compare) run on
     the CPU whatever --device says, and their rows name the CPU; the line under the table says so.
     A device this machine lacks is refused before any benchmark runs.
@@ -60,6 +60,7 @@ RUNS: list[tuple[str, list[str], str, str]] = [
     ("studies.py", ["--part", "sweep"], "bias-robustness in full, 77 cells x 10,000 steps (120 s / its s)", "≥ 1 (GPU)"),
     ("profile_step.py", [], "host work per cnn training step: kernel launches without / with a CUDA graph (CPU: ops per step)", "-"),
     ("fid.py", [], "FID of 10k vs 10k images: vaelab vs NumPy/SciPy (ref s / vaelab s)", "vaelab < 20 s per FID"),
+    ("disentanglement.py", [], "every disentanglement and recovery score of one sprites cnn VAE at beta-disentangle's sizes: vaelab vs its former encoding (ref s / vaelab s)", "vaelab < 120 s per model (2 CPU cores); < 15 s (GPU)"),
     ("memory.py", [], "one epoch over 1,000,000 28x28 images streamed from disk vs 100,000 in memory (samples/s)", "peak RSS < 2 GiB"),
 ]
 
@@ -67,7 +68,7 @@ RUNS: list[tuple[str, list[str], str, str]] = [
 DRIVERS = ("all.py", "gpu_check.py")
 
 # the scripts that take --device (both sides on that device); the others run on the CPU
-DEVICE_SCRIPTS = ("train_throughput.py", "sweep.py", "chain.py", "studies.py", "profile_step.py")
+DEVICE_SCRIPTS = ("train_throughput.py", "sweep.py", "chain.py", "studies.py", "profile_step.py", "disentanglement.py")
 
 # the scripts whose full sizes are GPU work (hours on a 2-core CPU): on the CPU only their --quick runs
 GPU_SCRIPTS = ("studies.py",)
