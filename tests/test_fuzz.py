@@ -624,7 +624,7 @@ def test_grid_entries_are_axes_or_a_user_error(entries):
         axis = valid_or_user_error(parse_axis, entry)
         if axis is not None:
             assert 1 <= len(axis.values) <= MAX_CELLS and axis.key
-            assert len({sweep._format(v) for v in axis.values}) == len(axis.values)
+            assert len({sweep.value_text(v) for v in axis.values}) == len(axis.values)
     axes = valid_or_user_error(sweep_axes, load_config(), entries)  # the default config, resolved (a bare Config() has no model params)
     assert axes is None or len({a.key for a in axes}) == len(axes)
 

@@ -4,7 +4,10 @@
     rows = run_sweep(cfg, out, grid=["loss.beta=0.5,1,2", "data.mu=0:5:0.5"])
 
 The grid is `sweep.grid` (a preset's) with `grid` entries over it, each "key=v1,v2,…" or
-"key=start:stop:step" (stop included when it lies on the grid). Cells that share an architecture,
+"key=start:stop:step" (stop included when it lies on the grid); "k1+k2=[a1,b1],[a2,b2]" sweeps
+keys together (zipped). An entry may name a family, "tcvae: loss.tc_weight=1,2": the grid is then
+the union of its families, each the product of its own entries and the unnamed ones (a study of
+model families, each over its own hyperparameter; sweep.csv gets a `family` column). Cells that share an architecture,
 data size and schedule train together as one vectorized model (`vaelab.vectorized`) unless
 `vectorize="off"`. After training, each cell's model is measured on a test set (`sweep.metrics`),
 and so is an untrained model of the same seed (the `*_untrained` columns: the baseline).
@@ -23,9 +26,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import itertools
 import json
-import math
 import shutil
 import sys
 import time
@@ -37,13 +38,14 @@ import numpy as np
 import torch
 
 from vaelab.checkpoint import load_run
-from vaelab.config import Config, parse_value, printable
+from vaelab.config import Config
 from vaelab.data import DATASETS, Dataset, load_data
 from vaelab.data.stream import ImageStream
 from vaelab.device import reading_device, training_device
 from vaelab.errors import TrainingDiverged, UserError
 from vaelab.evaluate import METRICS, MetricInputs, Setting, cached_dataset, refusals, test_config
 from vaelab.experiments.backends import check_backend, check_visible, run_tasks, task_gpus
+from vaelab.experiments.grid import MAX_CELLS, Axis, grid_keys, grid_points, grid_size, key_columns, parse_axis, sweep_axes, value_text  # noqa: F401  (parse_axis: the grid's entries, as the sweep takes them)
 from vaelab.experiments.study import open_study
 from vaelab.experiments.sweep_report import write_sweep_report
 from vaelab.experiments.sweep_table import DIVERGED_COLUMN, SWEEP_TABLE, TRAIN_COLUMNS, columns, diverged_step, read_table, write_table
@@ -57,110 +59,11 @@ from vaelab.sample import batches
 from vaelab.train import Run, check_resources, train
 from vaelab.vectorized import group_key, group_size, train_group
 
-MAX_CELLS = 10_000
-"""more cells × seeds than this need `yes=True` (`--yes`)"""
 UNKNOWN_N = 60_000
 """images assumed for memory planning when a dataset's size is not known before loading (all of a file)"""
 
 # ---------------------------------------------------------------------------------------------
-# The grid.
-
-
-@dataclass(frozen=True)
-class Axis:
-    """One swept key and its values, in order."""
-
-    key: str
-    values: tuple
-
-
-def _split_top(text: str) -> list[str]:
-    """Split on commas outside brackets, so list values ("[128,64],[256,128]") stay whole."""
-    parts, depth, cur = [], 0, ""
-    for ch in text:
-        depth += ch in "[(" and 1 or (-1 if ch in "])" else 0)
-        if ch == "," and depth == 0:
-            parts.append(cur)
-            cur = ""
-        else:
-            cur += ch
-    return parts + [cur]
-
-
-def _number(text: str, entry: str) -> int | float:
-    """One bound or step of a range: a finite number (an integer within 64 bits)."""
-    v = parse_value(text.strip(), f"--grid {entry}:")
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or not _finite(v):
-        raise UserError(f"--grid {entry}: a range needs numbers start:stop:step, got {text.strip()!r:.40}")
-    return v
-
-
-def _finite(v: int | float) -> bool:
-    return abs(v) < 2**63 if isinstance(v, int) else math.isfinite(v)
-
-
-def _range_count(start: int | float, stop: int | float, step: int | float, entry: str) -> int:
-    """How many values start:stop:step holds (stop included when it lies on the grid); a UserError
-    beyond MAX_CELLS."""
-    span = (stop - start) / step
-    if not math.isfinite(span):  # floats that overflow: far bounds, a tiny step
-        raise UserError(f"--grid {entry}: the range has too many values (at most {MAX_CELLS})")
-    count = math.floor(span + 1e-9) + 1
-    if count > MAX_CELLS:
-        raise UserError(f"--grid {entry}: the range has {count} values (at most {MAX_CELLS})")
-    return count
-
-
-def parse_axis(entry: str) -> Axis:
-    """"key=v1,v2,…" or "key=start:stop:step" → Axis. Values are TOML (1e-3, true, [1, 2]) or bare
-    strings; a range includes stop when it lies on the grid and is all ints when its ends and step are."""
-    key, eq, spec = entry.partition("=")
-    key, spec = key.strip(), spec.strip()
-    if not eq or not key or not spec:
-        raise UserError(f"--grid expects key=v1,v2,… or key=start:stop:step, got {entry!r:.80}")
-    entry = printable(entry)  # as messages show it
-    if key.startswith("sweep."):
-        raise UserError(f"--grid {entry}: sweep.* keys shape the sweep itself and cannot be swept")
-    if ":" in spec and not spec.startswith(("[", '"', "'")):
-        bounds = spec.split(":")
-        if len(bounds) != 3:
-            raise UserError(f"--grid {entry}: a range is start:stop:step, got {spec!r}")
-        start, stop, step = (_number(b, entry) for b in bounds)
-        if step <= 0 or stop < start:
-            raise UserError(f"--grid {entry}: the range is empty (needs step > 0 and start <= stop)")
-        count = _range_count(start, stop, step, entry)
-        ints = all(isinstance(v, int) for v in (start, stop, step))
-        values = tuple(start + i * step if ints else round(start + i * step, 12) for i in range(count))
-        if len(set(map(_format, values))) != len(values):
-            raise UserError(f"--grid {entry}: the range's step is too small to tell its values apart (12 decimals)")
-        return Axis(key, values)
-    items = [s.strip() for s in _split_top(spec)]
-    if any(not s for s in items):
-        raise UserError(f"--grid {entry}: an empty value in the list")
-    values = tuple(parse_value(s, f"--grid {entry}:") for s in items)
-    if len(set(map(_format, values))) != len(values):  # 1 and 1.0 would name the same cell
-        raise UserError(f"--grid {entry}: a value is listed twice")
-    return Axis(key, values)
-
-
-def sweep_axes(cfg: Config, grid: list[str] | tuple[str, ...] = ()) -> list[Axis]:
-    """The preset's `sweep.grid`, then `grid` entries over it (an entry for a key already swept
-    replaces its values)."""
-    axes: dict[str, Axis] = {}
-    for entry in (*cfg.sweep.grid, *grid):
-        axis = parse_axis(entry)
-        axes[axis.key] = axis
-    return list(axes.values())
-
-
-def _format(v: Any) -> str:
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, float):
-        return repr(v)[:-2] if repr(v).endswith(".0") else repr(v)
-    if isinstance(v, (list, tuple)):
-        return "-".join(map(_format, v))
-    return str(v).replace("/", "_").replace("\\", "_")
+# The cells.
 
 
 CELL_NAME_BYTES = 180
@@ -192,13 +95,14 @@ class Cell:
 
 
 def sweep_cells(cfg: Config, axes: list[Axis]) -> list[Cell]:
-    """Every grid point × seed as a validated config; repeat r adds r to train.seed and data.seed."""
-    short = _short_names([a.key for a in axes])
+    """Every grid point × seed as a validated config; repeat r adds r to train.seed and data.seed.
+    A family's cells carry it first in their names and in `values` ("family")."""
+    short = _short_names(grid_keys(axes))
     cells = []
-    for combo in itertools.product(*(a.values for a in axes)):
-        values = dict(zip((a.key for a in axes), combo))
+    for family, values in grid_points(axes):
         base = cfg.override(values)
-        point = ",".join(f"{short[k]}={_format(v)}" for k, v in values.items()) or "single"
+        point = ",".join([family] * bool(family) + [f"{short[k]}={value_text(v)}" for k, v in values.items()]) or "single"
+        values = {"family": family, **values} if family else values
         for r in range(cfg.sweep.seeds):
             c = base if r == 0 else base.override({"train.seed": base.train.seed + r, "data.seed": base.data.seed + r})
             name = f"cell-{_fitted(point)}" + (f",seed={r}" if cfg.sweep.seeds > 1 else "")
@@ -208,7 +112,7 @@ def sweep_cells(cfg: Config, axes: list[Axis]) -> list[Cell]:
 
 def measure(model, test: Dataset, cfg: Config) -> dict[str, float]:
     """The figures of `sweep.metrics` (vaelab.evaluate.METRICS) of a model on its test set."""
-    sizes = dict(n=cfg.sweep.disentanglement_n, n_test=cfg.sweep.disentanglement_n // 2, n_votes=cfg.sweep.disentanglement_votes, n_votes_eval=cfg.sweep.disentanglement_votes // 2, n_variance=cfg.sweep.disentanglement_n)
+    sizes = dict(n=cfg.sweep.disentanglement_n, n_test=cfg.sweep.disentanglement_n // 2, n_votes=cfg.sweep.disentanglement_votes, n_votes_eval=cfg.sweep.disentanglement_votes // 2, n_variance=cfg.sweep.disentanglement_n, dci_classifier=cfg.sweep.dci_classifier)
     inputs = MetricInputs(model, test, cfg, train_data=lambda: cached_dataset(cfg.data), feature_net=lambda: _feature_net(cfg.data), seed=cfg.train.seed, sizes=sizes)
     out: dict[str, float] = {}
     for name in cfg.sweep.metrics:
@@ -271,8 +175,8 @@ def run_sweep(
         raise UserError(f"--vectorize must be auto or off, got {vectorize!r}")
     axes = sweep_axes(config, grid)
     check_backend(backend, address)
-    cfg = config.override({"sweep.grid": [f"{a.key}={','.join(map(_grid_text, a.values))}" for a in axes]}) if grid else config
-    n_cells = math.prod(len(a.values) for a in axes) * cfg.sweep.seeds
+    cfg = config.override({"sweep.grid": [a.entry for a in axes]}) if grid else config
+    n_cells = grid_size(axes) * cfg.sweep.seeds
     if n_cells > MAX_CELLS and not yes:
         raise UserError(f"the sweep has {n_cells:,} cells × seeds (more than {MAX_CELLS:,}); pass --yes to run it")
     cells = sweep_cells(cfg, axes)
@@ -286,8 +190,9 @@ def run_sweep(
         check_resources(fit_to_data(cell.config, datas0), datas0.shape, training_device(cell.config.train))
     out = Path(out)
     open_study(cfg, out, "sweep", resume=resume, force=force, inputs=tuple(p for c in cells for p in c.config.input_paths()))
-    header = columns([a.key for a in axes], cfg.sweep.metrics)
-    rows = read_table(out / SWEEP_TABLE, [a.key for a in axes]) if resume else []
+    keys = key_columns(axes)
+    header = columns(keys, cfg.sweep.metrics)
+    rows = read_table(out / SWEEP_TABLE, keys) if resume else []
     known = {r["cell"] for r in rows}
     rows += [row for c in cells if c.name not in known and (row := _finished_row(out, c)) is not None]  # written by a task the driver did not hear back from
     done = {r["cell"] for r in rows}
@@ -353,10 +258,6 @@ def _codes_and_kl(model, test: Dataset) -> tuple[np.ndarray, np.ndarray]:
     mu, logvar = zip(*(model.posterior_params(xb, None) for xb, _ in batches(test.images, None, 1024, device)))
     mu, logvar = torch.cat(mu).cpu(), torch.cat(logvar).cpu()
     return mu.double().numpy(), kl_per_dim(mu, logvar).numpy()
-
-
-def _grid_text(v: Any) -> str:
-    return f'"{v}"' if isinstance(v, str) else repr(v).lower() if isinstance(v, bool) else str(v).replace(" ", "")
 
 
 def _ordered(rows: list[dict], cells: list[Cell]) -> list[dict]:

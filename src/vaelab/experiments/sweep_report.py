@@ -8,9 +8,11 @@ import textwrap
 from pathlib import Path
 
 import numpy as np
+from scipy.stats import spearmanr
 
 from vaelab.evaluate import METRICS
 from vaelab.report import PLOT_LIMIT, Section, fig_png, img, plain, plottable, plt, read_config, smooth, table, write_page
+from vaelab.experiments.grid import key_columns, parse_grid
 from vaelab.experiments.sweep_table import SWEEP_TABLE, TRAIN_COLUMNS, diverged_step, figure_columns, read_table
 from vaelab.runfolder import atomic_write, csv_text, read_metrics
 
@@ -24,7 +26,7 @@ def read_sweep(sweep_dir: Path) -> tuple[list[str], list[str], list[dict]]:
     """(swept keys, figure columns, rows) of a sweep folder; a swept key's values are floats where
     every value is a number, as sweep.csv writes them otherwise."""
     cfg = read_config(sweep_dir / "config.toml")
-    keys = list(dict.fromkeys(e.partition("=")[0].strip() for e in cfg.get("sweep", {}).get("grid", [])))
+    keys = key_columns(parse_grid(cfg.get("sweep", {}).get("grid", [])))
     rows = read_table(sweep_dir / SWEEP_TABLE, keys)
     for k in keys:
         numeric = all(isinstance(r[k], (int, float)) and not isinstance(r[k], bool) for r in rows)
@@ -44,7 +46,9 @@ def _levels(rows: list[dict], key: str) -> list:
 
 
 def _label(v) -> str:
-    return f"{v:g}" if isinstance(v, float) else plain(str(v))
+    if isinstance(v, float):
+        return "" if math.isnan(v) else f"{v:g}"  # NaN: a key another family sweeps
+    return plain(str(v))
 
 
 def sweep_line_figure(rows: list[dict], key: str, metrics: list[str]) -> bytes:
@@ -107,9 +111,34 @@ def sweep_heatmap(rows: list[dict], keys: tuple[str, str], metric: str) -> bytes
     return fig_png(fig)
 
 
+def rank_correlation_figure(rows: list[dict], metrics: list[str]) -> bytes:
+    """Spearman's rank correlation between every two metrics over the trained cells (each pair on
+    the cells where both are finite; blank where fewer than 3 are): do the metrics rank the
+    models alike? (Locatello et al. 2019's Figure 3)"""
+    values = {m: np.array([r.get(m, math.nan) for r in rows], dtype=float) for m in metrics}
+    rho = np.full((len(metrics), len(metrics)), np.nan)
+    for i, a in enumerate(metrics):
+        for j, b in enumerate(metrics):
+            both = np.isfinite(values[a]) & np.isfinite(values[b])
+            if both.sum() >= 3 and np.ptp(values[a][both]) > 0 and np.ptp(values[b][both]) > 0:
+                rho[i, j] = spearmanr(values[a][both], values[b][both]).statistic
+    side = 1.2 + 0.45 * len(metrics)
+    fig, ax = plt.subplots(figsize=(side + 1.2, side))
+    im = ax.imshow(rho, vmin=-1, vmax=1, cmap="RdBu_r")
+    fig.colorbar(im, ax=ax, fraction=0.05)
+    ax.set_xticks(range(len(metrics)), metrics, rotation=90, fontsize=7)
+    ax.set_yticks(range(len(metrics)), metrics, fontsize=7)
+    for (i, j), v in np.ndenumerate(rho):
+        if np.isfinite(v):
+            ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=5.5, color="white" if abs(v) > 0.6 else "black")
+    ax.set_title("Spearman rank correlation between metrics, over the trained cells", fontsize=9)
+    fig.tight_layout()
+    return fig_png(fig)
+
+
 def sweep_training_figure(sweep_dir: Path, keys: list[str], rows: list[dict]) -> bytes | None:
     """The training loss of every cell (seed 0): one panel per value of the second swept key, one
-    line per value of the first, smoothed."""
+    line per value of the first (keys ["cell"]: one line per cell), smoothed."""
     rows = [r for r in rows if r["seed"] == 0]
     if not rows:
         return None
@@ -132,7 +161,7 @@ def sweep_training_figure(sweep_dir: Path, keys: list[str], rows: list[dict]) ->
             steps = np.array([h["step"] for h in hist])
             loss = smooth(plottable([h["loss"] for h in hist]), max(1, len(hist) // 50))
             every = max(1, len(hist) // 400)
-            label = f"{k1.split('.')[-1]}={_label(v)}" if k1 else "loss"
+            label = f"{k1.split('.')[-1]}={_label(v)}" if k1 not in (None, "cell") else _label(v).removeprefix("cell-") if k1 else "loss"
             ax.plot(steps[::every], loss[::every], lw=1.1, color=cmap(i / max(1, len(levels) - 1)), label=label)
         ax.set_title(f"{k2} = {_label(p)}" if k2 else "training loss", fontsize=9)
         ax.set_xlabel("step", fontsize=8)
@@ -165,7 +194,9 @@ def sweep_sections(sweep_dir: Path | str) -> list[Section]:
     if not rows:
         return sections + [Section("Results", "<p>No cell has finished yet.</p>")]
     shown = [k for k in metrics if any(not math.isnan(r.get(k, math.nan)) for r in rows)]
-    if len(keys) == 1:
+    if "family" in keys:
+        sections += family_sections(sweep_dir, parse_grid(sw.get("grid", [])), rows, shown)
+    elif len(keys) == 1:
         png = sweep_line_figure(rows, keys[0], shown)
         atomic_write(sweep_dir / "metrics.png", png)
         sections.append(Section("Metrics", img(png, "mean over seeds (band: min–max); dashed: the untrained model", pixelated=False)))
@@ -177,7 +208,7 @@ def sweep_sections(sweep_dir: Path | str) -> list[Section]:
             atomic_write(sweep_dir / f"{metric}.png", png)
             figs.append(img(png, metric + note, pixelated=False))
         sections.append(Section("Heatmaps", '<div class="grid">' + "".join(figs) + "</div>"))
-    curves = sweep_training_figure(sweep_dir, keys, rows)
+    curves = sweep_training_figure(sweep_dir, ["cell"] if "family" in keys else keys, rows)  # families: a line per cell
     if curves is not None:
         atomic_write(sweep_dir / "training.png", curves)
         sections.append(Section("Training loss per cell (seed 0)", img(curves, "moving average; log scale", pixelated=False)))
@@ -194,6 +225,25 @@ def sweep_sections(sweep_dir: Path | str) -> list[Section]:
         row["seeds"] = len(at)
         means.append(row)
     sections.append(Section("Table (mean over seeds; sweep.csv has every row)", table(means)))
+    return sections
+
+
+def family_sections(sweep_dir: Path, axes: list, rows: list[dict], metrics: list[str]) -> list[Section]:
+    """A sweep over model families: each family's metrics against its hyperparameter (its first
+    own swept key), and the metrics' rank correlations over every trained cell."""
+    figs = []
+    for family in dict.fromkeys(r["family"] for r in rows):
+        own = [k for a in axes if a.family == family for k in a.keys] or [k for a in axes if not a.family for k in a.keys]
+        if own:
+            png = sweep_line_figure([r for r in rows if r["family"] == family], own[0], metrics)
+            atomic_write(sweep_dir / f"family-{family}.png", png)
+            figs.append(img(png, f"{family}: against {own[0]} (mean over seeds; dashed: the untrained model)", pixelated=False))
+    sections = [Section("Each family against its hyperparameter", "".join(figs))]
+    trained = [r for r in rows if diverged_step(r) is None]
+    if len(trained) >= 3 and len(metrics) >= 2:
+        png = rank_correlation_figure(trained, metrics)
+        atomic_write(sweep_dir / "rank-correlations.png", png)
+        sections.append(Section("Do the metrics agree?", img(png, "Spearman's ρ between metrics over every trained cell and seed", pixelated=False)))
     return sections
 
 

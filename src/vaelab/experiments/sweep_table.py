@@ -1,6 +1,7 @@
 """sweep.csv: its columns, what each holds, and the one place it is written and read.
 
-One row per cell (grid point × seed): the cell's folder name, its seed, each swept key's value,
+One row per cell (grid point × seed): the cell's folder name, its seed, its family (when the grid
+has families), each swept key's value (empty for another family's keys),
 the figures of `sweep.metrics` (vaelab.evaluate.METRICS' sweep columns), the same figures of the
 untrained model (`<column>_untrained`), the training columns, and the step where it diverged.
 """
@@ -53,10 +54,12 @@ def write_table(path: Path, rows: list[dict], header: list[str]) -> None:
 
 
 def read_table(path: Path, keys: list[str]) -> list[dict]:
-    """Rows of a sweep.csv over the swept `keys`, typed as written: cell a string, seed an int, each
-    swept value parsed back as it was given (4 stays an int, 0.5 a float, true a bool), the figures
-    floats (NaN when empty). A missing file has no rows."""
+    """Rows of a sweep.csv over the key columns `keys` (`grid.key_columns`), typed as written: cell
+    and family strings, seed an int, each swept value parsed back as it was given (4 stays an int,
+    0.5 a float, true a bool; NaN where the cell's family does not sweep it), the figures floats
+    (NaN when empty). A missing file has no rows."""
     rows = read_csv(path, int_columns=("seed",), str_columns=("cell", *keys))
+    swept = [k for k in keys if k != "family"]
     for row in rows:
-        row.update({k: parse_value(row[k], f"{path}: {k}") for k in keys})
+        row.update({k: parse_value(row[k], f"{path}: {k}") if row[k] else math.nan for k in swept})
     return rows
