@@ -857,3 +857,26 @@ def test_resume_after_a_kill_between_the_two_files_of_a_checkpoint(tmp_path, uni
     r = run_cli("train", "--resume", d, "--quiet", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     assert_same_run(uninterrupted, d)
+
+
+HELP_WITHOUT_TORCH = """
+import contextlib, io, sys
+from vaelab.cli import COMMANDS, main
+for argv in (["--help"], *([verb, "--help"] for verb in COMMANDS)):
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        try:
+            main(argv)
+        except SystemExit as e:
+            assert e.code == 0, (argv, e.code)
+    assert "usage: vaelab" in out.getvalue(), argv
+print(sorted(m for m in ("torch", "numpy", "sklearn", "matplotlib") if m in sys.modules))
+"""
+
+
+def test_help_answers_without_importing_pytorch():
+    """`vaelab --help` and every verb's --help load no PyTorch (nor NumPy, scikit-learn,
+    matplotlib): they answer at once, on a fresh interpreter."""
+    proc = subprocess.run([sys.executable, "-c", HELP_WITHOUT_TORCH], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip() == "[]", proc.stdout

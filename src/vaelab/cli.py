@@ -95,7 +95,7 @@ def build_parser() -> Parser:
 
     q = verb("sweep", "train one model per cell of a grid over config keys, measure each, and report")
     config_args(q)
-    q.add_argument("--grid", action="append", default=[], metavar="KEY=V1,V2,…|KEY=START:STOP:STEP", help="a swept key (stop included); over the preset's sweep.grid")
+    q.add_argument("--grid", action="append", default=[], metavar="KEY=V1,V2,…|KEY=START:STOP:STEP", help="a swept key (stop included); over the preset's sweep.grid. K1+K2=[a,b],[c,d] sweeps keys together; FAMILY: KEY=… puts an entry in one family (the grid is the union of its families)")
     q.add_argument("--out", help="the sweep's folder")
     q.add_argument("--resume", action="store_true", help="train only the cells the sweep in --out lacks")
     q.add_argument("--force", action="store_true", help="overwrite an existing folder at --out")

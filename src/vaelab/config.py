@@ -287,7 +287,7 @@ class SweepConfig:
     """A grid of trainings, one per cell (`vaelab sweep`)."""
 
     grid: tuple[str, ...] = ()
-    """swept keys, each "key=v1,v2,…" or "key=start:stop:step" (stop included), e.g. loss.beta=0.5,1,2"""
+    """swept keys, each "key=v1,v2,…" or "key=start:stop:step" (stop included), e.g. loss.beta=0.5,1,2; "k1+k2=[a,b],[c,d]" sweeps keys together, and "family: key=…" puts an entry in one family (the grid is then the union of its families)"""
     seeds: int = 1
     """R: repeats of every cell (train.seed and data.seed + r)"""
     metrics: tuple[SweepMetric, ...] = ()
