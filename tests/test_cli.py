@@ -870,13 +870,17 @@ for argv in (["--help"], *([verb, "--help"] for verb in COMMANDS)):
         except SystemExit as e:
             assert e.code == 0, (argv, e.code)
     assert "usage: vaelab" in out.getvalue(), argv
+out = io.StringIO()
+with contextlib.redirect_stdout(out):
+    assert main(["presets"]) == 0
+assert "chain-conv " in out.getvalue() and "unsupervised-study " in out.getvalue()
 print(sorted(m for m in ("torch", "numpy", "sklearn", "matplotlib") if m in sys.modules))
 """
 
 
-def test_help_answers_without_importing_pytorch():
-    """`vaelab --help` and every verb's --help load no PyTorch (nor NumPy, scikit-learn,
-    matplotlib): they answer at once, on a fresh interpreter."""
+def test_help_and_presets_answer_without_importing_pytorch():
+    """`vaelab --help`, every verb's --help and `vaelab presets` load no PyTorch (nor NumPy,
+    scikit-learn, matplotlib): they answer at once, on a fresh interpreter."""
     proc = subprocess.run([sys.executable, "-c", HELP_WITHOUT_TORCH], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.strip() == "[]", proc.stdout

@@ -315,7 +315,7 @@ def cmd_report(args) -> None:
 
 
 def cmd_presets(args) -> None:
-    from vaelab.config import preset_names, read_preset
+    from vaelab.presets import preset_names, read_preset
 
     names = preset_names()
     width = max(map(len, names))

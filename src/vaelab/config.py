@@ -15,12 +15,12 @@ import tomllib
 import types
 import typing
 from dataclasses import dataclass, field, fields
-from importlib import resources
 from pathlib import Path
 from typing import Any, Literal, Mapping, Sequence
 
 from vaelab.data import DATASETS
 from vaelab.errors import UserError, require
+from vaelab.presets import preset_names, read_preset  # noqa: F401  (vaelab.config's API since the start)
 from vaelab.runfolder import read_toml
 
 Likelihood = Literal["gaussian", "bernoulli"]
@@ -582,26 +582,6 @@ def list_items(text: str) -> list[str]:
 
 # ---------------------------------------------------------------------------------------------
 # Presets, files and overrides.
-
-
-def preset_names() -> list[str]:
-    return sorted(p.name[: -len(".toml")] for p in resources.files("vaelab.presets").iterdir() if p.name.endswith(".toml"))
-
-
-def read_preset(name: str) -> dict[str, Any]:
-    """The raw dict of a shipped preset (with its `description`), `extends` resolved: a preset may
-    name another as its base and set only what differs."""
-    names = preset_names()
-    if name not in names:
-        raise UserError(f"unknown preset {name!r}; valid presets: {', '.join(names)}")
-    raw = tomllib.loads(resources.files("vaelab.presets").joinpath(f"{name}.toml").read_text())
-    base_name = raw.pop("extends", None)
-    if base_name is None:
-        return raw
-    base = read_preset(base_name)
-    for section, values in raw.items():
-        base[section] = {**base.get(section, {}), **values} if isinstance(values, Mapping) else values
-    return base
 
 
 def _changed(overrides: Mapping[str, Any] | Sequence[str], section: str) -> set[str]:
