@@ -8,7 +8,12 @@ from vaelab.runfolder import folder_kind, prepare_out, read_manifest
 def test_demo_writes_a_self_contained_report(tmp_path, capsys, monkeypatch, quick_feature_net):
     monkeypatch.setenv("VAELAB_CACHE", str(tmp_path / "cache"))
     out = tmp_path / "demo"
-    assert main(["demo", "--out", str(out), "--quiet", "--set", "train.steps=20", "--set", "data.n=500"]) == 0
+    assert main(["demo", "--out", str(out), "--set", "train.steps=20", "--set", "data.n=500"]) == 0
+    printed = capsys.readouterr().out
+    starts = [line for line in printed.splitlines() if re.match(r"\[\d/4\] ", line)]
+    assert [line[:5] for line in starts] == ["[1/4]", "[2/4]", "[3/4]", "[4/4]"]  # each part named as it starts
+    assert len(re.findall(r"^ +done in \d+ s$", printed, flags=re.M)) == 4  # and timed as it ends
+    assert f"wrote {out / 'report.html'}" in printed and (out / "report.html").resolve().as_uri() in printed  # where to look
     html = (out / "report.html").read_text()
     for part in ("About this demo", "A VAE on points", "VAE chain", "β × μ sweep", "A CNN VAE on fontdigits, evaluated", "Latent space", "Evaluation"):
         assert part in html, part

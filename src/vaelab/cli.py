@@ -389,7 +389,8 @@ def cmd_sweep(args) -> None:
 def cmd_demo(args) -> None:
     from vaelab.experiments.demo import run_demo
 
-    print(f"wrote {run_demo(args.out, overrides=args.set, quiet=args.quiet)}")
+    report = run_demo(args.out, overrides=args.set, quiet=args.quiet)
+    print(f"wrote {report}\nopen it in a web browser (one self-contained file): {report.resolve().as_uri()}")
 
 
 COMMANDS = {

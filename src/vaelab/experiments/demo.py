@@ -32,28 +32,50 @@ DIGITS = {"data.n": 3000, "train.epochs": 4}
 """the demo's evaluation: the MNIST study's CNN VAE on 3,000 fontdigits for 4 epochs"""
 
 
+PARTS = 4
+"""the demo's parts, in the progress lines it prints"""
+
+
+def _part(number: int, what: str, quiet: bool) -> float:
+    """Say which part starts (unless quiet); returns its start time."""
+    if not quiet:
+        print(f"[{number}/{PARTS}] {what} …", flush=True)
+    return time.perf_counter()
+
+
+def _done(start: float, quiet: bool) -> float:
+    """Say how long the part took (unless quiet); returns the seconds."""
+    seconds = time.perf_counter() - start
+    if not quiet:
+        print(f"      done in {seconds:.0f} s", flush=True)
+    return seconds
+
+
 def run_demo(out: Path | str = "runs/demo", *, overrides=(), quiet: bool = False) -> Path:
     """Run the demo into `out` (replacing an earlier demo there); returns the report's path.
 
     Arguments:
         overrides: config overrides applied to every part (e.g. a smaller budget for a smoke test).
+        quiet: no progress bars and no progress lines (each part's name and time).
     """
     out = prepare_out(Path(out), "demo", force=True)  # an earlier demo is replaced; any other folder refused
     start = time.perf_counter()
+    t0 = _part(1, "a conv VAE on points", quiet)
     run = train(load_config("demo", overrides=overrides), out=out / "train", force=True, quiet=quiet)
+    _done(t0, quiet)
     chain_cfg = load_config("chain-conv", overrides=CHAIN).override(overrides)
-    t0 = time.perf_counter()
+    t0 = _part(2, "a VAE chain of 4 generations", quiet)
     run_chain(chain_cfg, out / "chain", force=True, quiet=quiet)
-    chain_seconds = time.perf_counter() - t0
-    t0 = time.perf_counter()
+    chain_seconds = _done(t0, quiet)
+    t0 = _part(3, "a 3 x 3 beta x mu sweep of the bias study", quiet)
     sweep_cfg = load_config("bias-robustness", overrides=SWEEP).override(overrides)
     run_sweep(sweep_cfg, out / "sweep", grid=SWEEP_GRID, force=True, quiet=quiet)
-    sweep_seconds = time.perf_counter() - t0
-    t0 = time.perf_counter()
+    sweep_seconds = _done(t0, quiet)
+    t0 = _part(4, "a CNN VAE on fontdigits, evaluated and drawn", quiet)
     digits = train(load_config("fontdigits-cnn", overrides=DIGITS).override(overrides), out=out / "digits", force=True, quiet=quiet)
     evaluate_run(digits.dir, n=1000, k=16)
     latent_views(digits.dir, n=1000)
-    digits_seconds = time.perf_counter() - t0
+    digits_seconds = _done(t0, quiet)
     intro = Section(
         "About this demo",
         f"<p>This demo trains {html.escape(read_preset('demo')['description'])}, then runs a short VAE chain: "
