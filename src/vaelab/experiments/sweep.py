@@ -7,9 +7,9 @@ The grid is `sweep.grid` (a preset's) with `grid` entries over it, each "key=v1,
 "key=start:stop:step" (stop included when it lies on the grid); "k1+k2=[a1,b1],[a2,b2]" sweeps
 keys together (zipped). An entry may name a family, "tcvae: loss.tc_weight=1,2": the grid is then
 the union of its families, each the product of its own entries and the unnamed ones (a study of
-model families, each over its own hyperparameter; sweep.csv gets a `family` column). Cells that share an architecture,
-data size and schedule train together as one vectorized model (`vaelab.vectorized`) unless
-`vectorize="off"`. After training, each cell's model is measured on a test set (`sweep.metrics`),
+model families, each over its own hyperparameter; sweep.csv gets a `family` column;
+`vaelab.experiments.grid` parses them). Cells that share an architecture, data size and schedule
+train together as one vectorized model (`vaelab.vectorized`) unless `vectorize="off"`. After training, each cell's model is measured on a test set (`sweep.metrics`),
 and so is an untrained model of the same seed (the `*_untrained` columns: the baseline).
 
 sweep.csv gets one row per cell × seed and is rewritten after every finished group, so a killed
