@@ -884,3 +884,12 @@ def test_help_and_presets_answer_without_importing_pytorch():
     proc = subprocess.run([sys.executable, "-c", HELP_WITHOUT_TORCH], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.strip() == "[]", proc.stdout
+
+
+def test_a_script_importing_only_the_config_builds_every_models_config():
+    """The models register their keys when vaelab.config is first imported, whatever a script
+    imports first (the package no longer imports them eagerly)."""
+    code = "from vaelab.config import load_config; print(load_config('chain-fc1').model.name, load_config('unsupervised-study', overrides={'model.name': 'factorvae'}).model.name)"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.split() == ["fc1", "factorvae"]

@@ -85,9 +85,9 @@ class ModelConfig:
 
 MODEL_PARAMS: dict[str, type] = {}
 """model name → the frozen dataclass of its own `model.<param>` keys, whose `loss_keys` name the
-`loss.*` settings it honours. vaelab.models fills it as it registers each model (the package's
-__init__ imports vaelab.models, so it is filled before any config is built): the dependency runs
-from the models to the config, never back."""
+`loss.*` settings it honours. vaelab.models fills it as it registers each model (this module
+imports vaelab.models at its very end, so it is filled before any config is built, whichever
+module a script imports first): the models import the config, and the config only triggers them."""
 
 
 @dataclass(frozen=True)
@@ -655,3 +655,6 @@ def load_config(
                 raw[section] = values
     raw.pop("description", None)
     return Config.from_dict(_without_stale_model_keys(apply_overrides(raw, overrides), _changed(overrides, "model")))
+
+
+import vaelab.models  # noqa: E402, F401  (the models register their keys in MODEL_PARAMS; see there)
