@@ -30,7 +30,7 @@ from vaelab.experiments.sweep import run_sweep
 # On the CPU: the two backends' tables are compared bit for bit, which a GPU does not promise.
 SWEEP = load_config(
     "bias-robustness",
-    overrides=["train.steps=40", "data.n=256", "train.batch_size=32", "sweep.test_n=300", "model.hidden=[32,16]", "train.device=cpu"],
+    overrides=["train.steps=40", "data.n=256", "train.batch_size=32", "sweep.test_n=300", "sweep.metrics=[pmi,decoder_mse]", "model.hidden=[32,16]", "train.device=cpu"],
 )
 GRID = ["loss.beta=0.5,4", "data.mu=0,3"]
 CELLS = ["cell-beta=0.5,mu=0", "cell-beta=0.5,mu=3", "cell-beta=4,mu=0", "cell-beta=4,mu=3"]

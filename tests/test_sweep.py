@@ -41,7 +41,8 @@ PRESET = "bias-robustness"
 STEPS = 40
 # On the CPU: the auto, off and resumed sweeps are compared with each other (config text, baselines,
 # a resumed cell against its sequential run to 1e-6), which a GPU does not reproduce that closely.
-TINY = [f"train.steps={STEPS}", "data.n=256", "train.batch_size=32", "sweep.test_n=300", "model.hidden=[32,16]", "train.device=cpu"]
+# The study's own metrics: the preset's mcc and factor_r2 are checked in test_sweep_table and the demo.
+TINY = [f"train.steps={STEPS}", "data.n=256", "train.batch_size=32", "sweep.test_n=300", "sweep.metrics=[pmi,decoder_mse]", "model.hidden=[32,16]", "train.device=cpu"]
 GRID = ["loss.beta=0.5,4", "data.mu=0,3"]
 CELLS = {  # name → (loss.beta, data.mu), in the order of the grid (the first key outermost)
     "cell-beta=0.5,mu=0": (0.5, 0.0),

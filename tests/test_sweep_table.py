@@ -24,7 +24,9 @@ def test_columns_are_cell_seed_keys_metrics_baselines_and_training_terms():
         "train_loss", "train_recon", "train_kl", "train_seconds", "diverged_at",
     ]  # fmt: skip
     assert columns(["loss.beta", "data.mu"], load_config(PRESET).sweep.metrics) == [
-        "cell", "seed", "loss.beta", "data.mu", "pmi", "pmi_r2", "decoder_mse", "pmi_untrained", "pmi_r2_untrained", "decoder_mse_untrained",
+        "cell", "seed", "loss.beta", "data.mu",
+        "pmi", "pmi_r2", "decoder_mse", "mcc", "mcc_spearman", "factor_r2", "factor_r2_nonlinear",
+        "pmi_untrained", "pmi_r2_untrained", "decoder_mse_untrained", "mcc_untrained", "mcc_spearman_untrained", "factor_r2_untrained", "factor_r2_nonlinear_untrained",
         "train_loss", "train_recon", "train_kl", "train_seconds", "diverged_at",
     ]  # fmt: skip
     assert {m for m, s in evaluate.METRICS.items() if "factors" in s.needs} == {"pmi", "decoder_mse", "mcc", "factor_r2", "irs"}
