@@ -50,3 +50,17 @@ def quick_feature_net(monkeypatch):
     from vaelab.metrics import featurenet
 
     monkeypatch.setattr(featurenet, "FeatureNetConfig", functools.partial(featurenet.FeatureNetConfig, steps=100))
+
+
+@pytest.fixture(scope="module")
+def chromium():
+    """A headless Chromium for the browser tests (tests/browser.py), one per module; skipped,
+    saying why, only on a machine without one."""
+    import browser
+
+    found = browser.find_browser()
+    if found is None:
+        pytest.skip(browser.MISSING)
+    driver = browser.start(*found)
+    yield driver
+    driver.quit()

@@ -1,11 +1,12 @@
 import json
 import re
 
+import browser
 from vaelab.cli import main
 from vaelab.runfolder import folder_kind, prepare_out, read_manifest
 
 
-def test_demo_writes_a_self_contained_report(tmp_path, capsys, monkeypatch, quick_feature_net):
+def test_demo_writes_a_self_contained_report(tmp_path, capsys, monkeypatch, quick_feature_net, chromium):
     monkeypatch.setenv("VAELAB_CACHE", str(tmp_path / "cache"))
     out = tmp_path / "demo"
     assert main(["demo", "--out", str(out), "--set", "train.steps=20", "--set", "data.n=500"]) == 0
@@ -19,6 +20,8 @@ def test_demo_writes_a_self_contained_report(tmp_path, capsys, monkeypatch, quic
         assert part in html, part
     assert len(re.findall(r'src="data:image/png;base64,', html)) >= 12
     assert not re.search(r'src="(?!data:)', html)  # nothing outside the file
+    for page in [out / "report.html", *sorted(out.glob("*/report.html"))]:  # the demo's and its parts' (test_browser.py: the checks)
+        assert browser.problems(chromium, page) == [], page
     assert (out / "train" / "model.safetensors").is_file()
     evaluation = json.loads((out / "digits" / "evaluation.json").read_text())
     assert evaluation["fid"] > 0 and "LeNet" in evaluation["feature_net"]

@@ -91,7 +91,7 @@ def sweep_heatmap(rows: list[dict], keys: tuple[str, str], metric: str) -> bytes
     kx, ky = keys
     xs, ys = _levels(rows, kx), _levels(rows, ky)
     grid = plottable([[_mean([r[metric] for r in rows if r[kx] == x and r[ky] == y]) for x in xs] for y in ys])
-    fig, ax = plt.subplots(figsize=(1.0 + 0.62 * len(xs), 1.0 + 0.42 * len(ys)))
+    fig, ax = plt.subplots(figsize=(1.0 + 0.62 * len(xs), max(2.4, 1.0 + 0.42 * len(ys))))  # room for the two-line title over one row
     im = ax.imshow(grid, origin="lower", aspect="auto", cmap="viridis")
     fig.colorbar(im, ax=ax, fraction=0.05)
     ax.set_xticks(range(len(xs)), [_label(v) for v in xs], fontsize=8)
