@@ -20,7 +20,7 @@ $(PY):
 $(STAMP): $(PY) pyproject.toml
 	$(PY) -m pip install --upgrade pip setuptools wheel
 	$(PY) -m pip install "torch==$(TORCH_VERSION)"
-	$(PY) -m pip install -e ".[test,ray]"
+	$(PY) -m pip install -e ".[test,ray,tensorboard,mlflow]"
 	touch $(STAMP)
 
 demo: $(STAMP)

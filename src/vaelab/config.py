@@ -147,6 +147,10 @@ class LossConfig:
         )
 
 
+TrainLogger = Literal["tensorboard", "mlflow"]
+"""the names of vaelab.loggers.LOGGERS (config cannot import it; a test checks the two agree)"""
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """The optimisation: Adam over in-memory batches."""
@@ -182,6 +186,10 @@ class TrainConfig:
     """draw each epoch's batches by the inverse density of the training images' latent codes (the debiasing VAE; `vaelab.debias`) instead of a shuffle"""
     debias_smoothing: float = 0.01
     """α in the debiasing weights Π_d 1/(Q̂_d + α): smaller debiases harder, large is uniform"""
+    loggers: tuple[TrainLogger, ...] = ()
+    """where training is also logged, besides the run folder: tensorboard (event files in the run
+    folder's tensorboard/), mlflow (MLflow's tracking store: MLFLOW_TRACKING_URI, else ./mlflow.db);
+    each needs its extra, e.g. pip install 'vaelab[tensorboard]' (see vaelab.loggers)"""
 
     def __post_init__(self):
         require(self.epochs >= 1 or self.steps >= 1, "train.epochs", "or train.steps must be >= 1")
@@ -193,6 +201,7 @@ class TrainConfig:
         require(self.input_noise >= 0, "train.input_noise", f"must be >= 0, got {self.input_noise}")
         require(self.debias_smoothing > 0, "train.debias_smoothing", f"must be > 0, got {self.debias_smoothing}")
         require(self.checkpoint_every >= 1, "train.checkpoint_every", f"must be >= 1, got {self.checkpoint_every}")
+        require(len(set(self.loggers)) == len(self.loggers), "train.loggers", f"names a logger twice: {list(self.loggers)}")
         require(is_device_name(self.device), "train.device", f"must be cpu, cuda, cuda:N or auto, got {self.device!r}")
 
 

@@ -198,7 +198,7 @@ MANIFEST = ".vaelab-manifest"
 """the names (one JSON string per line) of the entries vaelab wrote into a marked folder"""
 MARKER_FORMAT = 1
 KINDS = ("run", "chain", "sweep", "compare", "anomaly", "augment", "demo")
-RETRYABLE = frozenset({"config.toml", "metrics.jsonl", "diverged.json"})
+RETRYABLE = frozenset({"config.toml", "metrics.jsonl", "diverged.json", "tensorboard", "mlflow.json"})
 """what a run that failed before its first checkpoint leaves: a folder holding only these never blocks a retry"""
 LEGACY_KINDS = (("chain.csv", "chain"), ("sweep.csv", "sweep"), ("compare.csv", "compare"), ("anomaly.json", "anomaly"), ("augment.json", "augment"))
 """a folder vaelab wrote before it marked its folders is known by one of these files"""

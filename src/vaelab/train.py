@@ -37,6 +37,7 @@ from vaelab.errors import DIVERGED, TrainingDiverged, UserError
 from vaelab.images import interleave_rows, save_grid
 from vaelab.latent import latent_means
 from vaelab.losses import STEP_WEIGHTS, LossWeights, loss_weights
+from vaelab.loggers import RunLoggers, check_installed
 from vaelab.models import MODELS, VAE, build_model, fit_to_data, parameter_count
 from vaelab.run_report import write_run_report
 from vaelab.runfolder import append_jsonl, atomic_write, prepare_out, read_metrics, remove_temporary_files, require_kind, write_jsonl, write_toml
@@ -160,6 +161,7 @@ def train(
     model = build_model(cfg, data.shape).to(device)  # first: a config the data cannot fit writes nothing
     if init is not None:
         model.load_state_dict(init)
+    check_installed(cfg.train.loggers)  # before the folder is written
     if run_dir is not None and not resume:
         prepare_out(run_dir, "run", force=force, inputs=cfg.input_paths())
         write_toml(run_dir / "config.toml", cfg.to_dict())
@@ -207,7 +209,8 @@ def train(
     loss_fn = torch.compile(model.loss) if cfg.train.compile else model.loss
     stepper = ModelStep(model, optimizer, loss_fn, autocast, cfg.train.input_noise)
     batches = Batches(x, y, orders, cfg.train.batch_size, per_epoch, device)
-    log = MetricLog([run_dir], [history], start=time.perf_counter() - (history[-1]["time"] if history else 0.0), last_good=[step], stop=True)
+    loggers = RunLoggers(cfg, run_dir, step)
+    log = MetricLog([run_dir], [history], start=time.perf_counter() - (history[-1]["time"] if history else 0.0), last_good=[step], stop=True, loggers=[loggers])
     checkpoint = (lambda member, at: take_checkpoint(model, optimizer, at, data.shape, loop_state)) if run_dir is not None else None
     model.train()
     step = run_loop(
@@ -236,6 +239,7 @@ def train(
     run = Run(cfg, model, data, run_dir, history, seconds)
     if run_dir is not None and finish:
         finish_run(run)
+    loggers.finish(run)
     return run
 
 
@@ -431,8 +435,9 @@ class MetricLog:
     loss of step c (the first its weights give) is read: written if it is finite, dropped if not,
     so the checkpoint kept is one that trains on."""
 
-    def __init__(self, dirs: list[Path | None], rows: list[list[dict]], start: float, last_good: list[int], stop: bool = False):
+    def __init__(self, dirs: list[Path | None], rows: list[list[dict]], start: float, last_good: list[int], stop: bool = False, loggers: list[RunLoggers] | None = None):
         self.dirs, self.rows, self.start, self.last_good, self.stop = dirs, rows, start, last_good, stop
+        self.loggers = loggers
         self.pending: list[tuple[int, int, float, list[str], torch.Tensor]] = []
         self.held: list[Checkpoint | None] = [None for _ in dirs]
         self.failures: list[TrainingDiverged | None] = [None for _ in dirs]
@@ -461,6 +466,8 @@ class MetricLog:
                 new.append(row)
             if run_dir is not None:
                 append_jsonl(run_dir / "metrics.jsonl", new)
+            if self.loggers:
+                self.loggers[m].rows(new)
             self.rows[m] += new
             if self.held[m] is not None and any(row["step"] == self.held[m].step for row in new):
                 self.commit(m)
@@ -485,6 +492,8 @@ class MetricLog:
         if run_dir is not None:
             atomic_write(run_dir / DIVERGED, json.dumps({"step": step, "what": what, "checkpoint": good}))
         self.held[m] = None
+        if self.loggers:
+            self.loggers[m].fail()
         self.failures[m] = TrainingDiverged(f"training diverged at step {step}: {what}{kept} (try a lower train.lr)", step)
         if self.stop:
             raise self.failures[m]

@@ -40,6 +40,7 @@ from vaelab.config import Config
 from vaelab.data import Dataset
 from vaelab.device import free_memory, training_device
 from vaelab.errors import TrainingDiverged, UserError
+from vaelab.loggers import RunLoggers, check_installed
 from vaelab.losses import LossWeights, kl_weight, loss_weights
 from vaelab.models import MODELS, build_model, fit_to_data, parameter_count, step_bytes
 from vaelab.runfolder import prepare_out, write_jsonl, write_toml
@@ -258,6 +259,7 @@ def train_group(
         if start is not None:
             models[-1].load_state_dict(start)
     dirs = [Path(o) if o is not None else None for o in outs]
+    check_installed(cfg0.train.loggers)  # before any folder is written
     for cfg, d in zip(configs, dirs):
         if d is not None:
             prepare_out(d, "run", force=force, inputs=cfg.input_paths())
@@ -273,7 +275,8 @@ def train_group(
     per_epoch, total = schedule(cfg0, n)
     orders = lambda epoch: (torch.stack([epoch_order(c.train.seed, epoch, n) for c in configs]).to(device), {})  # (M, N)
     torch.manual_seed(cfg0.train.seed)
-    log = MetricLog(dirs, [[] for _ in dirs], time.perf_counter(), [0 for _ in dirs])
+    loggers = [RunLoggers(cfg, d) for cfg, d in zip(configs, dirs)]
+    log = MetricLog(dirs, [[] for _ in dirs], time.perf_counter(), [0 for _ in dirs], loggers=loggers)
     shape = datas[0].shape
 
     def checkpoint(i: int, step: int):
@@ -315,5 +318,6 @@ def train_group(
         run = Run(cfg, model, data, d, log.rows[i], seconds / n_members)  # each member's share of the time
         if d is not None and finish:
             finish_run(run)
+        loggers[i].finish(run)
         results.append(run)
     return results

@@ -50,6 +50,7 @@ from vaelab.experiments.study import open_study
 from vaelab.experiments.sweep_report import write_sweep_report
 from vaelab.experiments.sweep_table import DIVERGED_COLUMN, SWEEP_TABLE, TRAIN_COLUMNS, columns, diverged_step, read_table, write_table
 from vaelab.latent import latent_views
+from vaelab.loggers import log_cell
 from vaelab.metrics import feature_net
 from vaelab.metrics.posterior import kl_per_dim
 from vaelab.metrics.udr import udr
@@ -303,6 +304,7 @@ def run_group(group: list[Cell], out: Path, quiet: bool, config_bytes: bytes) ->
     rows = [_row(c, r) for c, r in zip(group, _train(group, out, quiet))]
     for c, row in zip(group, rows):
         atomic_write(out / c.name / ROW_FILE, json.dumps(row))
+        log_cell(c.config, out / c.name, c.values, row)
     return rows
 
 
