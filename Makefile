@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.vaelab-installed
 TORCH_VERSION ?= 2.13.0
 
-.PHONY: demo test gpu-check bench bench-env install clean
+.PHONY: demo test docs gpu-check bench bench-env install clean
 
 install: $(STAMP)
 
@@ -20,7 +20,7 @@ $(PY):
 $(STAMP): $(PY) pyproject.toml
 	$(PY) -m pip install --upgrade pip setuptools wheel
 	$(PY) -m pip install "torch==$(TORCH_VERSION)"
-	$(PY) -m pip install -e ".[test,ray,tensorboard,mlflow]"
+	$(PY) -m pip install -e ".[test,ray,tensorboard,mlflow,docs]"
 	touch $(STAMP)
 
 demo: $(STAMP)
@@ -35,6 +35,11 @@ demo: $(STAMP)
 PYTEST_ARGS ?= -n 2 --dist loadgroup --no-loadscope-reorder
 test: $(STAMP)
 	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+# `make docs`: the static site of README.md and docs/ in site/ (open site/index.html); --strict
+# fails the build on a broken link, a missing anchor or a page left out of mkdocs.yml's nav.
+docs: $(STAMP)
+	$(VENV)/bin/mkdocs build --strict
 
 # `make gpu-check`: on a machine with an NVIDIA GPU, the whole suite on every core (device auto →
 # CUDA) and the benchmarks with --device cuda (issue 16's targets), ending in one table
@@ -79,4 +84,4 @@ $(BENCH_STAMP):
 	touch $(BENCH_STAMP)
 
 clean:
-	rm -rf $(VENV) $(BENCH_VENV) runs build src/*.egg-info
+	rm -rf $(VENV) $(BENCH_VENV) runs build site src/*.egg-info

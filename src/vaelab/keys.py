@@ -134,3 +134,39 @@ def describe(cfg: Config, section: str | None = None) -> str:
     if section in (None, "model"):
         lines.append(f"(model.* above are model {cfg.model.name}'s; --set model.name=NAME lists another's: {', '.join(MODEL_PARAMS)})")
     return "\n".join(lines)
+
+
+def _summary(cls: type) -> str:
+    """The first paragraph of a class's docstring, on one line."""
+    return " ".join((cls.__doc__ or "").strip().split("\n\n")[0].split())
+
+
+def _table(keys: list[Key]) -> list[str]:
+    cell = lambda text: text.replace("|", "\\|")  # noqa: E731
+    rows = ["| key | type | default | meaning |", "| --- | --- | --- | --- |"]
+    return rows + [f"| `{k.name}` | {cell(k.type)} | `{cell(toml_value(k.default))}` | {cell(k.doc)} |" for k in keys]
+
+
+def reference_markdown() -> str:
+    """docs/keys.md: every key of every section, dataset and model, as Markdown tables, from the
+    dataclasses' fields and docstrings (the page is this text; a test checks it is current)."""
+    out = [
+        "# Every config key",
+        "",
+        "Generated from the config's dataclasses, their defaults and docstrings (`vaelab.keys.reference_markdown`);",
+        "`vaelab keys` prints the same, with a config's values. [Configuration and datasets](configuration.md)",
+        "explains them with examples.",
+    ]
+    default = Config.from_dict({})
+    for name in sections():
+        part = getattr(default, name)
+        out += ["", f"## {name}", "", _summary(type(part)), "", *_table(_keys_of(name, type(part), part))]
+    out += ["", "## Each dataset's keys", "", "`data.<param>` for the dataset `data.name` names (`vaelab datasets`)."]
+    for name, spec in sorted(DATASETS.items()):
+        keys = _keys_of("data", spec.params, spec.params())
+        out += ["", f"### {name}", "", spec.description, "", *(_table(keys) if keys else ["No keys of its own."])]
+    out += ["", "## Each model's keys", "", "`model.<param>` for the model `model.name` names."]
+    for name, params in MODEL_PARAMS.items():
+        keys = _keys_of("model", params, params())
+        out += ["", f"### {name}", "", _summary(params), "", *_table(keys)]
+    return "\n".join(out) + "\n"
