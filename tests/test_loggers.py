@@ -29,14 +29,21 @@ SMALL = {"data.name": "points", "data.n": 64, "train.steps": 50, "train.batch_si
 TERMS = ("loss", "recon", "kl")
 
 
+@pytest.fixture(scope="module")
+def tracking(tmp_path_factory):
+    """One MLflow store (SQLite) for the module: creating one costs seconds."""
+    folder = tmp_path_factory.mktemp("mlflow")
+    return folder, f"sqlite:///{folder / 'mlflow.db'}"
+
+
 @pytest.fixture
-def store(tmp_path, monkeypatch):
-    """A fresh MLflow store (SQLite) in tmp_path, and its client; the working folder is tmp_path,
-    where MLflow puts the artifacts of a SQLite store (./mlruns)."""
-    monkeypatch.chdir(tmp_path)
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+def store(tracking, monkeypatch, request):
+    """The module's MLflow store, an experiment of the test's own, and the store's client; the
+    working folder is the store's, where MLflow puts a SQLite store's artifacts (./mlruns)."""
+    folder, uri = tracking
+    monkeypatch.chdir(folder)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
-    monkeypatch.setenv("MLFLOW_EXPERIMENT_NAME", "tests")
+    monkeypatch.setenv("MLFLOW_EXPERIMENT_NAME", request.node.name)
     return MlflowClient(uri)
 
 
@@ -86,7 +93,7 @@ def test_mlflow_holds_the_config_every_term_per_step_and_the_folder(tmp_path, st
     train(cfg, out=tmp_path / "run", quiet=True)
     run_id = json.loads((tmp_path / "run" / "mlflow.json").read_text())["run_id"]
     run = store.get_run(run_id)
-    assert run.info.status == "FINISHED" and store.get_experiment(run.info.experiment_id).name == "tests"
+    assert run.info.status == "FINISHED" and store.get_experiment(run.info.experiment_id).name == "test_mlflow_holds_the_config_every_term_per_step_and_the_folder"
     assert run.data.params["train.lr"] == "0.002" and run.data.params["model.name"] == "fc1"
     rows = jsonl(tmp_path / "run")
     for term in TERMS:
@@ -119,7 +126,8 @@ def test_a_resumed_run_continues_its_logs_without_the_steps_after_its_checkpoint
     assert [e.step for e in logged] == list(range(50))  # the first process's steps 20–29 purged
     assert np.allclose([e.value for e in logged], [r["loss"] for r in rows], rtol=1e-6)
     assert mlflow_history(store, tmp_path / "run", "loss") == pytest.approx({r["step"]: r["loss"] for r in rows}, rel=1e-6)
-    assert len(store.search_runs([store.get_experiment_by_name("tests").experiment_id])) == 1  # one MLflow run, continued
+    experiment = store.get_experiment_by_name("test_a_resumed_run_continues_its_logs_without_the_steps_after_its_checkpoint")
+    assert len(store.search_runs([experiment.experiment_id])) == 1  # one MLflow run, continued
 
 
 def test_a_sweep_logs_each_cell_its_swept_keys_and_metrics(tmp_path, store):
