@@ -95,6 +95,7 @@ def test_mlflow_holds_the_config_every_term_per_step_and_the_folder(tmp_path, st
     run = store.get_run(run_id)
     assert run.info.status == "FINISHED" and store.get_experiment(run.info.experiment_id).name == "test_mlflow_holds_the_config_every_term_per_step_and_the_folder"
     assert run.data.params["train.lr"] == "0.002" and run.data.params["model.name"] == "fc1"
+    assert run.info.run_name == str((tmp_path / "run").resolve()) and run.data.tags["vaelab.folder"] == str((tmp_path / "run").resolve())  # outside the working folder
     rows = jsonl(tmp_path / "run")
     for term in TERMS:
         assert mlflow_history(store, tmp_path / "run", term) == pytest.approx({r["step"]: r[term] for r in rows}, rel=1e-6)

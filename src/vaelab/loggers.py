@@ -158,9 +158,15 @@ def mlflow_run(run_dir: Path, resume: bool):
     name = os.environ.get("MLFLOW_EXPERIMENT_NAME", EXPERIMENT)
     experiment = client.get_experiment_by_name(name)
     experiment_id = experiment.experiment_id if experiment is not None else client.create_experiment(name)
-    run = client.create_run(experiment_id, run_name=f"{run_dir.parent.name}/{run_dir.name}", tags={"vaelab.folder": str(run_dir.resolve())})
+    run = client.create_run(experiment_id, run_name=run_name(run_dir), tags={"vaelab.folder": str(run_dir.resolve())})
     atomic_write(record, json.dumps({"tracking_uri": client.tracking_uri, "run_id": run.info.run_id}))
     return client, run.info.run_id
+
+
+def run_name(run_dir: Path) -> str:
+    """The folder as the user named it: relative to the working folder when inside it."""
+    relative = os.path.relpath(run_dir)
+    return str(run_dir.resolve()) if relative.startswith("..") else relative
 
 
 def embedding_images(cfg):
