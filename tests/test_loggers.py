@@ -15,6 +15,7 @@ from clihelp import cli, one_thread, user_error  # noqa: F401  (one_thread: a mo
 from vaelab.checkpoint import Checkpoint
 from vaelab.config import TrainLogger, load_config
 from vaelab.data import test_data_config as embedding_test_set  # not collected as a test under this name
+from vaelab.errors import UserError
 from vaelab.evaluate import cached_dataset
 from vaelab.latent import latent_means
 from vaelab.loggers import EMBED_N, LOGGERS
@@ -154,6 +155,8 @@ def test_a_missing_package_is_one_line_naming_the_extra_and_writes_nothing(tmp_p
     assert not (tmp_path / "run").exists()
     user_error(cli("train", *sets, "--set", "train.loggers=[tensorboard,tensorboard]", "--out", tmp_path / "run"), "train.loggers", "twice")
     user_error(cli("train", *sets, "--set", "train.loggers=[wandb]", "--out", tmp_path / "run"), "train.loggers")
+    with pytest.raises(UserError, match="train.loggers tensorboard mirror a run folder"):  # in memory: nothing to mirror
+        train(load_config(overrides={**SMALL, "train.loggers": ["tensorboard"]}), quiet=True)
 
 
 def test_without_loggers_a_run_folder_holds_none_of_their_files(tmp_path):

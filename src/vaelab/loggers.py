@@ -179,6 +179,14 @@ def embedding_images(cfg):
     return test.subset(slice(0, EMBED_N)) if len(test) else None
 
 
+def check_loggers(names, run_dir: Path | None) -> None:
+    """Before training: a user error when loggers are asked for a run without a folder (they
+    mirror it), or when a logger's package is missing."""
+    if names and run_dir is None:
+        raise UserError(f"train.loggers {', '.join(names)} mirror a run folder, and this run has none: give it one (--out, or out= in Python)")
+    check_installed(names)
+
+
 def check_installed(names) -> None:
     """A user error naming the extra to install for each logger whose package is missing."""
     for name in names:
@@ -191,9 +199,8 @@ class RunLoggers:
     """The loggers of one run folder, opened when training starts (at step `start`; > 0 resumes)."""
 
     def __init__(self, cfg, run_dir: Path | None, start: int = 0):
-        names = cfg.train.loggers if run_dir is not None else ()
-        check_installed(names)
-        self.loggers = [LOGGERS[name][0](run_dir, cfg, start) for name in names]
+        check_loggers(cfg.train.loggers, run_dir)
+        self.loggers = [LOGGERS[name][0](run_dir, cfg, start) for name in cfg.train.loggers]
 
     def rows(self, rows: list[dict]) -> None:
         """The steps just logged to metrics.jsonl."""

@@ -37,7 +37,7 @@ from vaelab.errors import DIVERGED, TrainingDiverged, UserError
 from vaelab.images import interleave_rows, save_grid
 from vaelab.latent import latent_means
 from vaelab.losses import STEP_WEIGHTS, LossWeights, loss_weights
-from vaelab.loggers import RunLoggers, check_installed
+from vaelab.loggers import RunLoggers, check_loggers
 from vaelab.models import MODELS, VAE, build_model, fit_to_data, parameter_count
 from vaelab.run_report import write_run_report
 from vaelab.runfolder import append_jsonl, atomic_write, prepare_out, read_metrics, remove_temporary_files, require_kind, write_jsonl, write_toml
@@ -161,7 +161,7 @@ def train(
     model = build_model(cfg, data.shape).to(device)  # first: a config the data cannot fit writes nothing
     if init is not None:
         model.load_state_dict(init)
-    check_installed(cfg.train.loggers)  # before the folder is written
+    check_loggers(cfg.train.loggers, run_dir)  # before the folder is written
     if run_dir is not None and not resume:
         prepare_out(run_dir, "run", force=force, inputs=cfg.input_paths())
         write_toml(run_dir / "config.toml", cfg.to_dict())

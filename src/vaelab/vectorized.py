@@ -40,7 +40,7 @@ from vaelab.config import Config
 from vaelab.data import Dataset
 from vaelab.device import free_memory, training_device
 from vaelab.errors import TrainingDiverged, UserError
-from vaelab.loggers import RunLoggers, check_installed
+from vaelab.loggers import RunLoggers, check_loggers
 from vaelab.losses import LossWeights, kl_weight, loss_weights
 from vaelab.models import MODELS, build_model, fit_to_data, parameter_count, step_bytes
 from vaelab.runfolder import prepare_out, write_jsonl, write_toml
@@ -259,7 +259,8 @@ def train_group(
         if start is not None:
             models[-1].load_state_dict(start)
     dirs = [Path(o) if o is not None else None for o in outs]
-    check_installed(cfg0.train.loggers)  # before any folder is written
+    for cfg, d in zip(configs, dirs):
+        check_loggers(cfg.train.loggers, d)  # before any folder is written
     for cfg, d in zip(configs, dirs):
         if d is not None:
             prepare_out(d, "run", force=force, inputs=cfg.input_paths())
