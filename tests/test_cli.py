@@ -37,6 +37,7 @@ import torch
 from PIL import Image
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
+from vaelab.data import listing
 
 
 TINY = ["--set", "data.n=256", "--set", "train.steps=20", "--set", "sample.n=8"]
@@ -383,6 +384,7 @@ def test_datasets_lists_every_dataset_with_its_parameters():
     names = {line.split()[0] for line in r.out.splitlines() if line.strip() and not line[0].isspace()}
     assert DATASETS <= names, DATASETS - names
     assert "data.p_x=0.3" in r.out and "data.noise_var=" in r.out
+    assert r.out == listing(), "src/vaelab/data/datasets.txt is stale: python -c 'from vaelab.data import listing; open(\"src/vaelab/data/datasets.txt\", \"w\").write(listing())'"
 
 
 @pytest.mark.parametrize("verb", ["train", "sample", "reconstruct", "report", "presets", "datasets", "demo"])
@@ -874,12 +876,16 @@ out = io.StringIO()
 with contextlib.redirect_stdout(out):
     assert main(["presets"]) == 0
 assert "chain-conv " in out.getvalue() and "unsupervised-study " in out.getvalue()
+out = io.StringIO()
+with contextlib.redirect_stdout(out):
+    assert main(["datasets"]) == 0
+assert "sprites " in out.getvalue() and "data.p_x=0.3" in out.getvalue()
 print(sorted(m for m in ("torch", "numpy", "sklearn", "matplotlib") if m in sys.modules))
 """
 
 
-def test_help_and_presets_answer_without_importing_pytorch():
-    """`vaelab --help`, every verb's --help and `vaelab presets` load no PyTorch (nor NumPy,
+def test_help_presets_and_datasets_answer_without_importing_pytorch():
+    """`vaelab --help`, every verb's --help, `vaelab presets` and `vaelab datasets` load no PyTorch (nor NumPy,
     scikit-learn, matplotlib): they answer at once, on a fresh interpreter."""
     proc = subprocess.run([sys.executable, "-c", HELP_WITHOUT_TORCH], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]

@@ -12,6 +12,9 @@ from pathlib import Path
 
 from vaelab.errors import DIVERGED, UserError
 
+DATASET_LISTING = Path(__file__).parent / "data" / "datasets.txt"
+"""`vaelab datasets`' text: vaelab.data.listing(), written into the package (tests/test_cli.py checks it)"""
+
 EXAMPLES = """examples:
   vaelab train --preset chain-conv --out runs/conv
   vaelab train --preset chain-fc2 --set loss.beta=0.3 --set train.epochs=2 --out runs/fc2
@@ -333,13 +336,7 @@ def cmd_keys(args) -> None:
 
 
 def cmd_datasets(args) -> None:
-    from dataclasses import fields
-
-    from vaelab.data import DATASETS
-
-    for name, spec in sorted(DATASETS.items()):
-        params = ", ".join(f"data.{f.name}={f.default!r}" for f in fields(spec.params))
-        print(f"{name:<14} {spec.description}" + (f"\n{'':<14} {params}" if params else ""))
+    print(DATASET_LISTING.read_text(), end="")  # vaelab.data.listing(), written into the package: no PyTorch to load
 
 
 def cmd_chain(args) -> None:
