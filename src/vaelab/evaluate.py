@@ -389,7 +389,7 @@ METRICS: dict[str, Metric] = {
     ),
     "mcc": Metric(
         {
-            "mcc": "mean correlation coefficient (Khemakhem et al. 2020): each ground-truth factor matched to its own latent mean (Hungarian, on |Pearson r|), averaged; 0 for a collapsed posterior",
+            "mcc": "mean correlation coefficient (Khemakhem et al. 2020): each ground-truth factor matched to its own latent mean (Hungarian, on |Pearson r|), averaged; 0 for constant latent means",
             "mcc_spearman": "the same on Spearman's rank correlation: any monotone code of a factor scores 1",
         },
         lambda p: {"mcc": mcc(p.codes, p.test.factors), "mcc_spearman": mcc(p.codes, p.test.factors, method="spearman")},
