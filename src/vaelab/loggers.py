@@ -23,7 +23,6 @@ import json
 import os
 import time
 from pathlib import Path
-from typing import Any
 
 from vaelab.errors import UserError
 from vaelab.runfolder import atomic_write, record_written
@@ -38,15 +37,12 @@ EXPERIMENT = "vaelab"
 """the MLflow experiment when MLFLOW_EXPERIMENT_NAME is not set"""
 
 
-def flat(tree: dict, prefix: str = "") -> dict[str, Any]:
-    """{"train": {"lr": 0.001}} → {"train.lr": 0.001}."""
-    out: dict[str, Any] = {}
-    for key, value in tree.items():
-        if isinstance(value, dict):
-            out.update(flat(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = value
-    return out
+def settings(cfg) -> dict[str, str]:
+    """Every config key (`vaelab.keys.config_keys`: the sections', the dataset's and the model's)
+    → its value as text: strings as they are, the rest as TOML writes them."""
+    from vaelab.keys import config_keys, toml_value
+
+    return {k.name: k.value if isinstance(k.value, str) else toml_value(k.value) for k in config_keys(cfg)}
 
 
 def image_hwc(path: Path):
@@ -68,7 +64,7 @@ class TensorBoard:
         record_written(self.dir)  # the folder's own: cleared with it by --force
         self.writer = SummaryWriter(str(self.dir), purge_step=start if start > 0 else None)
         if start == 0:
-            self.writer.add_text("config", "\n".join(f"    {k} = {v!r}" for k, v in flat(cfg.to_dict()).items()), 0)
+            self.writer.add_text("config", "\n".join(f"    {k} = {v}" for k, v in settings(cfg).items()), 0)
 
     def rows(self, rows: list[dict]) -> None:
         for row in rows:
@@ -114,7 +110,7 @@ class MLflow:
         else:
             from mlflow.entities import Param
 
-            params = [Param(k, str(v)[:6000]) for k, v in flat(cfg.to_dict()).items()]
+            params = [Param(k, v[:6000]) for k, v in settings(cfg).items()]
             for i in range(0, len(params), 100):  # MLflow takes at most 100 params a batch
                 self.client.log_batch(self.run_id, params=params[i : i + 100])
 
