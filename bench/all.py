@@ -61,6 +61,7 @@ RUNS: list[tuple[str, list[str], str, str]] = [
     ("profile_step.py", [], "host work per cnn training step: kernel launches without / with a CUDA graph (CPU: ops per step)", "-"),
     ("fid.py", [], "FID of 10k vs 10k images: vaelab vs NumPy/SciPy (ref s / vaelab s)", "vaelab < 20 s per FID"),
     ("disentanglement.py", [], "every disentanglement and recovery score of one sprites cnn VAE at beta-disentangle's sizes: vaelab vs its former encoding (ref s / vaelab s)", "vaelab < 120 s per model (2 CPU cores); < 15 s (GPU)"),
+    ("host_memory.py", [], "CPU training of unsupervised-study's one-conv network, steps/s: freed blocks kept (the vaelab command) vs glibc's default", "≥ 1.0"),
     ("memory.py", [], "one epoch over 1,000,000 28x28 images streamed from disk vs 100,000 in memory (samples/s)", "peak RSS < 2 GiB"),
 ]
 

@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 from vaelab.errors import DIVERGED, UserError
+from vaelab.host_memory import keep_freed_host_memory
 
 DATASET_LISTING = Path(__file__).parent / "data" / "datasets.txt"
 """`vaelab datasets`' text: vaelab.data.listing(), written into the package (tests/test_cli.py checks it)"""
@@ -435,6 +436,7 @@ ENVIRONMENT_ERRORS = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errn
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
+    keep_freed_host_memory()  # CPU training reuses its freed activations (vaelab.host_memory)
     try:
         args = parser.parse_args(argv)
         if args.verb is None:

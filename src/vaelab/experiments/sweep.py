@@ -49,6 +49,7 @@ from vaelab.experiments.grid import MAX_CELLS, Axis, grid_keys, grid_points, gri
 from vaelab.experiments.study import open_study
 from vaelab.experiments.sweep_report import write_sweep_report
 from vaelab.experiments.sweep_table import DIVERGED_COLUMN, SWEEP_TABLE, TRAIN_COLUMNS, columns, diverged_step, read_table, write_table
+from vaelab.host_memory import keep_freed_host_memory
 from vaelab.latent import latent_views
 from vaelab.loggers import log_cell
 from vaelab.metrics import feature_net
@@ -301,6 +302,7 @@ def run_group(group: list[Cell], out: Path, quiet: bool, config_bytes: bytes) ->
     """One task: train a group of cells into `out` (whose config.toml holds `config_bytes`), measure
     them, and write each cell's row into its folder; returns the rows."""
     check_visible(out, config_bytes)
+    keep_freed_host_memory()  # a Ray worker is a process of its own: the vaelab command's setting (vaelab.host_memory)
     rows = [_row(c, r) for c, r in zip(group, _train(group, out, quiet))]
     for c, row in zip(group, rows):
         atomic_write(out / c.name / ROW_FILE, json.dumps(row))
