@@ -4,6 +4,7 @@ processes (the setting is process-wide) through glibc's own accounting, mallinfo
 
 from __future__ import annotations
 
+import ctypes
 import json
 import subprocess
 import sys
@@ -28,7 +29,7 @@ libc.free(block)
 print(json.dumps({"kept": kept, "mapped": mapped, "free_in_heap": libc.mallinfo2().fordblks}))
 """
 
-glibc = pytest.mark.skipif(not sys.platform.startswith("linux") or not hasattr(__import__("ctypes").CDLL(None), "mallinfo2"), reason="glibc ≥ 2.33 (mallinfo2) only")
+glibc = pytest.mark.skipif(not sys.platform.startswith("linux") or not hasattr(ctypes.CDLL(None), "mallinfo2"), reason="glibc ≥ 2.33 (mallinfo2) only")
 
 
 def probe(mode: str) -> dict:
